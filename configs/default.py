@@ -1,0 +1,52 @@
+"""Default config: the paper's training setup (N2NSkip, BMVC 2020, section 4).
+
+Every key is documented here; ``n2nskip_jax.config.validate`` checks them all before
+anything is compiled. Override any key on the command line: ``--config.num_epochs=10``.
+"""
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  # --- model -----------------------------------------------------------------
+  c.model = 'resnet50'               # 'mlp' | 'vgg19' | 'resnet50'
+  c.width_multiplier = 1.0           # scales every conv width (and VGG's fc width); > 0
+  c.resnet_stem = 'cifar'            # 'cifar' (3x3, stride 1, no max-pool) | 'imagenet'
+  c.vgg_head = 'paper'               # 'paper' (7x7 pool, 4096-4096-classes) | 'cifar' (1 linear)
+  c.mlp_hidden = (512, 256, 128, 64)  # hidden widths of the MLP
+  c.half_precision = False           # bf16 compute (params and optimizer stay float32)
+  # --- data ------------------------------------------------------------------
+  c.dataset = 'cifar10'              # 'cifar10' | 'cifar100' | 'imagenet2012' | 'mnist1d' | 'digits'
+  c.data_dir = ''                    # tfds data_dir; '' means tfds' default (~/tensorflow_datasets)
+  c.download = False                 # let tfds download and prepare a missing data set (needs network)
+  c.image_size = 224                 # ImageNet crop size
+  c.shuffle_buffer = 50_000          # tf.data shuffle buffer (training)
+  # --- optimization (paper defaults) ----------------------------------------------
+  c.num_epochs = 300
+  c.batch_size = 128                 # global batch, split evenly over all devices
+  c.eval_batch_size = 500            # global eval batch
+  c.learning_rate = 0.05
+  c.momentum = 0.9
+  c.weight_decay = 5e-4              # coupled (PyTorch-style), applied to every parameter
+  c.lr_decay_epochs = 30             # the learning rate is multiplied by lr_decay_factor ...
+  c.lr_decay_factor = 0.5            # ... every lr_decay_epochs epochs
+  c.seed = 0
+  # --- loop, logging, checkpoints --------------------------------------------------
+  c.eval_every_epochs = 1
+  c.log_every_steps = 50
+  c.checkpoint_every_steps = 0       # 0: at the end of every epoch; > 0: also every N steps
+  c.max_checkpoints_to_keep = 2
+  c.multihost = False                # call jax.distributed.initialize() first
+  # --- pruning at initialization (n2nskip_jax.pruning) ----------------------------
+  c.pruning = ml_collections.ConfigDict()
+  c.pruning.method = 'dense'         # 'dense' | 'rp' | 'csp' (SNIP) | 'structured'
+  c.pruning.density = 1.0            # in (0, 1], counted against the reference network
+  c.pruning.snip_batch_size = 128    # examples in the one SNIP saliency batch
+  c.pruning.exclude = ()             # regexes on 'layer/path/kernel'; matching kernels stay dense
+  # --- skip connections (n2nskip_jax.models.skips) ------------------------------
+  c.skip = ml_collections.ConfigDict()
+  c.skip.kind = 'none'               # 'none' | 'n2nskip' (Eq. 2) | 'resskip' (Eq. 1)
+  c.skip.fraction = 0.5              # share of the budget given to skip weights (n2nskip), [0, 1)
+  c.skip.span = 3                    # k: layers a skip spans (ResNet50: must be 3, one bottleneck)
+  c.skip.kernel_size = 3             # f: conv skip kernel is f x f (odd)
+  return c

@@ -1,0 +1,8 @@
+"""ResNet50 (CIFAR form) on CIFAR-10 with the paper's training setup."""
+from configs import default
+
+
+def get_config():
+  c = default.get_config()
+  c.model, c.dataset, c.resnet_stem = 'resnet50', 'cifar10', 'cifar'
+  return c

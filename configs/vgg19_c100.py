@@ -1,0 +1,8 @@
+"""VGG19-BN with the paper's 4096-4096 head on CIFAR-100."""
+from configs import default
+
+
+def get_config():
+  c = default.get_config()
+  c.model, c.dataset, c.vgg_head = 'vgg19', 'cifar100', 'paper'
+  return c

@@ -1,0 +1,42 @@
+"""Masked MLP (paper: 3072-512-256-128-64-classes) with optional skip connections."""
+from typing import Any, Sequence
+
+import flax.linen as nn
+
+from n2nskip_jax.layers import MaskedDense
+from n2nskip_jax.models.skips import skip_name, skip_sources
+
+ModuleDef = Any
+
+
+class MLP(nn.Module):
+  """ReLU MLP; ``dense`` is the layer class (``MaskedDense``, or ``nn.Dense`` for a twin).
+
+  Skips follow :mod:`n2nskip_jax.models.skips`: hidden layer ``j`` gets one from ``a^{j-k}``
+  (``a^0`` being the flattened input).
+  """
+  hidden: Sequence[int] = (512, 256, 128, 64)
+  num_classes: int = 10
+  skip_kind: str = 'none'
+  skip_span: int = 3
+  dtype: Any = None
+  dense: ModuleDef = MaskedDense
+
+  @nn.compact
+  def __call__(self, x, train: bool = True):
+    del train  # No BatchNorm or dropout.
+    acts = [x.reshape((x.shape[0], -1))]
+    sources = skip_sources(len(self.hidden), self.skip_span, self.skip_kind)
+    for j, width in enumerate(self.hidden, start=1):
+      z = self.dense(width, dtype=self.dtype, name=f'dense{j}')(acts[-1])
+      if j in sources:
+        z = z + self._skip(acts[sources[j]], width, skip_name(sources[j], j))
+      acts.append(nn.relu(z))
+    return self.dense(self.num_classes, dtype=self.dtype, name='head')(acts[-1])
+
+  def _skip(self, a, width, name):
+    if self.skip_kind == 'n2nskip':  # Eq. 2: g(skip(a^l)).
+      return nn.relu(self.dense(width, dtype=self.dtype, name=name)(a))
+    if a.shape[-1] == width:  # Eq. 1, identity.
+      return a
+    return self.dense(width, use_bias=False, dtype=self.dtype, name=name)(a)

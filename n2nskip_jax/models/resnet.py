@@ -1,0 +1,79 @@
+"""Masked ResNet50 (bottleneck v1.5: stride on the 3x3 conv), CIFAR or ImageNet stem.
+
+CIFAR form: 3x3 stride-1 stem, no max-pool. ImageNet form: 7x7 stride-2 stem and a 3x3
+stride-2 max-pool. Convolutions are bias-free and followed by BatchNorm; shortcuts are
+identity, or a 1x1 projection + BatchNorm where the shape changes.
+
+N2NSkip placement: one skip per bottleneck, spanning its three convs (``k = 3``): from the
+block input ``a^l`` (``C_l`` channels) to the pre-activation of its last conv
+(``C_{l+3}`` channels), an ``f x f`` masked conv with the block's stride, then BatchNorm and
+ReLU (Eq. 2), added next to the residual: ``relu(bn3(conv3) + shortcut + relu(bn(skip(x))))``.
+"""
+import functools
+from typing import Any, Sequence
+
+import flax.linen as nn
+
+from n2nskip_jax.layers import MaskedConv, MaskedDense
+from n2nskip_jax.models.skips import SKIP_PREFIX
+
+ModuleDef = Any
+STEMS = ('cifar', 'imagenet')
+
+
+class Bottleneck(nn.Module):
+  filters: int
+  strides: int
+  conv: ModuleDef
+  norm: ModuleDef
+  skip_kind: str = 'none'
+  skip_kernel_size: int = 3
+
+  @nn.compact
+  def __call__(self, x):
+    y = nn.relu(self.norm(name='bn1')(self.conv(self.filters, (1, 1), name='conv1')(x)))
+    y = self.conv(self.filters, (3, 3), strides=self.strides, name='conv2')(y)
+    y = nn.relu(self.norm(name='bn2')(y))
+    y = self.norm(name='bn3')(self.conv(4 * self.filters, (1, 1), name='conv3')(y))
+    shortcut = x
+    if x.shape[-1] != 4 * self.filters or self.strides != 1:
+      shortcut = self.conv(4 * self.filters, (1, 1), strides=self.strides, name='proj')(x)
+      shortcut = self.norm(name='proj_bn')(shortcut)
+    if self.skip_kind == 'n2nskip':
+      k = self.skip_kernel_size
+      s = self.conv(4 * self.filters, (k, k), strides=self.strides, name=SKIP_PREFIX)(x)
+      y = y + nn.relu(self.norm(name=f'{SKIP_PREFIX}_bn')(s))
+    return nn.relu(y + shortcut)
+
+
+class ResNet(nn.Module):
+  """ResNet with masked layers; ``conv``/``dense`` swap in plain Flax layers for a twin."""
+  num_classes: int = 10
+  stage_sizes: Sequence[int] = (3, 4, 6, 3)
+  stem: str = 'cifar'
+  width_multiplier: float = 1.0
+  skip_kind: str = 'none'
+  skip_kernel_size: int = 3
+  dtype: Any = None
+  bn_axis_name: str | None = None
+  conv: ModuleDef = MaskedConv
+  dense: ModuleDef = MaskedDense
+
+  @nn.compact
+  def __call__(self, x, train: bool = True):
+    conv = functools.partial(self.conv, use_bias=False, dtype=self.dtype)
+    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
+                             epsilon=1e-5, dtype=self.dtype, axis_name=self.bn_axis_name)
+    width = max(1, int(64 * self.width_multiplier))
+    if self.stem == 'cifar':
+      x = nn.relu(norm(name='stem_bn')(conv(width, (3, 3), name='stem')(x)))
+    else:
+      x = conv(width, (7, 7), strides=2, padding=[(3, 3), (3, 3)], name='stem')(x)
+      x = nn.relu(norm(name='stem_bn')(x))
+      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    for i, blocks in enumerate(self.stage_sizes):
+      for b in range(blocks):
+        x = Bottleneck(width * 2**i, 2 if (i > 0 and b == 0) else 1, conv, norm,
+                       self.skip_kind, self.skip_kernel_size, name=f'stage{i + 1}_block{b + 1}')(x)
+    x = x.mean(axis=(1, 2))
+    return self.dense(self.num_classes, dtype=self.dtype, name='head')(x)

@@ -1,0 +1,34 @@
+"""Where skip layers go, shared by every model (DESIGN.md, section 1; paper Eqs. 1-2).
+
+Layers are numbered ``1..L`` along the sequential path; ``a^0`` is the network input and
+``a^j`` the activation of layer ``j`` (before any pooling that follows it). With span
+``k``, a skip runs from ``a^l`` to the pre-activation ``z^{l+k}`` of every hidden layer
+``l+k`` (``l >= 0``; the classifier head receives none, since it has no nonlinearity):
+
+* ``n2nskip`` (Eq. 2): ``a^{l+k} = g(z^{l+k} + g(skip(a^l)))``, ``skip`` a learnable,
+  masked, dense-shaped layer (conv: ``f x f`` kernel, ``C_l x C_{l+k}``; BatchNorm before
+  its nonlinearity in BatchNorm models). Its stride absorbs the pooling inside the span.
+* ``resskip`` (Eq. 1): ``a^{l+k} = g(z^{l+k} + a^l)``, with a masked linear projection
+  (1x1 conv + BatchNorm in CNNs) where the shapes differ.
+
+Skip-layer names start with ``skip`` so that budgets can tell skip kernels from
+sequential ones (:func:`is_skip_path`).
+"""
+SKIP_KINDS = ('none', 'n2nskip', 'resskip')
+SKIP_PREFIX = 'skip'
+
+
+def skip_sources(num_hidden: int, span: int, kind: str) -> dict[int, int]:
+  """Maps each hidden layer ``j`` (1-based) that receives a skip to its source ``l = j - k``."""
+  if kind == 'none':
+    return {}
+  return {j: j - span for j in range(1, num_hidden + 1) if j - span >= 0}
+
+
+def skip_name(source: int, target: int) -> str:
+  return f'{SKIP_PREFIX}{source}_{target}'
+
+
+def is_skip_path(path: tuple[str, ...]) -> bool:
+  """Whether a parameter path (tuple of module names) lies inside a skip layer."""
+  return any(str(p).startswith(SKIP_PREFIX) for p in path)

@@ -1,0 +1,99 @@
+"""Masked VGG19 with BatchNorm and optional skip connections.
+
+Convolutions are 3x3, bias-free and followed by BatchNorm and ReLU; 2x2 max-pooling
+follows the layers marked ``'M'``. Two heads:
+
+* ``'paper'``: adaptive average pooling to 7x7 then 4096-4096-classes (the ImageNet-style
+  classifier the paper's Table 1 counts, 143M parameters at 1000 classes; no dropout);
+* ``'cifar'``: a single linear layer on the 1x1x512 map (~20M parameters).
+
+Skip placement is :mod:`n2nskip_jax.models.skips` over the 16 conv layers; a skip's stride
+is ``2 ** (number of poolings inside its span)``.
+"""
+import functools
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+
+from n2nskip_jax.layers import MaskedConv, MaskedDense
+from n2nskip_jax.models.skips import skip_name, skip_sources
+
+ModuleDef = Any
+
+VGG19_LAYERS = (64, 64, 'M', 128, 128, 'M', 256, 256, 256, 256, 'M',
+                512, 512, 512, 512, 'M', 512, 512, 512, 512, 'M')
+HEADS = ('paper', 'cifar')
+
+
+def _adaptive_pool_matrix(n_in: int, n_out: int) -> np.ndarray:
+  """Row ``i`` averages input bins ``[floor(i n_in / n_out), ceil((i+1) n_in / n_out))``."""
+  p = np.zeros((n_out, n_in), np.float32)
+  for i in range(n_out):
+    lo, hi = (i * n_in) // n_out, -(-((i + 1) * n_in) // n_out)
+    p[i, lo:hi] = 1.0 / (hi - lo)
+  return p
+
+
+def adaptive_avg_pool(x: jnp.ndarray, size: int) -> jnp.ndarray:
+  """Average-pools an NHWC map to ``size x size`` (as PyTorch's AdaptiveAvgPool2d)."""
+  ph = _adaptive_pool_matrix(x.shape[1], size)
+  pw = _adaptive_pool_matrix(x.shape[2], size)
+  return jnp.einsum('bhwc,ih,jw->bijc', x, ph.astype(x.dtype), pw.astype(x.dtype))
+
+
+class VGG(nn.Module):
+  """VGG with masked layers; ``conv``/``dense`` swap in plain Flax layers for a twin."""
+  num_classes: int = 10
+  head: str = 'paper'
+  layers: Sequence[Any] = VGG19_LAYERS
+  width_multiplier: float = 1.0
+  skip_kind: str = 'none'
+  skip_span: int = 3
+  skip_kernel_size: int = 3
+  dtype: Any = None
+  bn_axis_name: str | None = None
+  conv: ModuleDef = MaskedConv
+  dense: ModuleDef = MaskedDense
+
+  @nn.compact
+  def __call__(self, x, train: bool = True):
+    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
+                             epsilon=1e-5, dtype=self.dtype, axis_name=self.bn_axis_name)
+    widths = [max(1, int(c * self.width_multiplier)) for c in self.layers if c != 'M']
+    # pooled[l]: a pooling follows layer l (l = 0 is the input, never pooled).
+    pooled = [False]
+    for c in self.layers:
+      if c == 'M':
+        pooled[-1] = True
+      else:
+        pooled.append(False)
+    sources = skip_sources(len(widths), self.skip_span, self.skip_kind)
+    acts, h = [x], x
+    for j, width in enumerate(widths, start=1):
+      z = self.conv(width, (3, 3), use_bias=False, dtype=self.dtype, name=f'conv{j}')(h)
+      z = norm(name=f'bn{j}')(z)
+      if j in sources:
+        src = sources[j]
+        stride = 2 ** sum(pooled[src:j])
+        z = z + self._skip(acts[src], width, stride, norm, skip_name(src, j))
+      acts.append(nn.relu(z))
+      h = nn.max_pool(acts[-1], (2, 2), strides=(2, 2)) if pooled[j] else acts[-1]
+    if self.head == 'cifar':
+      return self.dense(self.num_classes, dtype=self.dtype, name='head')(h.reshape((h.shape[0], -1)))
+    h = adaptive_avg_pool(h, 7).reshape((h.shape[0], -1))
+    fc = max(1, int(4096 * self.width_multiplier))
+    h = nn.relu(self.dense(fc, dtype=self.dtype, name='fc1')(h))
+    h = nn.relu(self.dense(fc, dtype=self.dtype, name='fc2')(h))
+    return self.dense(self.num_classes, dtype=self.dtype, name='head')(h)
+
+  def _skip(self, a, width, stride, norm, name):
+    if self.skip_kind == 'n2nskip':  # Eq. 2: g(BN(conv_skip(a^l))).
+      k = self.skip_kernel_size
+      y = self.conv(width, (k, k), strides=stride, use_bias=False, dtype=self.dtype, name=name)(a)
+      return nn.relu(norm(name=f'{name}_bn')(y))
+    if a.shape[-1] == width and stride == 1:  # Eq. 1, identity.
+      return a
+    y = self.conv(width, (1, 1), strides=stride, use_bias=False, dtype=self.dtype, name=name)(a)
+    return norm(name=f'{name}_bn')(y)

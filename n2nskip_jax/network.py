@@ -1,0 +1,80 @@
+"""Build, prune and inspect a masked network from Python (the notebook API).
+
+    from n2nskip_jax import network
+    model, variables = network.init(config, num_classes=10, input_shape=(40,))
+    masks = network.prune(config, variables, batch)        # batch only for 'csp'
+    variables = network.apply_masks(variables, masks)
+    print(network.format_layers(network.layer_table(masks)))
+"""
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
+
+from n2nskip_jax import pruning
+from n2nskip_jax.models import create_model, is_skip_path
+
+
+def init(config, num_classes: int, input_shape: tuple[int, ...], *,
+         bn_axis_name: str | None = None):
+  """Creates the model of ``config`` and initializes its variables from ``config.seed``.
+
+  Returns ``(model, variables)``; ``variables`` holds ``params``, ``masks`` (all ones) and,
+  for BatchNorm models, ``batch_stats``.
+  """
+  model = create_model(config, num_classes, bn_axis_name=bn_axis_name)
+  dummy = jnp.zeros((1, *input_shape), jnp.float32)
+  variables = jax.jit(lambda k: model.init(k, dummy, train=False))(jax.random.PRNGKey(config.seed))
+  return model, jax.device_get(variables)
+
+
+def prune(config, variables, batch=None, num_classes: int | None = None) -> dict:
+  """Masks at the budget of ``config.pruning`` / ``config.skip`` (see :mod:`pruning`).
+
+  ``csp`` needs one training ``batch`` and ``num_classes``: saliency is taken on the
+  reference network for N2NSkip, on the model itself otherwise.
+  """
+  apply_fn = None
+  if config.pruning.method == 'csp':
+    apply_fn = create_model(config, num_classes, with_skips=config.skip.kind != 'n2nskip').apply
+  return pruning.prune(config, variables, apply_fn, batch)
+
+
+def apply_masks(variables, masks):
+  """Sets ``masks`` and zeroes pruned kernel entries, so pruned weights are exactly 0."""
+  kernels = traverse_util.flatten_dict(variables['params'])
+  flat_masks = traverse_util.flatten_dict(masks)
+  params = {p: v * flat_masks[p[:-1] + ('kernel',)] if p[-1] == 'kernel' else v
+            for p, v in kernels.items()}
+  return {**variables, 'params': traverse_util.unflatten_dict(params), 'masks': masks}
+
+
+def count(tree) -> int:
+  """Number of scalars in a pytree."""
+  return sum(int(np.prod(np.shape(x))) for x in jax.tree.leaves(tree))
+
+
+def nonzero(masks, skip: bool | None = None) -> int:
+  """Nonzero mask entries; ``skip=True``/``False`` restricts to skip/sequential layers."""
+  return sum(int(np.count_nonzero(v)) for p, v in traverse_util.flatten_dict(masks).items()
+             if skip is None or is_skip_path(p) == skip)
+
+
+def layer_table(masks) -> list[dict]:
+  """One row per masked kernel: ``layer``, ``shape``, ``weights``, ``nonzero``, ``density``, ``skip``."""
+  rows = []
+  for p, m in traverse_util.flatten_dict(masks).items():
+    nz = int(np.count_nonzero(m))
+    rows.append({'layer': pruning.path_name(p[:-1]), 'shape': list(np.shape(m)),
+                 'weights': int(np.size(m)), 'nonzero': nz,
+                 'density': nz / max(1, int(np.size(m))), 'skip': is_skip_path(p)})
+  return rows
+
+
+def format_layers(rows: list[dict]) -> str:
+  """The per-layer density table as text."""
+  lines = [f'{"layer":<34} {"shape":<22} {"weights":>11} {"nonzero":>11} {"density":>8}']
+  for r in rows:
+    lines.append(f'{r["layer"]:<34} {str(tuple(r["shape"])):<22} {r["weights"]:>11,} '
+                 f'{r["nonzero"]:>11,} {r["density"]:>8.4f}')
+  return '\n'.join(lines)
