@@ -1,0 +1,48 @@
+"""Shared helpers: configs with overrides, and main.py run as a subprocess."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+
+def make_config(**overrides):
+  """``configs/default.py`` with ``key=value`` overrides (``pruning__density`` for groups)."""
+  from configs import default
+  c = default.get_config()
+  for key, value in overrides.items():
+    node, *rest = key.split('__')
+    if rest:
+      c[node][rest[0]] = value
+    else:
+      c[node] = value
+  return c
+
+
+def run_main(*flags, devices: int = 1, mock_examples: int | None = None, timeout: int = 600,
+             wait: bool = True):
+  """Runs main.py (under tfds mock data when ``mock_examples``) on ``devices`` CPU devices."""
+  env = {**os.environ, 'XLA_FLAGS': f'--xla_force_host_platform_device_count={devices}',
+         'JAX_PLATFORMS': 'cpu', 'TF_CPP_MIN_LOG_LEVEL': '3', 'PYTHONUNBUFFERED': '1'}
+  if mock_examples is None:
+    cmd = [sys.executable, os.path.join(ROOT, 'main.py'), *flags]
+  else:
+    cmd = [sys.executable, os.path.join(ROOT, 'tests', 'mock_main.py'), str(mock_examples), *flags]
+  if not wait:
+    return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+  return subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def read_jsonl(path):
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+@pytest.fixture
+def config():
+  return make_config

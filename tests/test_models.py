@@ -1,0 +1,97 @@
+"""Model shapes and parameter counts (jax.eval_shape, no compile) and masked-layer semantics."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import make_config
+from flax import traverse_util
+
+from n2nskip_jax import network
+from n2nskip_jax.models import create_model
+from n2nskip_jax.models.vgg import VGG19_LAYERS, adaptive_avg_pool
+
+
+def shapes(config, num_classes, input_shape, **kw):
+  model = create_model(config, num_classes, **kw)
+  return jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, *input_shape)),
+                                           train=False))
+
+
+def vgg_count(num_classes, head):
+  """VGG19-BN counted by hand: bias-free 3x3 convs, BN scale+bias, dense kernels+biases."""
+  widths = [c for c in VGG19_LAYERS if c != 'M']
+  convs = sum(9 * a * b for a, b in zip([3] + widths[:-1], widths)) + 2 * sum(widths)
+  if head == 'cifar':
+    return convs + 512 * num_classes + num_classes
+  return convs + (512 * 49 + 1) * 4096 + (4096 + 1) * 4096 + (4096 + 1) * num_classes
+
+
+@pytest.mark.parametrize('overrides,num_classes,input_shape,expected', [
+    (dict(model='resnet50'), 10, (32, 32, 3), 23_520_842),       # ResNet50-CIFAR-10
+    (dict(model='resnet50', resnet_stem='imagenet'), 1000, (224, 224, 3), 25_557_032),
+    (dict(model='vgg19'), 1000, (224, 224, 3), 143_678_248 - 5504),  # torchvision vgg19_bn - conv biases
+    (dict(model='vgg19'), 10, (32, 32, 3), vgg_count(10, 'paper')),
+    (dict(model='vgg19', vgg_head='cifar'), 10, (32, 32, 3), vgg_count(10, 'cifar')),
+    (dict(model='mlp'), 10, (32, 32, 3),
+     3072 * 512 + 512 * 256 + 256 * 128 + 128 * 64 + 64 * 10 + 512 + 256 + 128 + 64 + 10),
+])
+def test_parameter_counts(overrides, num_classes, input_shape, expected):
+  variables = shapes(make_config(**overrides), num_classes, input_shape)
+  assert network.count(variables['params']) == expected
+
+
+@pytest.mark.parametrize('model', ['mlp', 'vgg19', 'resnet50'])
+def test_masks_mirror_kernels(model):
+  variables = shapes(make_config(model=model), 10, (32, 32, 3))
+  kernels = {p[:-1]: v.shape for p, v in traverse_util.flatten_dict(variables['params']).items()
+             if p[-1] == 'kernel'}
+  masks = {p[:-1]: v.shape for p, v in traverse_util.flatten_dict(variables['masks']).items()}
+  assert masks == kernels and len(masks) > 0
+
+
+@pytest.mark.parametrize('overrides,input_shape', [
+    (dict(model='mlp', mlp_hidden=(16, 8)), (6, 6, 1)),
+    (dict(model='vgg19', vgg_head='cifar', width_multiplier=1 / 32), (32, 32, 3)),
+    (dict(model='resnet50', width_multiplier=1 / 32), (16, 16, 3)),
+])
+def test_masked_model_equals_plain_twin_with_masked_kernels(overrides, input_shape):
+  """Masked forward pass == plain Flax twin run on ``kernel * mask``."""
+  config = make_config(**overrides)
+  model, variables = network.init(config, 10, input_shape)
+  rng = np.random.default_rng(0)
+  masks = jax.tree.map(lambda m: (rng.random(m.shape) < 0.5).astype(np.float32), variables['masks'])
+  x = jnp.asarray(rng.normal(size=(4, *input_shape)), jnp.float32)
+  twin = create_model(config, 10, plain=True)
+  masked_params = network.apply_masks(variables, masks)['params']
+  stats = {'batch_stats': variables['batch_stats']} if 'batch_stats' in variables else {}
+  got = model.apply({**variables, 'masks': masks}, x, train=False)
+  want = twin.apply({'params': masked_params, **stats}, x, train=False)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  # And the mask matters: all-ones masks give a different output.
+  assert not np.allclose(model.apply(variables, x, train=False), got, atol=1e-4)
+
+
+def test_plain_twin_has_no_masks():
+  variables = shapes(make_config(model='mlp'), 10, (8,), plain=True)
+  assert set(variables) == {'params'}
+
+
+@pytest.mark.parametrize('n_in', [1, 5, 14])
+def test_adaptive_avg_pool_matches_direct_bins(n_in):
+  x = np.random.default_rng(1).normal(size=(2, n_in, n_in, 3)).astype(np.float32)
+  got = np.asarray(adaptive_avg_pool(jnp.asarray(x), 7))
+  want = np.zeros((2, 7, 7, 3), np.float32)
+  for i in range(7):
+    for j in range(7):
+      hs = slice(i * n_in // 7, -(-(i + 1) * n_in // 7))
+      ws = slice(j * n_in // 7, -(-(j + 1) * n_in // 7))
+      want[:, i, j] = x[:, hs, ws].mean(axis=(1, 2))
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_bf16_compute_keeps_float32_params():
+  config = make_config(model='mlp', mlp_hidden=(8,), half_precision=True)
+  model, variables = network.init(config, 3, (5,))
+  assert all(v.dtype == jnp.float32 for v in jax.tree.leaves(variables['params']))
+  assert model.apply(variables, jnp.ones((2, 5))).dtype == jnp.bfloat16
