@@ -1,0 +1,30 @@
+"""Shared pieces of the benchmarks: configs from flags, and timing of a jitted call."""
+import json
+import os
+import sys
+import time
+
+import jax
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def timed(fn, warmup: int, iters: int) -> float:
+  """Median seconds per call of ``fn`` (which returns arrays to block on)."""
+  for _ in range(warmup):
+    jax.block_until_ready(fn())
+  times = []
+  for _ in range(iters):
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append(time.perf_counter() - start)
+  return sorted(times)[len(times) // 2]
+
+
+def device_info() -> dict:
+  d = jax.devices()[0]
+  return {'backend': jax.default_backend(), 'device': d.device_kind, 'devices': jax.device_count()}
+
+
+def emit(record: dict) -> None:
+  print(json.dumps(record), flush=True)

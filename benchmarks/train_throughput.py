@@ -1,0 +1,84 @@
+"""Images/s and step time of the pmapped train step: masked model vs its plain-Flax twin.
+
+    python benchmarks/train_throughput.py --model=resnet50 --batch=128
+    python benchmarks/train_throughput.py --model=mlp --density=0.05 --skip=n2nskip
+
+Prints one JSON object per variant. ``masked`` multiplies every kernel by its mask each
+step; ``plain`` is the same architecture built from ``flax.linen.Dense``/``Conv``.
+"""
+import argparse
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from common import device_info, emit, timed
+from flax import jax_utils
+
+from configs import default
+from n2nskip_jax import network
+from n2nskip_jax.models import create_model
+from n2nskip_jax.steps import AXIS, TrainState, create_optimizer, p_train_step
+
+INPUTS = {'mlp': (32, 32, 3), 'vgg19': (32, 32, 3), 'resnet50': (32, 32, 3)}
+
+
+def make_config(args):
+  c = default.get_config()
+  c.model, c.width_multiplier, c.half_precision = args.model, args.width, args.bf16
+  c.vgg_head = args.vgg_head
+  if args.density < 1:
+    c.pruning.method, c.pruning.density = 'rp', args.density
+  c.skip.kind = args.skip
+  return c
+
+
+def bench(config, plain: bool, batch: int, warmup: int, iters: int) -> dict:
+  shape = INPUTS[config.model]
+  model, variables = network.init(config, 10, shape, bn_axis_name=AXIS)
+  masks = network.prune(config, variables)
+  variables = network.apply_masks(variables, masks)
+  if plain:
+    model = create_model(config, 10, bn_axis_name=AXIS, plain=True)
+    masks = {}
+  state = TrainState.create(apply_fn=model.apply, params=variables['params'],
+                            tx=create_optimizer(config, 100),
+                            batch_stats=variables.get('batch_stats', {}))
+  n = jax.local_device_count()
+  rng = np.random.default_rng(0)
+  data = {'image': jnp.asarray(rng.normal(size=(n, batch // n, *shape)), jnp.float32),
+          'label': jnp.asarray(rng.integers(0, 10, (n, batch // n)), jnp.int32)}
+  holder = {'state': jax_utils.replicate(state)}
+  p_masks = jax_utils.replicate(masks)
+
+  def step():
+    holder['state'], metrics = p_train_step(holder['state'], p_masks, data)
+    return metrics
+
+  seconds = timed(step, warmup, iters)
+  return {'benchmark': 'train_throughput', 'model': config.model, 'variant':
+          'plain' if plain else 'masked', 'skip': config.skip.kind, 'density': config.pruning.density,
+          'width_multiplier': config.width_multiplier, 'bf16': config.half_precision,
+          'batch': batch, 'step_ms': 1e3 * seconds, 'images_per_s': batch / seconds,
+          'params_total': network.count(variables['params']), **device_info()}
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument('--model', default='resnet50', choices=sorted(INPUTS))
+  p.add_argument('--batch', type=int, default=128)
+  p.add_argument('--width', type=float, default=1.0, help='width multiplier')
+  p.add_argument('--vgg_head', default='paper', choices=['paper', 'cifar'])
+  p.add_argument('--density', type=float, default=1.0, help='< 1 prunes randomly (rp)')
+  p.add_argument('--skip', default='none', choices=['none', 'n2nskip', 'resskip'])
+  p.add_argument('--bf16', action='store_true')
+  p.add_argument('--warmup', type=int, default=2)
+  p.add_argument('--iters', type=int, default=10)
+  args = p.parse_args()
+  config = make_config(args)
+  variants = (False,) if args.skip != 'none' else (False, True)
+  for plain in variants:
+    emit(bench(config, plain, args.batch, args.warmup, args.iters))
+
+
+if __name__ == '__main__':
+  main()
