@@ -5,7 +5,10 @@ Flags:
   --workdir  where checkpoints, metrics and the summary go; default
              ``runs/<config name>-<hash of the config>``, so rerunning the same command
              resumes the same run.
+  --baseline also train the same config without skip layers (plain RP/CSP/structured at
+             the same density) in ``<workdir>/baseline`` and print both results.
 """
+import copy
 import hashlib
 import os
 import sys
@@ -17,6 +20,7 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Config file (see configs/default.py).',
                                 lock_config=True)
 flags.DEFINE_string('workdir', None, 'Run directory (default: runs/<config>-<hash>).')
+flags.DEFINE_bool('baseline', False, 'Also train the config without skip layers and compare.')
 flags.mark_flags_as_required(['config'])
 
 
@@ -36,11 +40,24 @@ def main(argv):
   logging.get_absl_handler().addFilter(lambda r: 'orbax' not in r.pathname)  # per-save chatter
   workdir = FLAGS.workdir or default_workdir(flags.FLAGS['config'].config_filename, FLAGS.config)
   logging.info('workdir: %s', workdir)
+  config = FLAGS.config
   try:
-    train.train_and_evaluate(FLAGS.config, workdir)
+    if FLAGS.baseline and config.skip.kind == 'none':
+      raise UserError('--baseline compares against a run without skips: set --config.skip.kind')
+    runs = [(config.skip.kind, train.train_and_evaluate(config, workdir))]
+    if FLAGS.baseline:
+      base = copy.deepcopy(config)
+      base.skip.kind = 'none'
+      runs.append(('none', train.train_and_evaluate(base, os.path.join(workdir, 'baseline'))))
   except (UserError, DataError) as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
+  print(f'\n{config.model} on {config.dataset}, pruning.method={config.pruning.method}, '
+        f'density {config.pruning.density}:')
+  for kind, s in runs:
+    print(f'  skip.kind={kind:<8} test accuracy {s["test_accuracy"]:.4f}   nonzero weights '
+          f'{s["params_nonzero"]:,} ({s["params_nonzero_sequential"]:,} sequential + '
+          f'{s["params_nonzero_skip"]:,} skip)   dead units {s["dead_units"]}')
 
 
 if __name__ == '__main__':

@@ -53,6 +53,12 @@ class Data:
   num_test: int
 
 
+def spec(config) -> tuple[int, tuple[int, ...]]:
+  """``(num_classes, example shape)`` of ``config.dataset``, without reading any data."""
+  num_classes, shape, _ = DATASETS[config.dataset]
+  return num_classes, shape or (config.image_size, config.image_size, 3)
+
+
 def load(config, process_index: int = 0, process_count: int = 1) -> Data:
   """Builds the :class:`Data` of ``config.dataset`` for this process."""
   if DATASETS[config.dataset][2] == 'package':

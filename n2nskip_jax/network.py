@@ -12,6 +12,7 @@ import numpy as np
 from flax import traverse_util
 
 from n2nskip_jax import pruning
+from n2nskip_jax.connectivity.graph import network_graph
 from n2nskip_jax.models import create_model, is_skip_path
 
 
@@ -28,6 +29,13 @@ def init(config, num_classes: int, input_shape: tuple[int, ...], *,
   return model, jax.device_get(variables)
 
 
+def abstract_variables(config, num_classes: int, input_shape: tuple[int, ...]):
+  """Shapes and dtypes of the variables (``jax.eval_shape``: nothing is compiled or allocated)."""
+  model = create_model(config, num_classes)
+  return jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, *input_shape)),
+                                           train=False))
+
+
 def prune(config, variables, batch=None, num_classes: int | None = None) -> dict:
   """Masks at the budget of ``config.pruning`` / ``config.skip`` (see :mod:`pruning`).
 
@@ -38,6 +46,11 @@ def prune(config, variables, batch=None, num_classes: int | None = None) -> dict
   if config.pruning.method == 'csp':
     apply_fn = create_model(config, num_classes, with_skips=config.skip.kind != 'n2nskip').apply
   return pruning.prune(config, variables, apply_fn, batch)
+
+
+def dead_units(config, params, masks) -> int:
+  """Hidden channels or neurons left with no input or no output connection (layer collapse)."""
+  return network_graph(config.model, params, masks, mode='binary').dead_units()
 
 
 def apply_masks(variables, masks):

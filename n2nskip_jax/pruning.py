@@ -18,6 +18,7 @@ With ``skip.kind='resskip'`` the projection kernels are pruned with the sequenti
 ``pruning.method`` on the full model, out of the same ``B``. Kernels matching a
 ``pruning.exclude`` pattern stay dense and count against the sequential budget.
 """
+import functools
 import re
 
 import jax
@@ -42,8 +43,13 @@ def count_reference_weights(masks) -> int:
   return sum(int(np.prod(v.shape)) for p, v in flat.items() if not is_skip_path(p))
 
 
+@functools.partial(jax.jit, static_argnums=0)
 def snip_saliency(apply_fn, variables, batch) -> dict:
-  """``|dL/dc|`` at ``c = 1`` for every mask multiplier ``c``: one ``jax.grad`` over masks."""
+  """``|dL/dc|`` at ``c = 1`` for every mask multiplier ``c``: one ``jax.grad`` over masks.
+
+  Since the effective kernel is ``w * c``, this equals ``|w * dL/dw|`` (SNIP's connection
+  sensitivity). The network runs in training mode (batch statistics), as in training.
+  """
 
   def loss(masks):
     logits, _ = apply_fn({**variables, 'masks': masks}, batch['image'], train=True,
@@ -51,7 +57,7 @@ def snip_saliency(apply_fn, variables, batch) -> dict:
     return cross_entropy(logits, batch['label']).mean()
 
   ones = jax.tree.map(jnp.ones_like, variables['masks'])
-  return jax.tree.map(jnp.abs, jax.jit(jax.grad(loss))(ones))
+  return jax.tree.map(jnp.abs, jax.grad(loss)(ones))
 
 
 def _keep_top(scores: np.ndarray, k: int) -> np.ndarray:
@@ -106,7 +112,7 @@ def budgets(config, masks) -> dict:
   """Budget arithmetic: ``B``, its sequential/skip split and the capacities, validated."""
   flat = traverse_util.flatten_dict(masks)
   n_ref = count_reference_weights(masks)
-  skip_capacity = sum(v.size for p, v in flat.items() if is_skip_path(p))
+  skip_capacity = sum(int(np.prod(v.shape)) for p, v in flat.items() if is_skip_path(p))
   total = round(config.pruning.density * n_ref)
   skip = round(config.skip.fraction * total) if config.skip.kind == 'n2nskip' else 0
   if skip > skip_capacity:

@@ -97,6 +97,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
     jax.distributed.initialize()
   validate(config, jax.device_count(), jax.process_count())
   is_main = jax.process_index() == 0
+  if config.pruning.method != 'dense':  # budget errors before anything is compiled
+    pruning.budgets(config, network.abstract_variables(config, *data_lib.spec(config))['masks'])
   prepare_workdir(workdir, config)
   data = data_lib.load(config, jax.process_index(), jax.process_count())
   if data.steps_per_epoch == 0:
@@ -111,6 +113,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
   budget = pruning.budgets(config, masks) if config.pruning.method != 'dense' else None
   layers = network.layer_table(masks)
   logging.info('Masked layers (density against each layer):\n%s', network.format_layers(layers))
+  if budget:
+    logging.info('Budget: %d of %d reference weights (density %g) = %d sequential + %d skip.',
+                 budget['total'], budget['reference'], config.pruning.density,
+                 budget['sequential'], budget['skip'])
 
   steps_per_epoch, total = data.steps_per_epoch, config.num_epochs * data.steps_per_epoch
   lr = learning_rate_schedule(config, steps_per_epoch)
@@ -159,6 +165,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       'params_nonzero': _nonzero_weights(state.params, masks),
       'params_nonzero_sequential': network.nonzero(masks, skip=False),
       'params_nonzero_skip': network.nonzero(masks, skip=True),
+      'dead_units': network.dead_units(config, state.params, masks),
       'budget': budget,
       'layers': layers,
       'train_seconds': time.time() - start_time,

@@ -8,7 +8,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 from conftest import make_config, read_jsonl, run_main
 
-from n2nskip_jax import train
+from flax import traverse_util
+
+from n2nskip_jax import data as data_lib
+from n2nskip_jax import network, train
 
 TINY_RESNET = ['--config=configs/resnet50_c10.py', '--config.width_multiplier=0.0625',
                '--config.num_epochs=2', '--config.batch_size=32', '--config.eval_batch_size=64',
@@ -41,11 +44,34 @@ def test_end_to_end_on_mock_cifar10(tmp_path):
   assert 'epoch 2/2 step 16/16' in r.stderr
 
 
-def test_quickstart_learns(tmp_path):
+def test_dense_mlp_learns_mnist1d(tmp_path):
   config = make_config(model='mlp', dataset='mnist1d', num_epochs=15, lr_decay_epochs=10,
                        eval_every_epochs=15, log_every_steps=1000)
   summary = train.train_and_evaluate(config, str(tmp_path))
   assert summary['test_accuracy'] > 0.55  # chance is 0.10; published MLP: 0.68
+
+
+def test_quickstart_learns_and_masks_never_change(tmp_path):
+  """N2NSkip-RP at 5 %: learns; masks bit-identical after training; pruned weights stay 0."""
+  from configs import quickstart
+  config = quickstart.get_config()
+  summary = train.train_and_evaluate(config, str(tmp_path))
+  assert summary['test_accuracy'] > 0.2  # chance is 0.10
+  budget = round(0.05 * summary['params_prunable_reference'])
+  assert summary['params_nonzero'] == budget
+  assert summary['params_nonzero_skip'] == round(0.5 * budget)
+  data = data_lib.load(config)
+  _, variables = network.init(config, data.num_classes, data.input_shape)
+  before = traverse_util.flatten_dict(network.prune(config, variables))
+  manager = ocp.CheckpointManager(str(tmp_path / 'checkpoints'))
+  restored = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore())
+  after = traverse_util.flatten_dict(restored['masks'])
+  params = traverse_util.flatten_dict(restored['state']['params'])
+  assert before.keys() == after.keys()
+  for p in before:
+    np.testing.assert_array_equal(before[p], after[p])
+    assert np.all(params[p][before[p] == 0] == 0)
+    assert np.count_nonzero(params[p][before[p] == 1]) == before[p].sum()
 
 
 def test_killed_run_resumes_to_the_same_parameters(tmp_path):

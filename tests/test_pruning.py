@@ -1,0 +1,181 @@
+"""Pruning at initialization: exact budgets, SNIP against autodiff, Eq. 2, determinism."""
+import functools
+
+import jax
+import numpy as np
+import pytest
+from conftest import make_config
+from flax import traverse_util
+
+from n2nskip_jax import network, pruning
+from n2nskip_jax.config import ConfigError
+from n2nskip_jax.models import create_model
+from n2nskip_jax.steps import cross_entropy
+
+MODELS = {  # reduced widths; (overrides, input shape)
+    'mlp': (dict(model='mlp', mlp_hidden=(64, 48, 32, 16)), (8, 8, 1)),
+    'vgg19': (dict(model='vgg19', vgg_head='cifar', width_multiplier=1 / 16), (32, 32, 3)),
+    'resnet50': (dict(model='resnet50', width_multiplier=1 / 16), (16, 16, 3)),
+}
+
+
+def batch_for(shape, n=16, seed=0):
+  rng = np.random.default_rng(seed)
+  return {'image': rng.normal(size=(n, *shape)).astype(np.float32),
+          'label': rng.integers(0, 10, n).astype(np.int32)}
+
+
+@functools.lru_cache(maxsize=None)
+def initialized(model, kind, seed=0):
+  """Variables and the SNIP network's apply, once per (model, skip kind, seed)."""
+  overrides, shape = MODELS[model]
+  config = make_config(**overrides, skip__kind=kind, seed=seed)
+  _, variables = network.init(config, 10, shape)
+  return variables, create_model(config, 10, with_skips=kind != 'n2nskip').apply
+
+
+def pruned(model, method, density, kind='none', seed=0, **extra):
+  overrides, shape = MODELS[model]
+  config = make_config(**overrides, pruning__method=method, pruning__density=density,
+                       skip__kind=kind, seed=seed, **extra)
+  variables, apply_fn = initialized(model, kind, seed)
+  masks = pruning.prune(config, variables, apply_fn, batch_for(shape))
+  return config, variables, masks
+
+
+CASES = [(m, method, d, kind) for m in MODELS for method in ('rp', 'csp', 'structured')
+         for d in (0.1, 0.0337) for kind in ('none', 'n2nskip', 'resskip')
+         if not (m == 'resnet50' and kind == 'resskip') and not (method == 'csp' and d != 0.1)]
+
+
+@pytest.mark.parametrize('model,method,density,kind', CASES)
+def test_nonzero_count_equals_budget_exactly(model, method, density, kind):
+  config, variables, masks = pruned(model, method, density, kind)
+  n_ref = pruning.count_reference_weights(masks)
+  reference = network.abstract_variables(
+      make_config(**MODELS[model][0]), 10, MODELS[model][1])['masks']
+  assert n_ref == network.count(reference)  # N_ref counted on the network without skips
+  budget = round(density * n_ref)
+  assert network.nonzero(masks) == budget
+  assert all(set(np.unique(m)) <= {0.0, 1.0} for m in jax.tree.leaves(masks))
+  if kind == 'n2nskip':
+    assert network.nonzero(masks, skip=True) == round(0.5 * budget)
+    assert network.nonzero(masks, skip=False) == budget - round(0.5 * budget)
+
+
+@pytest.mark.parametrize('fraction', [0.0, 0.25, 0.7])
+def test_skip_fraction_splits_the_budget(fraction):
+  _, _, masks = pruned('mlp', 'rp', 0.2, 'n2nskip', skip__fraction=fraction)
+  budget = round(0.2 * pruning.count_reference_weights(masks))
+  assert network.nonzero(masks, skip=True) == round(fraction * budget)
+  assert network.nonzero(masks) == budget
+
+
+def test_snip_scores_equal_w_times_grad_and_keep_global_top_k():
+  config, variables, masks = pruned('vgg19', 'csp', 0.05)
+  batch = batch_for(MODELS['vgg19'][1])
+  model = network.create_model(config, 10)
+
+  def loss(params):  # autodiff w.r.t. the kernels, masks all ones
+    logits, _ = model.apply({**variables, 'params': params}, batch['image'], train=True,
+                            mutable=['batch_stats'])
+    return cross_entropy(logits, batch['label']).mean()
+
+  grads = traverse_util.flatten_dict(jax.grad(loss)(variables['params']))
+  params = traverse_util.flatten_dict(variables['params'])
+  scores = traverse_util.flatten_dict(jax.device_get(
+      pruning.snip_saliency(model.apply, variables, batch)))
+  for p, s in scores.items():
+    want = np.abs(params[p] * grads[p])
+    np.testing.assert_allclose(s, want, rtol=1e-3, atol=1e-5 * want.max())  # float32 rounding
+  flat_scores = np.concatenate([np.ravel(s) for s in scores.values()])
+  flat_masks = np.concatenate([np.ravel(m) for m in traverse_util.flatten_dict(masks).values()])
+  k = int(flat_masks.sum())
+  kept, dropped = flat_scores[flat_masks == 1], flat_scores[flat_masks == 0]
+  assert k == round(0.05 * flat_scores.size) and kept.min() >= dropped.max()
+
+
+def test_n2nskip_csp_scores_the_reference_network():
+  """The sequential masks of N2NSkip-CSP are SNIP's top-k of the network without skips."""
+  config, _, masks = pruned('mlp', 'csp', 0.1, 'n2nskip')
+  _, shape = MODELS['mlp']
+  ref_config = make_config(**MODELS['mlp'][0], pruning__method='csp', pruning__density=0.05)
+  _, ref_vars = network.init(ref_config, 10, shape)
+  ref_masks = network.prune(ref_config, ref_vars, batch_for(shape), num_classes=10)
+  seq = {p: m for p, m in traverse_util.flatten_dict(masks).items() if 'skip' not in p[0]}
+  budget = round(0.1 * pruning.count_reference_weights(masks))
+  assert budget - round(0.5 * budget) == network.nonzero(ref_masks)  # same sequential budget
+  for p, m in seq.items():
+    np.testing.assert_array_equal(m, traverse_util.flatten_dict(ref_masks)[p])
+
+
+def test_structured_masks_have_equal_fan_in_and_fan_out():
+  rng = np.random.default_rng(0)
+  m = pruning.structured_mask(rng, (3, 3, 16, 32), 16 * 9 * 32 // 4 + 5)
+  fan_in = m.reshape(-1, 32).sum(0)
+  fan_out = m.reshape(-1, 32).sum(1)
+  assert m.sum() == 16 * 9 * 32 // 4 + 5
+  assert fan_in.max() - fan_in.min() <= 1 and fan_out.max() - fan_out.min() <= 1
+  _, _, masks = pruned('mlp', 'structured', 0.1)
+  for m in jax.tree.leaves(masks):
+    fan_in = m.sum(0)
+    assert fan_in.max() - fan_in.min() <= 1
+
+
+def test_same_seed_same_masks_other_seed_differs():
+  for method in ('rp', 'structured'):
+    a = pruned('mlp', method, 0.1, 'n2nskip')[2]
+    b = pruned('mlp', method, 0.1, 'n2nskip')[2]
+    c = pruned('mlp', method, 0.1, 'n2nskip', seed=1)[2]  # seed changes init and masks
+    assert all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+    assert not all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(c)))
+
+
+def test_exclude_keeps_layers_dense_within_budget():
+  _, _, masks = pruned('mlp', 'rp', 0.1, pruning__exclude=('^head/',))
+  flat = traverse_util.flatten_dict(masks)
+  assert flat[('head', 'kernel')].all()
+  assert network.nonzero(masks) == round(0.1 * pruning.count_reference_weights(masks))
+
+
+def test_skip_budget_larger_than_skip_layers_is_rejected_before_compiling():
+  config = make_config(**MODELS['mlp'][0], pruning__method='rp', pruning__density=0.9,
+                       skip__kind='n2nskip', skip__fraction=0.9)
+  masks = network.abstract_variables(config, 10, MODELS['mlp'][1])['masks']  # shapes only
+  with pytest.raises(ConfigError, match=r'config.skip.fraction=0.9: expected at most 0\.\d+'):
+    pruning.budgets(config, masks)
+
+
+def test_n2nskip_forward_matches_eq2_by_hand():
+  """a^{l+k} = g(z^{l+k} + g(W_skip a^l)) on a tiny MLP with span 2."""
+  config = make_config(model='mlp', mlp_hidden=(5, 4, 3), skip__kind='n2nskip', skip__span=2,
+                       pruning__method='rp', pruning__density=0.6)
+  model, variables = network.init(config, 2, (6,))
+  masks = network.prune(config, variables)
+  variables = network.apply_masks(variables, masks)
+  x = np.random.default_rng(3).normal(size=(4, 6)).astype(np.float32)
+  p, m = variables['params'], masks
+  relu = lambda v: np.maximum(v, 0)
+  dense = lambda name, a: a @ (p[name]['kernel'] * m[name]['kernel']) + p[name]['bias']
+  a1 = relu(dense('dense1', x))
+  a2 = relu(dense('dense2', a1) + relu(dense('skip0_2', x)))
+  a3 = relu(dense('dense3', a2) + relu(dense('skip1_3', a1)))
+  np.testing.assert_allclose(model.apply(variables, x), dense('head', a3), rtol=1e-5, atol=1e-6)
+
+
+def test_resskip_forward_matches_eq1_by_hand():
+  """a^{l+k} = g(z^{l+k} + a^l): identity where widths match, projection otherwise."""
+  config = make_config(model='mlp', mlp_hidden=(4, 4, 3), skip__kind='resskip', skip__span=2,
+                       pruning__method='rp', pruning__density=0.7)
+  model, variables = network.init(config, 2, (4,))
+  masks = network.prune(config, variables)
+  variables = network.apply_masks(variables, masks)
+  x = np.random.default_rng(4).normal(size=(3, 4)).astype(np.float32)
+  p = variables['params']
+  relu = lambda v: np.maximum(v, 0)
+  dense = lambda name, a: a @ p[name]['kernel'] + p[name].get('bias', 0)
+  a1 = relu(dense('dense1', x))
+  a2 = relu(dense('dense2', a1) + x)                  # widths 4 -> 4: identity
+  a3 = relu(dense('dense3', a2) + dense('skip1_3', a1))  # 4 -> 3: projection
+  assert 'skip0_2' not in p
+  np.testing.assert_allclose(model.apply(variables, x), dense('head', a3), rtol=1e-5, atol=1e-6)
