@@ -32,7 +32,8 @@ def make_config(args):
   return c
 
 
-def bench(config, plain: bool, batch: int, warmup: int, iters: int) -> dict:
+def make_step(config, plain: bool, batch: int):
+  """A closure running one pmapped train step on a fixed random batch, and the variables."""
   shape = INPUTS[config.model]
   model, variables = network.init(config, 10, shape, bn_axis_name=AXIS)
   masks = network.prune(config, variables)
@@ -54,6 +55,11 @@ def bench(config, plain: bool, batch: int, warmup: int, iters: int) -> dict:
     holder['state'], metrics = p_train_step(holder['state'], p_masks, data)
     return metrics
 
+  return step, variables
+
+
+def bench(config, plain: bool, batch: int, warmup: int, iters: int) -> dict:
+  step, variables = make_step(config, plain, batch)
   seconds = timed(step, warmup, iters)
   return {'benchmark': 'train_throughput', 'model': config.model, 'variant':
           'plain' if plain else 'masked', 'skip': config.skip.kind, 'density': config.pruning.density,
@@ -62,8 +68,8 @@ def bench(config, plain: bool, batch: int, warmup: int, iters: int) -> dict:
           'params_total': network.count(variables['params']), **device_info()}
 
 
-def main():
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parser(description: str) -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(description=description)
   p.add_argument('--model', default='resnet50', choices=sorted(INPUTS))
   p.add_argument('--batch', type=int, default=128)
   p.add_argument('--width', type=float, default=1.0, help='width multiplier')
@@ -73,7 +79,11 @@ def main():
   p.add_argument('--bf16', action='store_true')
   p.add_argument('--warmup', type=int, default=2)
   p.add_argument('--iters', type=int, default=10)
-  args = p.parse_args()
+  return p
+
+
+def main():
+  args = parser(__doc__.splitlines()[0]).parse_args()
   config = make_config(args)
   variants = (False,) if args.skip != 'none' else (False, True)
   for plain in variants:

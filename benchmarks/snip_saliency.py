@@ -1,0 +1,35 @@
+"""Time of SNIP's saliency (one jax.grad over the masks) against one train step.
+
+    python benchmarks/snip_saliency.py --model=resnet50 --batch=128
+
+Prints one JSON object: ``saliency_ms`` (jitted, compile excluded), ``train_step_ms`` and
+their ratio, on the same model and batch size.
+"""
+import jax
+import numpy as np
+from common import device_info, emit, timed
+from train_throughput import INPUTS, make_config, make_step, parser
+
+from n2nskip_jax import pruning
+from n2nskip_jax.models import create_model
+
+
+def main():
+  args = parser(__doc__.splitlines()[0]).parse_args()
+  config = make_config(args)
+  step, variables = make_step(config, plain=False, batch=args.batch)
+  shape = INPUTS[config.model]
+  rng = np.random.default_rng(0)
+  batch = {'image': rng.normal(size=(args.batch, *shape)).astype(np.float32),
+           'label': rng.integers(0, 10, args.batch).astype(np.int32)}
+  apply_fn = create_model(config, 10, with_skips=config.skip.kind != 'n2nskip').apply
+  variables = jax.device_put(variables)
+  saliency = timed(lambda: pruning.snip_saliency(apply_fn, variables, batch), args.warmup, args.iters)
+  train = timed(step, args.warmup, args.iters)
+  emit({'benchmark': 'snip_saliency', 'model': config.model, 'width_multiplier': args.width,
+        'batch': args.batch, 'saliency_ms': 1e3 * saliency, 'train_step_ms': 1e3 * train,
+        'saliency_over_step': saliency / train, **device_info()})
+
+
+if __name__ == '__main__':
+  main()
