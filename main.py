@@ -34,10 +34,9 @@ def main(argv):
   del argv
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
   from n2nskip_jax import train  # after flag parsing: keeps --help fast
-  from n2nskip_jax.config import UserError
+  from n2nskip_jax.config import UserError, setup_logging
   from n2nskip_jax.data import DataError
-  logging.set_verbosity(logging.INFO)
-  logging.get_absl_handler().addFilter(lambda r: 'orbax' not in r.pathname)  # per-save chatter
+  setup_logging()
   workdir = FLAGS.workdir or default_workdir(flags.FLAGS['config'].config_filename, FLAGS.config)
   logging.info('workdir: %s', workdir)
   config = FLAGS.config

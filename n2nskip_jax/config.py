@@ -18,6 +18,13 @@ RESUMABLE_KEYS = ('num_epochs', 'log_every_steps', 'eval_every_epochs', 'eval_ba
                   'download', 'multihost')
 
 
+def setup_logging() -> None:
+  """INFO progress lines from absl, without orbax's per-checkpoint chatter."""
+  from absl import logging
+  logging.set_verbosity(logging.INFO)
+  logging.get_absl_handler().addFilter(lambda record: 'orbax' not in record.pathname)
+
+
 class UserError(Exception):
   """A problem with the user's input: reported in one line, no traceback."""
 

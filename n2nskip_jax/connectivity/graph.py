@@ -20,6 +20,7 @@ no skip layers), with the same node order.
 import dataclasses
 
 import numpy as np
+import scipy.sparse
 from flax import traverse_util
 
 from n2nskip_jax.models import is_skip_path
@@ -45,13 +46,19 @@ class Graph:
   def num_nodes(self) -> int:
     return sum(size for _, size in self.groups)
 
-  def adjacency(self) -> np.ndarray:
-    """The symmetric ``(n, n)`` weight matrix ``W`` (float64)."""
+  def adjacency(self, sparse: bool = False):
+    """The symmetric ``(n, n)`` weight matrix ``W`` (float64); ``scipy.sparse`` CSR if asked."""
     n, off = self.num_nodes, self.offsets
-    a = np.zeros((n, n))
+    rows, cols, vals = [], [], []
     for src, dst, w in self.edges:
-      a[off[src]:off[src] + w.shape[0], off[dst]:off[dst] + w.shape[1]] += w
-    return a + a.T
+      r, c = np.nonzero(w)
+      rows.append(r + off[src])
+      cols.append(c + off[dst])
+      vals.append(w[r, c])
+    r, c, v = (np.concatenate(x) for x in (rows, cols, vals))
+    upper = scipy.sparse.coo_matrix((v, (r, c)), shape=(n, n)).tocsr()
+    a = upper + upper.T
+    return a if sparse else a.toarray()
 
   def sources(self) -> np.ndarray:
     """The heat-source indicator ``A``: 1 on the input nodes (Eq. 5)."""

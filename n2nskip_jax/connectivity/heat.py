@@ -216,9 +216,13 @@ def diffusion_times(ref_adjacency, eps: float = 1e-3, num: int = 25) -> dict:
   ``t_star = ln(1/eps) / lambda_2`` (the slowest mode has decayed to ``eps``) and a log
   grid over ``[4 ln10 / lambda_max, 4 ln10 / lambda_2]``.
   """
+  return times_from_eigenvalues(*extreme_eigenvalues(ref_adjacency), eps, num)
+
+
+def times_from_eigenvalues(lam2: float, lam_max: float, eps: float = 1e-3, num: int = 25) -> dict:
+  """:func:`diffusion_times` from the reference's ``lambda_2`` and ``lambda_max``."""
   if not 0 < eps < 1:
     raise ValueError(f'eps must lie in (0, 1), got {eps}')
-  lam2, lam_max = extreme_eigenvalues(ref_adjacency)
   if lam2 <= 1e-12 * lam_max:
     raise ValueError('the reference graph is disconnected (lambda_2 = 0): no finite t*')
   grid = np.geomspace(4 * np.log(10) / lam_max, 4 * np.log(10) / lam2, num)

@@ -1,0 +1,102 @@
+"""Channel graphs of networks: built by hand on tiny models, reference graphs, dead units."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+from conftest import ROOT, make_config, run_main
+
+from n2nskip_jax import network
+from n2nskip_jax.connectivity import network_graph
+
+
+def tiny_mlp(kind='n2nskip', density=0.5):
+  config = make_config(model='mlp', mlp_hidden=(3, 2), skip__kind=kind, skip__span=2,
+                       pruning__method='rp', pruning__density=density)
+  _, variables = network.init(config, 2, (4,))
+  masks = network.prune(config, variables)
+  return config, network.apply_masks(variables, masks)
+
+
+def test_mlp_adjacency_by_hand():
+  config, v = tiny_mlp()
+  p, m = v['params'], v['masks']
+  g = network_graph('mlp', p, m)
+  assert [name for name, _ in g.groups] == ['input', 'dense1', 'dense2', 'head']
+  want = np.zeros((11, 11))  # nodes: input 0-3, dense1 4-6, dense2 7-8, head 9-10
+  blocks = [('dense1', 0, 4), ('dense2', 4, 7), ('head', 7, 9), ('skip0_2', 0, 7)]
+  for name, r0, c0 in blocks:
+    k = np.abs(p[name]['kernel'] * m[name]['kernel'])
+    want[r0:r0 + k.shape[0], c0:c0 + k.shape[1]] += k
+  want = want + want.T
+  np.testing.assert_allclose(g.adjacency(), want)
+  np.testing.assert_array_equal(g.sources(), [1] * 4 + [0] * 7)
+  binary = network_graph('mlp', p, m, mode='binary').adjacency()
+  np.testing.assert_array_equal(binary, (want != 0).astype(float))
+  np.testing.assert_allclose(g.adjacency(sparse=True).toarray(), want)
+
+
+def test_reference_graph_is_the_dense_sequential_parent():
+  _, v = tiny_mlp()
+  ref = network_graph('mlp', v['params'], v['masks'], mode='binary', reference=True).adjacency()
+  assert ref.shape == (11, 11)
+  assert ref[0:4, 4:7].all() and ref[4:7, 7:9].all() and ref[7:9, 9:11].all()
+  assert not ref[0:4, 7:9].any()  # no skip edges
+  assert ref.sum() == 2 * (4 * 3 + 3 * 2 + 2 * 2)
+
+
+def test_conv_edges_sum_the_kernel_window_and_resnet_shortcuts_are_identity():
+  config = make_config(model='resnet50', width_multiplier=1 / 16, skip__kind='n2nskip',
+                       pruning__method='rp', pruning__density=0.3)
+  _, v = network.init(config, 10, (8, 8, 3))
+  masks = network.prune(config, v)
+  v = network.apply_masks(v, masks)
+  g = network_graph('resnet50', v['params'], masks)
+  by_pair = {}
+  for s, d, w in g.edges:
+    by_pair.setdefault((s, d), []).append(w)
+  k = np.abs(v['params']['stem']['kernel'] * masks['stem']['kernel']).sum((0, 1))
+  np.testing.assert_allclose(by_pair[('input', 'stem')][0], k)
+  # stage1_block2 has an identity shortcut and a skip from stage1_block1.
+  shortcut, skip = by_pair[('stage1_block1', 'stage1_block2')]
+  np.testing.assert_array_equal(shortcut, np.eye(16))
+  np.testing.assert_allclose(skip, np.abs(v['params']['stage1_block2']['skip']['kernel']
+                                          * masks['stage1_block2']['skip']['kernel']).sum((0, 1)))
+  blocks = 3 + 4 + 6 + 3
+  widths = [4, 8, 16, 32]
+  assert g.num_nodes == 3 + 4 + sum(n * 6 * w for n, w in zip((3, 4, 6, 3), widths)) + 10
+  assert len(g.groups) == 2 + 3 * blocks + 1
+
+
+def test_dead_units_counts_hidden_nodes_without_input_or_output():
+  config, v = tiny_mlp(kind='none', density=1.0)
+  masks = {k: {'kernel': np.ones_like(m['kernel'])} for k, m in v['masks'].items()}
+  masks['dense1']['kernel'][:, 0] = 0      # dense1 unit 0: no input
+  masks['dense2']['kernel'][1, :] = 0      # dense1 unit 1: no output
+  masks['head']['kernel'][0, :] = 0        # dense2 unit 0: no output
+  assert network.dead_units(config, v['params'], masks) == 3
+
+
+def run_analyze(*flags):
+  return subprocess.run([sys.executable, '-m', 'n2nskip_jax.analyze', *flags], capture_output=True,
+                        text=True, env={**os.environ, 'PYTHONPATH': ROOT})
+
+
+def test_analyze_cli_writes_json_and_plots(tmp_path):
+  flags = ['--config=configs/quickstart.py', '--config.dataset=digits', '--config.num_epochs=1',
+           '--config.mlp_hidden=(32,16,8)', '--config.pruning.density=0.2', f'--workdir={tmp_path}']
+  assert run_main(*flags).returncode == 0
+  r = run_analyze(f'--workdir={tmp_path}', '--weights=initial', '--num_times=5')
+  assert r.returncode == 0, r.stderr
+  out = json.loads((tmp_path / 'connectivity.json').read_text())
+  assert out['nodes'] == 64 + 32 + 16 + 8 + 10 and len(out['F_grid']) == 5
+  assert out['weights'] == 'initial' and out['t_star'] > 0 and out['F_t_star'] > 0
+  assert (out['F_inf'] == 0) == (out['components'] == 1)
+  assert len(out['scree']['curves']) == 3 and 0 < out['scatter']['network_forward'] <= 1
+  assert (tmp_path / 'adjacency.png').stat().st_size > 0 and (tmp_path / 'scree.png').stat().st_size > 0
+
+
+def test_analyze_cli_without_a_run_fails_cleanly(tmp_path):
+  r = run_analyze(f'--workdir={tmp_path}')
+  assert r.returncode == 2 and 'run main.py first' in r.stderr and 'Traceback' not in r.stderr
