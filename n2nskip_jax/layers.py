@@ -10,6 +10,7 @@ The constructor signatures match ``flax.linen.Dense`` and ``flax.linen.Conv`` fo
 arguments the models use, so a model can be built unmasked by swapping the classes
 (the benchmark's plain-Flax twin).
 """
+import functools
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -21,10 +22,20 @@ MASKS = 'masks'
 default_kernel_init = nn.initializers.lecun_normal()
 
 
-def _masked_kernel(module: nn.Module, shape: Sequence[int]) -> jnp.ndarray:
-  kernel = module.param('kernel', module.kernel_init, tuple(shape), jnp.float32)
-  mask = module.variable(MASKS, 'kernel', jnp.ones, tuple(shape), jnp.float32)
-  return kernel * mask.value
+def _operands(module: nn.Module, x, kernel_shape: Sequence[int]):
+  """``(x, kernel * mask, bias or None)``, promoted to the module's compute dtype."""
+  shape = tuple(kernel_shape)
+  kernel = module.param('kernel', module.kernel_init, shape, jnp.float32)
+  mask = module.variable(MASKS, 'kernel', jnp.ones, shape, jnp.float32)
+  bias = module.param('bias', module.bias_init, (module.features,)) if module.use_bias else None
+  return nn.dtypes.promote_dtype(x, kernel * mask.value, bias, dtype=module.dtype)
+
+
+def batch_norm(train: bool, dtype: Any, axis_name: str | None):
+  """BatchNorm with PyTorch's defaults (running-average momentum 0.1 in PyTorch's convention,
+  0.9 in Flax's; eps 1e-5), averaging batch statistics over ``axis_name`` under ``pmap``."""
+  return functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
+                           epsilon=1e-5, dtype=dtype, axis_name=axis_name)
 
 
 class MaskedDense(nn.Module):
@@ -37,9 +48,7 @@ class MaskedDense(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    kernel = _masked_kernel(self, (x.shape[-1], self.features))
-    bias = self.param('bias', self.bias_init, (self.features,)) if self.use_bias else None
-    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    x, kernel, bias = _operands(self, x, (x.shape[-1], self.features))
     y = lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())))
     return y if bias is None else y + bias
 
@@ -58,9 +67,7 @@ class MaskedConv(nn.Module):
   @nn.compact
   def __call__(self, x):
     strides = (self.strides,) * 2 if isinstance(self.strides, int) else tuple(self.strides)
-    kernel = _masked_kernel(self, (*self.kernel_size, x.shape[-1], self.features))
-    bias = self.param('bias', self.bias_init, (self.features,)) if self.use_bias else None
-    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    x, kernel, bias = _operands(self, x, (*self.kernel_size, x.shape[-1], self.features))
     y = lax.conv_general_dilated(
         x, kernel, strides, self.padding, dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
     return y if bias is None else y + bias

@@ -1,5 +1,4 @@
 """Model shapes and parameter counts (jax.eval_shape, no compile) and masked-layer semantics."""
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np

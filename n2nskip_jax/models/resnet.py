@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import flax.linen as nn
 
-from n2nskip_jax.layers import MaskedConv, MaskedDense
+from n2nskip_jax.layers import MaskedConv, MaskedDense, batch_norm
 from n2nskip_jax.models.skips import SKIP_PREFIX
 
 ModuleDef = Any
@@ -62,8 +62,7 @@ class ResNet(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = True):
     conv = functools.partial(self.conv, use_bias=False, dtype=self.dtype)
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
-                             epsilon=1e-5, dtype=self.dtype, axis_name=self.bn_axis_name)
+    norm = batch_norm(train, self.dtype, self.bn_axis_name)
     width = max(1, int(64 * self.width_multiplier))
     if self.stem == 'cifar':
       x = nn.relu(norm(name='stem_bn')(conv(width, (3, 3), name='stem')(x)))

@@ -10,14 +10,13 @@ follows the layers marked ``'M'``. Two heads:
 Skip placement is :mod:`n2nskip_jax.models.skips` over the 16 conv layers; a skip's stride
 is ``2 ** (number of poolings inside its span)``.
 """
-import functools
 from typing import Any, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from n2nskip_jax.layers import MaskedConv, MaskedDense
+from n2nskip_jax.layers import MaskedConv, MaskedDense, batch_norm
 from n2nskip_jax.models.skips import skip_name, skip_sources
 
 ModuleDef = Any
@@ -59,8 +58,7 @@ class VGG(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = True):
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
-                             epsilon=1e-5, dtype=self.dtype, axis_name=self.bn_axis_name)
+    norm = batch_norm(train, self.dtype, self.bn_axis_name)
     widths = [max(1, int(c * self.width_multiplier)) for c in self.layers if c != 'M']
     # pooled[l]: a pooling follows layer l (l = 0 is the input, never pooled).
     pooled = [False]
