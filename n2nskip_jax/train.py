@@ -10,7 +10,6 @@ import os
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import logging
 from flax import jax_utils, traverse_util
@@ -77,13 +76,16 @@ def evaluate(p_state, p_masks, data) -> dict:
           'test_accuracy': totals['correct'] / totals['count']}
 
 
-def _initial_state(config, data):
-  """Model, initial train state and masks (pruned at initialization)."""
+def _initial_state(config, data, prune: bool = True):
+  """Model, initial train state and masks: pruned at initialization, or all ones as the
+  template a checkpoint is restored into (``prune=False``)."""
   model, variables = network.init(config, data.num_classes, data.input_shape, bn_axis_name=AXIS)
-  batch = snip_batch(data, config.pruning.snip_batch_size) if config.pruning.method == 'csp' else None
-  masks = network.prune(config, variables, batch, data.num_classes)
-  if jax.process_count() > 1:  # every host must train the same sparse network
-    masks = multihost_utils.broadcast_one_to_all(masks)
+  masks = variables['masks']
+  if prune:
+    batch = snip_batch(data, config.pruning.snip_batch_size) if config.pruning.method == 'csp' else None
+    masks = network.prune(config, variables, batch, data.num_classes)
+    if jax.process_count() > 1:  # every host must train the same sparse network
+      masks = multihost_utils.broadcast_one_to_all(masks)
   variables = network.apply_masks(variables, masks)
   state = TrainState.create(apply_fn=model.apply, params=variables['params'],
                             tx=create_optimizer(config, data.steps_per_epoch),
@@ -104,9 +106,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
   if data.steps_per_epoch == 0:
     raise UserError(f'config.batch_size={config.batch_size}: larger than the training set')
   rng = np.asarray(jax.random.PRNGKey(config.seed))
-  state, masks = _initial_state(config, data)
   ckpt = Checkpoints(os.path.join(workdir, 'checkpoints'), config.max_checkpoints_to_keep)
   step = ckpt.latest_step() or 0
+  state, masks = _initial_state(config, data, prune=not step)
   if step:
     state, masks, rng = ckpt.restore(step, state, masks, rng)
     logging.info('Resuming from checkpoint at step %d.', step)
@@ -123,7 +125,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   writer = MetricsWriter(workdir, step, enabled=is_main)
   p_state, p_masks = jax_utils.replicate(state), jax_utils.replicate(masks)
   block = jax.default_backend() == 'cpu'  # see DESIGN.md: async collectives on fake CPU devices
-  start_time, tick, tick_step = time.time(), time.time(), step
+  start_time, first_step = time.time(), step
   final, final_step = None, None
   for epoch in range(step // steps_per_epoch, config.num_epochs):
     for batch in data.train_batches(epoch, step - epoch * steps_per_epoch):
@@ -131,14 +133,19 @@ def train_and_evaluate(config, workdir: str) -> dict:
       if block:
         jax.block_until_ready(metrics)
       step += 1
+      if step == first_step + 1:  # throughput is measured from here on, compilation excluded
+        tick, tick_step = time.time(), step
       if step % config.log_every_steps == 0 or step == total:
         m = jax_utils.unreplicate(metrics)
-        rate = (step - tick_step) * config.batch_size / (time.time() - tick)
-        tick, tick_step = time.time(), step
-        logging.info('epoch %d/%d step %d/%d loss %.4f acc %.4f lr %.4g %.0f img/s', epoch + 1,
-                     config.num_epochs, step, total, m['loss'], m['accuracy'], lr(step - 1), rate)
-        writer.write(step, train_loss=m['loss'], train_accuracy=m['accuracy'],
-                     learning_rate=lr(step - 1), images_per_second=rate)
+        scalars = {'train_loss': m['loss'], 'train_accuracy': m['accuracy'],
+                   'learning_rate': lr(step - 1)}
+        if step > tick_step:
+          scalars['images_per_second'] = (step - tick_step) * config.batch_size / (time.time() - tick)
+          tick, tick_step = time.time(), step
+        logging.info('epoch %d/%d step %d/%d loss %.4f acc %.4f lr %.4g %s', epoch + 1,
+                     config.num_epochs, step, total, m['loss'], m['accuracy'], lr(step - 1),
+                     f"{scalars['images_per_second']:.0f} img/s" if 'images_per_second' in scalars else '')
+        writer.write(step, **scalars)
       if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0:
         ckpt.save(step, jax_utils.unreplicate(p_state), masks, rng)
     if (epoch + 1) % config.eval_every_epochs == 0 or epoch + 1 == config.num_epochs:
@@ -183,5 +190,5 @@ def train_and_evaluate(config, workdir: str) -> dict:
 def _nonzero_weights(params, masks) -> int:
   """Nonzero entries of ``kernel * mask`` over all masked kernels."""
   flat_params = traverse_util.flatten_dict(params)
-  return sum(int(jnp.count_nonzero(flat_params[p] * m))
+  return sum(int(np.count_nonzero(flat_params[p] * m))
              for p, m in traverse_util.flatten_dict(masks).items())
