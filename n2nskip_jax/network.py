@@ -44,6 +44,8 @@ def prune(config, variables, batch=None, num_classes: int | None = None) -> dict
   """
   apply_fn = None
   if config.pruning.method == 'csp':
+    if batch is None or num_classes is None:
+      raise ValueError("pruning.method='csp' needs a training batch and num_classes")
     apply_fn = create_model(config, num_classes, with_skips=config.skip.kind != 'n2nskip').apply
   return pruning.prune(config, variables, apply_fn, batch)
 

@@ -57,6 +57,8 @@ def test_defaults_and_shipped_configs_are_valid():
     (['--config.num_epochs=-3'], 1, 'config.num_epochs=-3'),
     (['--config.learning_rate=-0.05'], 1, 'config.learning_rate=-0.05'),
     (['--config.batch_size=125'], 2, 'config.batch_size=125: expected a multiple of the device count'),
+    (['--config.pruning.density=0.9', '--config.skip.fraction=0.9'], 1,
+     'config.skip.fraction=0.9: expected at most 0.2'),  # the skip layers hold 37,888 weights
 ])
 def test_cli_rejects_bad_config(tmp_path, flags, devices, needle):
   r = run_main('--config=configs/quickstart.py', f'--workdir={tmp_path}', *flags, devices=devices)

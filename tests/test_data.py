@@ -82,3 +82,14 @@ def test_processes_split_the_global_batch():
   whole = next(data_lib.load(config).train_batches(0))
   parts = [next(data_lib.load(config, i, 2).train_batches(0)) for i in range(2)]
   np.testing.assert_array_equal(np.concatenate([p['label'] for p in parts]), whole['label'])
+
+
+def test_imagenet_pipeline_crops_to_image_size():
+  config = make_config(dataset='imagenet2012', image_size=32, batch_size=4, eval_batch_size=4,
+                       download=True, shuffle_buffer=8)
+  with tfds.testing.mock_data(num_examples=8):  # mock images come in assorted sizes
+    d = data_lib.load(config)
+    train, test = next(d.train_batches(0)), list(d.eval_batches())
+  assert (d.num_classes, d.input_shape, d.steps_per_epoch) == (1000, (32, 32, 3), 2)
+  assert train['image'].shape == (4, 32, 32, 3) and train['image'].dtype == np.float32
+  assert all(b['image'].shape == (4, 32, 32, 3) for b in test) and sum(b['mask'].sum() for b in test) == 8
