@@ -84,7 +84,7 @@ def analyze(config, params, masks, reference_params, mode='weighted', method='au
       curves[f'{name}={t:.3g}'] = {
           'reference': heat.scree_from_eigenvalues(lam_ref, K_FRACTIONS, t)[0].tolist(),
           'pruned': heat.scree_from_eigenvalues(lam, K_FRACTIONS, t)[0].tolist()}
-  binary = network_graph(config.model, params, masks, 'binary')
+  binary = graph if mode == 'binary' else network_graph(config.model, params, masks, 'binary')
   net_f, net_b = scatter.network_scatter(binary)
   results = {
       'model': config.model, 'skip_kind': config.skip.kind, 'pruning_method': config.pruning.method,

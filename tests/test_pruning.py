@@ -146,16 +146,24 @@ def test_skip_budget_larger_than_skip_layers_is_rejected_before_compiling():
     pruning.budgets(config, masks)
 
 
+def tiny_pruned_mlp(kind, hidden, n_in, density, batch, seed):
+  """A pruned, span-2 MLP with 2 outputs: ``(model, variables, masks, x)``."""
+  config = make_config(model='mlp', mlp_hidden=hidden, skip__kind=kind, skip__span=2,
+                       pruning__method='rp', pruning__density=density)
+  model, variables = network.init(config, 2, (n_in,))
+  masks = network.prune(config, variables)
+  x = np.random.default_rng(seed).normal(size=(batch, n_in)).astype(np.float32)
+  return model, network.apply_masks(variables, masks), masks, x
+
+
+def relu(v):
+  return np.maximum(v, 0)
+
+
 def test_n2nskip_forward_matches_eq2_by_hand():
   """a^{l+k} = g(z^{l+k} + g(W_skip a^l)) on a tiny MLP with span 2."""
-  config = make_config(model='mlp', mlp_hidden=(5, 4, 3), skip__kind='n2nskip', skip__span=2,
-                       pruning__method='rp', pruning__density=0.6)
-  model, variables = network.init(config, 2, (6,))
-  masks = network.prune(config, variables)
-  variables = network.apply_masks(variables, masks)
-  x = np.random.default_rng(3).normal(size=(4, 6)).astype(np.float32)
-  p, m = variables['params'], masks
-  relu = lambda v: np.maximum(v, 0)
+  model, variables, m, x = tiny_pruned_mlp('n2nskip', (5, 4, 3), 6, 0.6, batch=4, seed=3)
+  p = variables['params']
   dense = lambda name, a: a @ (p[name]['kernel'] * m[name]['kernel']) + p[name]['bias']
   a1 = relu(dense('dense1', x))
   a2 = relu(dense('dense2', a1) + relu(dense('skip0_2', x)))
@@ -165,14 +173,8 @@ def test_n2nskip_forward_matches_eq2_by_hand():
 
 def test_resskip_forward_matches_eq1_by_hand():
   """a^{l+k} = g(z^{l+k} + a^l): identity where widths match, projection otherwise."""
-  config = make_config(model='mlp', mlp_hidden=(4, 4, 3), skip__kind='resskip', skip__span=2,
-                       pruning__method='rp', pruning__density=0.7)
-  model, variables = network.init(config, 2, (4,))
-  masks = network.prune(config, variables)
-  variables = network.apply_masks(variables, masks)
-  x = np.random.default_rng(4).normal(size=(3, 4)).astype(np.float32)
+  model, variables, _, x = tiny_pruned_mlp('resskip', (4, 4, 3), 4, 0.7, batch=3, seed=4)
   p = variables['params']
-  relu = lambda v: np.maximum(v, 0)
   dense = lambda name, a: a @ p[name]['kernel'] + p[name].get('bias', 0)
   a1 = relu(dense('dense1', x))
   a2 = relu(dense('dense2', a1) + x)                  # widths 4 -> 4: identity
