@@ -17,7 +17,7 @@ from common import device_info, emit
 
 from configs import default
 from n2nskip_jax import network
-from n2nskip_jax.analyze import analyze
+from n2nskip_jax.connectivity import analyze
 from n2nskip_jax.connectivity import heat, network_graph
 
 

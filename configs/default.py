@@ -15,8 +15,12 @@ def get_config() -> ml_collections.ConfigDict:
   c.vgg_head = 'paper'               # 'paper' (7x7 pool, 4096-4096-classes) | 'cifar' (1 linear)
   c.mlp_hidden = (512, 256, 128, 64)  # hidden widths of the MLP
   c.half_precision = False           # bf16 compute (params and optimizer stay float32)
+  c.init = 'torch'                   # 'torch': the paper's framework's initializers (torchvision
+                                     # VGG/ResNet schemes, nn.Linear's default); 'flax': Flax's
+                                     # defaults (lecun_normal, zero bias). See models/inits.py.
   # --- data ------------------------------------------------------------------
   c.dataset = 'cifar10'              # 'cifar10' | 'cifar100' | 'imagenet2012' | 'mnist1d' | 'digits'
+                                     # | 'digits32' (digits upsampled to 32x32x3, for conv models)
   c.data_dir = ''                    # tfds data_dir; '' means tfds' default (~/tensorflow_datasets)
   c.download = False                 # let tfds download and prepare a missing data set (needs network)
   c.image_size = 224                 # ImageNet crop size
@@ -43,6 +47,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.pruning.density = 1.0            # in (0, 1], counted against the reference network
   c.pruning.snip_batch_size = 128    # examples in the one SNIP saliency batch
   c.pruning.exclude = ()             # regexes on 'layer/path/kernel'; matching kernels stay dense
+  c.pruning.rescale = False          # beyond the paper: scale each unit's surviving weights by
+                                     # sqrt(dense fan-in / surviving fan-in) after pruning, so its
+                                     # initial pre-activation variance is the dense network's
   # --- skip connections (n2nskip_jax.models.skips) ------------------------------
   c.skip = ml_collections.ConfigDict()
   c.skip.kind = 'none'               # 'none' | 'n2nskip' (Eq. 2) | 'resskip' (Eq. 1)

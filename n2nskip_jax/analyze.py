@@ -8,19 +8,12 @@ the plots ``DIR/adjacency.png`` (paper Figure 3) and ``DIR/scree.png`` (Figure 4
 import json
 import os
 import sys
-import time
 
-import ml_collections
-import numpy as np
-import orbax.checkpoint as ocp
 from absl import app, flags, logging
-from scipy.sparse.csgraph import connected_components
 
-from n2nskip_jax import data as data_lib
-from n2nskip_jax import network
 from n2nskip_jax.config import UserError, setup_logging
-from n2nskip_jax.connectivity import heat, plots, scatter
-from n2nskip_jax.connectivity.graph import network_graph
+from n2nskip_jax.connectivity import plots
+from n2nskip_jax.connectivity.analysis import K_FRACTIONS, analyze, load_run
 
 flags.DEFINE_string('workdir', None, 'Run directory written by main.py.')
 flags.DEFINE_enum('weights', 'final', ['initial', 'final'], 'Which weights to analyze.')
@@ -29,81 +22,6 @@ flags.DEFINE_enum('method', 'auto', ['auto', 'dense', 'chebyshev'], 'Heat signat
 flags.DEFINE_float('eps', 1e-3, 't* = ln(1/eps) / lambda_2(reference).')
 flags.DEFINE_integer('num_times', 25, 'Points on the log grid of t.')
 FLAGS = flags.FLAGS
-K_FRACTIONS = np.linspace(0.01, 1.0, 100)
-
-
-def load_run(workdir: str, weights: str):
-  """``(config, params, masks, reference_params)`` of a run's latest checkpoint."""
-  path = os.path.join(workdir, 'config.json')
-  ckpt_dir = os.path.join(os.path.abspath(workdir), 'checkpoints')
-  if not os.path.exists(path) or not os.path.isdir(ckpt_dir):
-    raise UserError(f'--workdir={workdir!r}: no config.json and checkpoints/ (run main.py first)')
-  with open(path) as f:
-    config = ml_collections.ConfigDict(json.load(f))
-  manager = ocp.CheckpointManager(ckpt_dir)
-  step = manager.latest_step()
-  if step is None:
-    raise UserError(f'--workdir={workdir!r}: no finished checkpoint yet')
-  restored = manager.restore(step, args=ocp.args.StandardRestore())
-  masks = restored['masks']
-  _, initial = network.init(config, *data_lib.spec(config))  # unpruned initial weights
-  params = (restored['state']['params'] if weights == 'final'
-            else network.apply_masks(initial, masks)['params'])
-  return config, params, masks, initial['params']
-
-
-def analyze(config, params, masks, reference_params, mode='weighted', method='auto',
-            eps=1e-3, num_times=25) -> tuple[dict, dict]:
-  """Connectivity figures of a pruned network against its reference; returns
-  ``(results, arrays)``, ``arrays`` holding what the plots need."""
-  graph = network_graph(config.model, params, masks, mode)
-  ref = network_graph(config.model, reference_params, masks, mode, reference=True)
-  n = graph.num_nodes
-  dense = method == 'dense' or (method == 'auto' and n <= heat.DENSE_MAX_NODES)
-  w, w_ref = graph.adjacency(sparse=not dense), ref.adjacency(sparse=not dense)
-  sources = graph.sources()
-  start = time.time()
-  if dense:
-    s, s_ref = heat.spectrum(w), heat.spectrum(w_ref)
-    lam, lam_ref = s.eigenvalues, s_ref.eigenvalues
-    times = heat.times_from_eigenvalues(lam_ref[1], lam_ref[-1], eps, num_times)
-    t_all = np.append(times['grid'], times['t_star'])
-    f = np.linalg.norm(heat.signature_from_spectrum(s_ref, sources, t_all)
-                       - heat.signature_from_spectrum(s, sources, t_all), axis=-1)
-    lam2 = float(lam[1])
-  else:
-    times = heat.diffusion_times(w_ref, eps, num_times)
-    t_all = np.append(times['grid'], times['t_star'])
-    f = heat.connectivity_distance(w_ref, w, sources, t_all, method='chebyshev')
-    lam2, lam = heat.extreme_eigenvalues(w)[0], None
-  scree_times = {'t_min': times['grid'][0], 't_mid': float(np.sqrt(times['grid'][0] * times['grid'][-1])),
-                 't_star': times['t_star']}
-  curves = {}
-  if lam is not None:
-    for name, t in scree_times.items():
-      curves[f'{name}={t:.3g}'] = {
-          'reference': heat.scree_from_eigenvalues(lam_ref, K_FRACTIONS, t)[0].tolist(),
-          'pruned': heat.scree_from_eigenvalues(lam, K_FRACTIONS, t)[0].tolist()}
-  binary = graph if mode == 'binary' else network_graph(config.model, params, masks, 'binary')
-  net_f, net_b = scatter.network_scatter(binary)
-  results = {
-      'model': config.model, 'skip_kind': config.skip.kind, 'pruning_method': config.pruning.method,
-      'density': config.pruning.density, 'mode': mode, 'nodes': n,
-      'method': 'dense eigh (float64)' if dense else 'chebyshev (matrix-free)',
-      'lambda_2': lam2, 'lambda_2_reference': times['lambda_2'],
-      'lambda_max_reference': times['lambda_max'],
-      'components': int(connected_components(w, directed=False)[0]),
-      'dead_units': binary.dead_units(), 'eps': eps, 't_star': times['t_star'],
-      'F_t_star': float(f[-1]), 't_grid': times['grid'].tolist(), 'F_grid': f[:-1].tolist(),
-      'F_inf': heat.saturation_distance(w_ref, w, sources),
-      'scree': ({'k_fractions': K_FRACTIONS.tolist(),
-                 'times': scree_times, 'curves': curves}
-                if curves else None),
-      'scatter': {'network_forward': net_f, 'network_backward': net_b,
-                  'junctions': scatter.layer_scatter(binary)},
-      'seconds': time.time() - start,
-  }
-  return results, {'adjacency': w, 'reference_adjacency': w_ref, 'curves': curves}
 
 
 def main(argv):

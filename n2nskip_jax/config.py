@@ -8,6 +8,7 @@ from typing import Any
 
 from n2nskip_jax.data import DATASETS, IMAGE_DATASETS
 from n2nskip_jax.models import MODELS, SKIP_KINDS
+from n2nskip_jax.models.inits import INITS
 from n2nskip_jax.models.resnet import STEMS
 from n2nskip_jax.models.vgg import HEADS
 
@@ -77,10 +78,11 @@ def validate(config, num_devices: int = 1, num_processes: int = 1) -> None:
   choice('dataset', tuple(DATASETS))
   choice('resnet_stem', STEMS)
   choice('vgg_head', HEADS)
+  choice('init', INITS)
   _check(config, 'width_multiplier', lambda v: _is_number(v) and v > 0, 'a number > 0')
   _check(config, 'mlp_hidden', lambda v: len(v) > 0 and all(_is_int(w) and w > 0 for w in v),
          'a non-empty sequence of positive integers')
-  for key in ('half_precision', 'download', 'multihost'):
+  for key in ('half_precision', 'download', 'multihost', 'pruning.rescale'):
     _check(config, key, lambda v: isinstance(v, bool), 'True or False')
   if config.model != 'mlp' and config.dataset not in IMAGE_DATASETS:
     raise ConfigError('dataset', config.dataset,

@@ -1,8 +1,18 @@
-"""Metrics to ``metrics.jsonl`` (one JSON object per line) and TensorBoard event files."""
+"""Metrics to ``metrics.jsonl`` (one JSON object per line) and TensorBoard event files, and
+the strict, atomic JSON writer every result file of the project goes through."""
 import json
 import os
 
 import tensorboardX
+
+
+def write_json(path: str, obj) -> None:
+  """Writes ``obj`` as strict JSON (no NaN literals) to a temporary file, then renames it into
+  place, so a reader never sees a torn file."""
+  tmp = f'{path}.tmp'
+  with open(tmp, 'w') as f:
+    json.dump(obj, f, indent=2, allow_nan=False)
+  os.replace(tmp, path)
 
 
 class MetricsWriter:

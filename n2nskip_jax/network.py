@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from n2nskip_jax import pruning
+from n2nskip_jax import data, pruning
 from n2nskip_jax.connectivity.graph import network_graph
 from n2nskip_jax.models import create_model, is_skip_path
 
@@ -36,6 +36,14 @@ def abstract_variables(config, num_classes: int, input_shape: tuple[int, ...]):
                                            train=False))
 
 
+def check_budget(config) -> dict | None:
+  """:func:`pruning.budgets` from shapes alone (``jax.eval_shape``): raises a ``ConfigError``
+  for a budget the skip layers cannot hold before anything is compiled; ``None`` if dense."""
+  if config.pruning.method == 'dense':
+    return None
+  return pruning.budgets(config, abstract_variables(config, *data.spec(config))['masks'])
+
+
 def prune(config, variables, batch=None, num_classes: int | None = None) -> dict:
   """Masks at the budget of ``config.pruning`` / ``config.skip`` (see :mod:`pruning`).
 
@@ -55,12 +63,38 @@ def dead_units(config, params, masks) -> int:
   return network_graph(config.model, params, masks, mode='binary').dead_units()
 
 
-def apply_masks(variables, masks):
-  """Sets ``masks`` and zeroes pruned kernel entries, so pruned weights are exactly 0."""
+def fan_in_rescale(mask) -> np.ndarray:
+  """Per-output-unit factor ``sqrt(dense fan-in / surviving fan-in)`` of one kernel mask
+  (0 for a unit with no surviving input), broadcastable against the kernel.
+
+  With i.i.d. zero-mean weights of variance ``v`` and unit-variance inputs, unit ``j`` of a
+  pruned kernel has pre-activation variance ``n_j v`` instead of the dense ``n v``; scaling
+  its ``n_j`` surviving weights by ``sqrt(n / n_j)`` restores ``n v`` (``pruning.rescale``).
+  """
+  mask = np.asarray(mask)
+  flat = mask.reshape(-1, mask.shape[-1])
+  surviving = flat.sum(0)
+  return np.where(surviving > 0, np.sqrt(flat.shape[0] / np.maximum(surviving, 1)), 0.0)
+
+
+def apply_masks(variables, masks, rescale: bool = False):
+  """Sets ``masks`` and zeroes pruned kernel entries, so pruned weights are exactly 0.
+
+  ``rescale=True`` (``config.pruning.rescale``) also multiplies every surviving weight by
+  :func:`fan_in_rescale` of its unit, per kernel (a skip kernel and the sequential kernel
+  into the same unit are rescaled separately).
+  """
   kernels = traverse_util.flatten_dict(variables['params'])
   flat_masks = traverse_util.flatten_dict(masks)
-  params = {p: v * flat_masks[p[:-1] + ('kernel',)] if p[-1] == 'kernel' else v
-            for p, v in kernels.items()}
+
+  def masked(path, value):
+    if path[-1] != 'kernel':
+      return value
+    mask = flat_masks[path[:-1] + ('kernel',)]
+    scale = fan_in_rescale(mask).astype(np.float32) if rescale else 1.0
+    return value * mask * scale
+
+  params = {p: masked(p, v) for p, v in kernels.items()}
   return {**variables, 'params': traverse_util.unflatten_dict(params), 'masks': masks}
 
 

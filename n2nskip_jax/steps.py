@@ -6,6 +6,7 @@ averages its batch statistics over the same axis (the models' ``bn_axis_name``),
 replica holds identical parameters and statistics and the result does not depend on the
 number of devices.
 """
+import functools
 from typing import Any
 
 import jax
@@ -23,15 +24,29 @@ class TrainState(train_state.TrainState):
 
 def learning_rate_schedule(config, steps_per_epoch: int) -> optax.Schedule:
   """``lr * factor ** floor(epoch / lr_decay_epochs)`` (paper: 0.05 halved every 30 epochs)."""
-  return optax.exponential_decay(config.learning_rate, config.lr_decay_epochs * steps_per_epoch,
-                                 config.lr_decay_factor, staircase=True)
+  return _schedule(config.learning_rate, config.lr_decay_epochs * steps_per_epoch,
+                   config.lr_decay_factor)
 
 
 def create_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformation:
-  """SGD with momentum and coupled weight decay (``g + wd * w``, as PyTorch's SGD)."""
-  return optax.chain(
-      optax.add_decayed_weights(config.weight_decay),
-      optax.sgd(learning_rate_schedule(config, steps_per_epoch), momentum=config.momentum))
+  """SGD with momentum and coupled weight decay (``g + wd * w``, as PyTorch's SGD).
+
+  Equal hyperparameters give the same object, so runs in one process (a study's cells)
+  share the train state's static fields and reuse the compiled step.
+  """
+  return _sgd(config.weight_decay, config.momentum, config.learning_rate,
+              config.lr_decay_epochs * steps_per_epoch, config.lr_decay_factor)
+
+
+@functools.lru_cache(maxsize=None)
+def _schedule(lr, decay_steps, factor) -> optax.Schedule:
+  return optax.exponential_decay(lr, decay_steps, factor, staircase=True)
+
+
+@functools.lru_cache(maxsize=None)
+def _sgd(weight_decay, momentum, lr, decay_steps, factor) -> optax.GradientTransformation:
+  return optax.chain(optax.add_decayed_weights(weight_decay),
+                     optax.sgd(_schedule(lr, decay_steps, factor), momentum=momentum))
 
 
 def cross_entropy(logits, labels):

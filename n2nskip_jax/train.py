@@ -19,7 +19,7 @@ from n2nskip_jax import data as data_lib
 from n2nskip_jax import network, pruning
 from n2nskip_jax.checkpoints import Checkpoints
 from n2nskip_jax.config import RESUMABLE_KEYS, UserError, changed_keys, validate
-from n2nskip_jax.metrics import MetricsWriter
+from n2nskip_jax.metrics import MetricsWriter, write_json
 from n2nskip_jax.steps import AXIS, TrainState, create_optimizer, learning_rate_schedule
 from n2nskip_jax.steps import p_eval_step, p_train_step
 
@@ -86,7 +86,7 @@ def _initial_state(config, data, prune: bool = True):
     masks = network.prune(config, variables, batch, data.num_classes)
     if jax.process_count() > 1:  # every host must train the same sparse network
       masks = multihost_utils.broadcast_one_to_all(masks)
-  variables = network.apply_masks(variables, masks)
+  variables = network.apply_masks(variables, masks, rescale=config.pruning.rescale)
   state = TrainState.create(apply_fn=model.apply, params=variables['params'],
                             tx=create_optimizer(config, data.steps_per_epoch),
                             batch_stats=variables.get('batch_stats', {}))
@@ -99,8 +99,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     jax.distributed.initialize()
   validate(config, jax.device_count(), jax.process_count())
   is_main = jax.process_index() == 0
-  if config.pruning.method != 'dense':  # budget errors before anything is compiled
-    pruning.budgets(config, network.abstract_variables(config, *data_lib.spec(config))['masks'])
+  network.check_budget(config)  # budget errors before anything is compiled
   prepare_workdir(workdir, config)
   data = data_lib.load(config, jax.process_index(), jax.process_count())
   if data.steps_per_epoch == 0:
@@ -179,8 +178,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       'config': json.loads(config.to_json()),
   }
   if is_main:
-    with open(os.path.join(workdir, 'summary.json'), 'w') as f:
-      json.dump(summary, f, indent=2)
+    write_json(os.path.join(workdir, 'summary.json'), summary)
   logging.info('Done: test accuracy %.4f after %d steps; %d nonzero prunable weights '
                '(reference network: %d).', summary['test_accuracy'], summary['steps'],
                summary['params_nonzero'], summary['params_prunable_reference'])

@@ -228,3 +228,51 @@ def times_from_eigenvalues(lam2: float, lam_max: float, eps: float = 1e-3, num: 
   grid = np.geomspace(4 * np.log(10) / lam_max, 4 * np.log(10) / lam2, num)
   return {'t_star': float(np.log(1 / eps) / lam2), 'grid': grid, 'lambda_2': lam2,
           'lambda_max': lam_max, 'eps': eps}
+
+
+@dataclasses.dataclass
+class Reference:
+  """Heat diffusion on a reference graph, computed once and compared against many graphs.
+
+  ``times``: :func:`times_from_eigenvalues` (``t_star``, ``grid``, ``lambda_2``,
+  ``lambda_max``); ``t``: the grid with ``t_star`` appended; ``signatures``: ``S_ref(t)``,
+  shape ``(len(t), n)``; ``saturation``: ``S_ref(inf)``; ``eigenvalues``: the full spectrum
+  where the dense path was taken, else ``None``.
+  """
+  times: dict
+  t: np.ndarray
+  signatures: np.ndarray
+  saturation: np.ndarray
+  eigenvalues: np.ndarray | None
+
+
+def reference_diffusion(ref_adjacency, sources, eps: float = 1e-3, num: int = 25,
+                        method: str = 'auto') -> Reference:
+  """:class:`Reference` of ``ref_adjacency``: dense ``eigh`` up to ``DENSE_MAX_NODES`` nodes
+  (or ``method='dense'``), else Lanczos for the times and Chebyshev for the signatures."""
+  n = ref_adjacency.shape[0]
+  if method == 'dense' or (method == 'auto' and n <= DENSE_MAX_NODES):
+    s = spectrum(ref_adjacency)
+    times = times_from_eigenvalues(s.eigenvalues[1], s.eigenvalues[-1], eps, num)
+    t = np.append(times['grid'], times['t_star'])
+    signatures, eigenvalues = signature_from_spectrum(s, sources, t), s.eigenvalues
+  else:
+    times = diffusion_times(ref_adjacency, eps, num)
+    t = np.append(times['grid'], times['t_star'])
+    signatures, eigenvalues = chebyshev_signature(ref_adjacency, sources, t), None
+  return Reference(times, t, signatures, saturation_signature(ref_adjacency, sources),
+                   eigenvalues)
+
+
+def distances_to_reference(reference: Reference, adjacency, sources,
+                           signatures=None) -> tuple[np.ndarray, float]:
+  """``(F(t) for t in reference.t, F(inf))`` (Eq. 6) of ``adjacency`` against ``reference``.
+
+  ``signatures``: ``S(t)`` of ``adjacency`` at ``reference.t`` if already known; computed
+  with the matrix-free Chebyshev path otherwise.
+  """
+  if signatures is None:
+    signatures = chebyshev_signature(adjacency, sources, reference.t)
+  f = np.linalg.norm(reference.signatures - signatures, axis=-1)
+  f_inf = float(np.linalg.norm(reference.saturation - saturation_signature(adjacency, sources)))
+  return f, f_inf

@@ -4,6 +4,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 
 from n2nskip_jax.layers import MaskedDense
+from n2nskip_jax.models import inits
 from n2nskip_jax.models.skips import skip_name, skip_sources
 
 ModuleDef = Any
@@ -13,13 +14,15 @@ class MLP(nn.Module):
   """ReLU MLP; ``dense`` is the layer class (``MaskedDense``, or ``nn.Dense`` for a twin).
 
   Skips follow :mod:`n2nskip_jax.models.skips`: hidden layer ``j`` gets one from ``a^{j-k}``
-  (``a^0`` being the flattened input).
+  (``a^0`` being the flattened input). Every layer, skips included, is initialized as
+  ``nn.Linear`` (``init_scheme='torch'``, :mod:`n2nskip_jax.models.inits`) or with Flax's defaults.
   """
   hidden: Sequence[int] = (512, 256, 128, 64)
   num_classes: int = 10
   skip_kind: str = 'none'
   skip_span: int = 3
   dtype: Any = None
+  init_scheme: str = 'torch'
   dense: ModuleDef = MaskedDense
 
   @nn.compact
@@ -28,15 +31,19 @@ class MLP(nn.Module):
     acts = [x.reshape((x.shape[0], -1))]
     sources = skip_sources(len(self.hidden), self.skip_span, self.skip_kind)
     for j, width in enumerate(self.hidden, start=1):
-      z = self.dense(width, dtype=self.dtype, name=f'dense{j}')(acts[-1])
+      z = self._linear(width, acts[-1], name=f'dense{j}')
       if j in sources:
         z = z + self._skip(acts[sources[j]], width, skip_name(sources[j], j))
       acts.append(nn.relu(z))
-    return self.dense(self.num_classes, dtype=self.dtype, name='head')(acts[-1])
+    return self._linear(self.num_classes, acts[-1], name='head')
+
+  def _linear(self, width, x, **kwargs):
+    return self.dense(width, dtype=self.dtype, **inits.linear(self.init_scheme, x.shape[-1]),
+                      **kwargs)(x)
 
   def _skip(self, a, width, name):
     if self.skip_kind == 'n2nskip':  # Eq. 2: g(skip(a^l)).
-      return nn.relu(self.dense(width, dtype=self.dtype, name=name)(a))
+      return nn.relu(self._linear(width, a, name=name))
     if a.shape[-1] == width:  # Eq. 1, identity.
       return a
-    return self.dense(width, use_bias=False, dtype=self.dtype, name=name)(a)
+    return self._linear(width, a, use_bias=False, name=name)

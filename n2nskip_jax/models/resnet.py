@@ -15,6 +15,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 
 from n2nskip_jax.layers import MaskedConv, MaskedDense, batch_norm
+from n2nskip_jax.models import inits
 from n2nskip_jax.models.skips import SKIP_PREFIX
 
 ModuleDef = Any
@@ -47,7 +48,11 @@ class Bottleneck(nn.Module):
 
 
 class ResNet(nn.Module):
-  """ResNet with masked layers; ``conv``/``dense`` swap in plain Flax layers for a twin."""
+  """ResNet with masked layers; ``conv``/``dense`` swap in plain Flax layers for a twin.
+
+  ``init_scheme='torch'``: torchvision's ResNet scheme (:mod:`n2nskip_jax.models.inits`): every
+  conv (skips and projections too) ``kaiming_normal_`` fan-out, the classifier ``nn.Linear``'s.
+  """
   num_classes: int = 10
   stage_sizes: Sequence[int] = (3, 4, 6, 3)
   stem: str = 'cifar'
@@ -55,13 +60,14 @@ class ResNet(nn.Module):
   skip_kind: str = 'none'
   skip_kernel_size: int = 3
   dtype: Any = None
+  init_scheme: str = 'torch'
   bn_axis_name: str | None = None
   conv: ModuleDef = MaskedConv
   dense: ModuleDef = MaskedDense
 
   @nn.compact
   def __call__(self, x, train: bool = True):
-    conv = functools.partial(self.conv, use_bias=False, dtype=self.dtype)
+    conv = functools.partial(self.conv, use_bias=False, dtype=self.dtype, **inits.conv(self.init_scheme))
     norm = batch_norm(train, self.dtype, self.bn_axis_name)
     width = max(1, int(64 * self.width_multiplier))
     if self.stem == 'cifar':
@@ -75,4 +81,5 @@ class ResNet(nn.Module):
         x = Bottleneck(width * 2**i, 2 if (i > 0 and b == 0) else 1, conv, norm,
                        self.skip_kind, self.skip_kernel_size, name=f'stage{i + 1}_block{b + 1}')(x)
     x = x.mean(axis=(1, 2))
-    return self.dense(self.num_classes, dtype=self.dtype, name='head')(x)
+    return self.dense(self.num_classes, dtype=self.dtype, name='head',
+                      **inits.linear(self.init_scheme, x.shape[-1]))(x)

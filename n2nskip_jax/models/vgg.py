@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from n2nskip_jax.layers import MaskedConv, MaskedDense, batch_norm
+from n2nskip_jax.models import inits
 from n2nskip_jax.models.skips import skip_name, skip_sources
 
 ModuleDef = Any
@@ -43,7 +44,11 @@ def adaptive_avg_pool(x: jnp.ndarray, size: int) -> jnp.ndarray:
 
 
 class VGG(nn.Module):
-  """VGG with masked layers; ``conv``/``dense`` swap in plain Flax layers for a twin."""
+  """VGG with masked layers; ``conv``/``dense`` swap in plain Flax layers for a twin.
+
+  ``init_scheme='torch'``: torchvision's VGG scheme (:mod:`n2nskip_jax.models.inits`), skip and
+  projection convs included.
+  """
   num_classes: int = 10
   head: str = 'paper'
   layers: Sequence[Any] = VGG19_LAYERS
@@ -52,6 +57,7 @@ class VGG(nn.Module):
   skip_span: int = 3
   skip_kernel_size: int = 3
   dtype: Any = None
+  init_scheme: str = 'torch'
   bn_axis_name: str | None = None
   conv: ModuleDef = MaskedConv
   dense: ModuleDef = MaskedDense
@@ -70,7 +76,7 @@ class VGG(nn.Module):
     sources = skip_sources(len(widths), self.skip_span, self.skip_kind)
     acts, h = [x], x
     for j, width in enumerate(widths, start=1):
-      z = self.conv(width, (3, 3), use_bias=False, dtype=self.dtype, name=f'conv{j}')(h)
+      z = self._conv(width, (3, 3), name=f'conv{j}')(h)
       z = norm(name=f'bn{j}')(z)
       if j in sources:
         src = sources[j]
@@ -78,20 +84,26 @@ class VGG(nn.Module):
         z = z + self._skip(acts[src], width, stride, norm, skip_name(src, j))
       acts.append(nn.relu(z))
       h = nn.max_pool(acts[-1], (2, 2), strides=(2, 2)) if pooled[j] else acts[-1]
+    linear = lambda width, name: self.dense(width, dtype=self.dtype, name=name,
+                                            **inits.vgg_linear(self.init_scheme))
     if self.head == 'cifar':
-      return self.dense(self.num_classes, dtype=self.dtype, name='head')(h.reshape((h.shape[0], -1)))
+      return linear(self.num_classes, 'head')(h.reshape((h.shape[0], -1)))
     h = adaptive_avg_pool(h, 7).reshape((h.shape[0], -1))
     fc = max(1, int(4096 * self.width_multiplier))
-    h = nn.relu(self.dense(fc, dtype=self.dtype, name='fc1')(h))
-    h = nn.relu(self.dense(fc, dtype=self.dtype, name='fc2')(h))
-    return self.dense(self.num_classes, dtype=self.dtype, name='head')(h)
+    h = nn.relu(linear(fc, 'fc1')(h))
+    h = nn.relu(linear(fc, 'fc2')(h))
+    return linear(self.num_classes, 'head')(h)
+
+  def _conv(self, width, kernel_size, **kwargs):
+    return self.conv(width, kernel_size, use_bias=False, dtype=self.dtype,
+                     **inits.conv(self.init_scheme), **kwargs)
 
   def _skip(self, a, width, stride, norm, name):
     if self.skip_kind == 'n2nskip':  # Eq. 2: g(BN(conv_skip(a^l))).
       k = self.skip_kernel_size
-      y = self.conv(width, (k, k), strides=stride, use_bias=False, dtype=self.dtype, name=name)(a)
+      y = self._conv(width, (k, k), strides=stride, name=name)(a)
       return nn.relu(norm(name=f'{name}_bn')(y))
     if a.shape[-1] == width and stride == 1:  # Eq. 1, identity.
       return a
-    y = self.conv(width, (1, 1), strides=stride, use_bias=False, dtype=self.dtype, name=name)(a)
+    y = self._conv(width, (1, 1), strides=stride, name=name)(a)
     return norm(name=f'{name}_bn')(y)

@@ -1,0 +1,33 @@
+"""Offline convolutional study: VGG19-BN (CIFAR head, width x0.125) on digits32.
+
+digits32 is scikit-learn's 8x8 digits upsampled to 32x32x3 (ships in a package, no
+download). {RP, CSP} x {none, N2NSkip} x {10, 5, 2} % density x 3 seeds, plus the dense
+network: 39 runs of 15 epochs (about 30 minutes on 2 CPU cores).
+
+    python -m n2nskip_jax.study --config configs/studies/offline_vgg_digits.py
+"""
+import ml_collections
+
+from configs import default
+
+
+def get_config(arg: str | None = None):
+  """The study; ``get_config('base')`` returns its base run config alone."""
+  base = default.get_config()
+  base.model, base.vgg_head, base.width_multiplier = 'vgg19', 'cifar', 0.125
+  base.dataset = 'digits32'               # 1437 train / 360 test images
+  base.num_epochs, base.lr_decay_epochs = 15, 5
+  base.eval_every_epochs, base.log_every_steps = 3, 50
+  base.max_checkpoints_to_keep = 1
+  c = ml_collections.ConfigDict()
+  c.base = base
+  c.axes = ml_collections.ConfigDict()
+  c.axes.pruning = ml_collections.ConfigDict()
+  c.axes.pruning.method = ('rp', 'csp')
+  c.axes.pruning.density = (0.1, 0.05, 0.02)
+  c.axes.skip = ml_collections.ConfigDict()
+  c.axes.skip.kind = ('none', 'n2nskip')
+  c.seeds = (0, 1, 2)
+  c.extra = ({'pruning': {'method': 'dense', 'density': 1.0}, 'skip': {'kind': 'none'}},)
+  c.analyze = True
+  return c.base if arg == 'base' else c

@@ -1,0 +1,96 @@
+"""Connectivity analysis of a run against its dense reference (paper Sec. 3.2).
+
+    from n2nskip_jax.connectivity import analyze, load_run
+    config, params, masks, reference_params = load_run(workdir, 'initial')
+    results, arrays = analyze(config, params, masks, reference_params)
+
+``results`` holds F on a log grid of t and at t* (Eq. 6), F(inf), lambda_2, components, the
+scree (Eq. 7) where the full spectrum is computed, and scatter; ``arrays`` what the plots need.
+"""
+import json
+import os
+import time
+
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+from scipy.sparse.csgraph import connected_components
+
+from n2nskip_jax import data as data_lib
+from n2nskip_jax import network
+from n2nskip_jax.config import UserError
+from n2nskip_jax.connectivity import heat, scatter
+from n2nskip_jax.connectivity.graph import network_graph
+
+K_FRACTIONS = np.linspace(0.01, 1.0, 100)
+
+
+def load_run(workdir: str, weights: str):
+  """``(config, params, masks, reference_params)`` of a run's latest checkpoint."""
+  path = os.path.join(workdir, 'config.json')
+  ckpt_dir = os.path.join(os.path.abspath(workdir), 'checkpoints')
+  if not os.path.exists(path) or not os.path.isdir(ckpt_dir):
+    raise UserError(f'--workdir={workdir!r}: no config.json and checkpoints/ (run main.py first)')
+  with open(path) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  manager = ocp.CheckpointManager(ckpt_dir)
+  step = manager.latest_step()
+  if step is None:
+    raise UserError(f'--workdir={workdir!r}: no finished checkpoint yet')
+  restored = manager.restore(step, args=ocp.args.StandardRestore())
+  masks = restored['masks']
+  _, initial = network.init(config, *data_lib.spec(config))  # unpruned initial weights
+  params = (restored['state']['params'] if weights == 'final'
+            else network.apply_masks(initial, masks, config.pruning.rescale)['params'])
+  return config, params, masks, initial['params']
+
+
+def analyze(config, params, masks, reference_params, mode='weighted', method='auto',
+            eps=1e-3, num_times=25) -> tuple[dict, dict]:
+  """Connectivity figures of a pruned network against its reference; returns
+  ``(results, arrays)``, ``arrays`` holding what the plots need."""
+  graph = network_graph(config.model, params, masks, mode)
+  ref_graph = network_graph(config.model, reference_params, masks, mode, reference=True)
+  n = graph.num_nodes
+  dense = method == 'dense' or (method == 'auto' and n <= heat.DENSE_MAX_NODES)
+  w, w_ref = graph.adjacency(sparse=not dense), ref_graph.adjacency(sparse=not dense)
+  sources = graph.sources()
+  start = time.time()
+  ref = heat.reference_diffusion(w_ref, sources, eps, num_times, 'dense' if dense else 'chebyshev')
+  times, lam_ref = ref.times, ref.eigenvalues
+  if dense:
+    s = heat.spectrum(w)
+    lam, lam2 = s.eigenvalues, float(s.eigenvalues[1])
+    f, f_inf = heat.distances_to_reference(
+        ref, w, sources, heat.signature_from_spectrum(s, sources, ref.t))
+  else:
+    f, f_inf = heat.distances_to_reference(ref, w, sources)
+    lam2, lam = heat.extreme_eigenvalues(w)[0], None
+  scree_times = {'t_min': times['grid'][0], 't_mid': float(np.sqrt(times['grid'][0] * times['grid'][-1])),
+                 't_star': times['t_star']}
+  curves = {}
+  if lam is not None:
+    for name, t in scree_times.items():
+      curves[f'{name}={t:.3g}'] = {
+          'reference': heat.scree_from_eigenvalues(lam_ref, K_FRACTIONS, t)[0].tolist(),
+          'pruned': heat.scree_from_eigenvalues(lam, K_FRACTIONS, t)[0].tolist()}
+  binary = graph if mode == 'binary' else network_graph(config.model, params, masks, 'binary')
+  net_f, net_b = scatter.network_scatter(binary)
+  results = {
+      'model': config.model, 'skip_kind': config.skip.kind, 'pruning_method': config.pruning.method,
+      'density': config.pruning.density, 'mode': mode, 'nodes': n,
+      'method': 'dense eigh (float64)' if dense else 'chebyshev (matrix-free)',
+      'lambda_2': lam2, 'lambda_2_reference': times['lambda_2'],
+      'lambda_max_reference': times['lambda_max'],
+      'components': int(connected_components(w, directed=False)[0]),
+      'dead_units': binary.dead_units(), 'eps': eps, 't_star': times['t_star'],
+      'F_t_star': float(f[-1]), 't_grid': times['grid'].tolist(), 'F_grid': f[:-1].tolist(),
+      'F_inf': f_inf,
+      'scree': ({'k_fractions': K_FRACTIONS.tolist(),
+                 'times': scree_times, 'curves': curves}
+                if curves else None),
+      'scatter': {'network_forward': net_f, 'network_backward': net_b,
+                  'junctions': scatter.layer_scatter(binary)},
+      'seconds': time.time() - start,
+  }
+  return results, {'adjacency': w, 'reference_adjacency': w_ref, 'curves': curves}

@@ -1,0 +1,82 @@
+"""The study CLI: ``python -m n2nskip_jax.study --config configs/studies/NAME.py``.
+
+Flags:
+  --config          a study config (see ``n2nskip_jax/study/grid.py``); override any key with
+                    ``--config.base.num_epochs=5``, ``--config.seeds=0,1``,
+                    ``--config.axes.pruning.density=0.1,0.05``.
+  --workdir         where the runs and the tables go; default ``runs/studies/<config name>``.
+  --shard=I/N       run only every N-th run from the I-th (a SLURM array task, one GPU).
+  --dry_run         list the runs and the ``main.py`` command of each; train nothing.
+  --aggregate_only  write the tables and figures from the runs finished so far.
+Rerunning the same command skips finished runs and resumes an interrupted one.
+"""
+import os
+import shlex
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file('config', None, 'Study config (configs/studies/*.py).',
+                                lock_config=True)
+flags.DEFINE_string('workdir', None, 'Study directory (default: runs/studies/<config name>).')
+flags.DEFINE_string('shard', '0/1', "Run shard 'I/N' of the study's runs.")
+flags.DEFINE_bool('dry_run', False, 'List the runs and their main.py commands; train nothing.')
+flags.DEFINE_bool('aggregate_only', False, 'Only aggregate the finished runs.')
+flags.mark_flags_as_required(['config'])
+
+
+def _flag(key, value) -> str:
+  text = ','.join(map(str, value)) if isinstance(value, (tuple, list)) else value
+  return f'--config.{key}={text}'
+
+
+def _main_command(config_path: str, study, workdir: str, run) -> str:
+  """The ``main.py`` command of one run: the study file's base config, the keys the command
+  line changed in it, then the run's own overrides and seed."""
+  import runpy
+
+  from n2nskip_jax.config import changed_keys
+  from n2nskip_jax.study import grid
+  from n2nskip_jax.study.run import run_dir
+  path = config_path.split(':')[0]
+  file_base = runpy.run_path(path)['get_config']('base').to_dict()
+  base = study.base.to_dict()
+  flags_ = [_flag(k, grid.value_at(study.base, k)) for k in changed_keys(file_base, base)]
+  flags_ += [_flag(k, v) for k, v in run.overrides] + [_flag('seed', run.seed)]
+  return (f'python main.py --config {shlex.quote(path)}:base '
+          f'--workdir {shlex.quote(run_dir(workdir, run.name))} '
+          + ' '.join(shlex.quote(f) for f in flags_))
+
+
+def main(argv):
+  del argv
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  from n2nskip_jax.config import UserError, setup_logging
+  from n2nskip_jax.data import DataError
+  from n2nskip_jax.study import aggregate, grid
+  from n2nskip_jax.study import run as run_lib
+  setup_logging()
+  config_path = flags.FLAGS['config'].config_filename
+  name = os.path.splitext(os.path.basename(config_path.split(':')[0]))[0]
+  workdir = FLAGS.workdir or os.path.join('runs', 'studies', name)
+  study = FLAGS.config
+  try:
+    if FLAGS.dry_run:
+      runs = grid.shard(grid.runs(study), FLAGS.shard)
+      for r in runs:
+        print(f'{r.name}\n  {_main_command(config_path, study, workdir, r)}')
+      print(f'{len(runs)} runs')
+      return
+    if not FLAGS.aggregate_only:
+      run_lib.run_study(study, workdir, FLAGS.shard)
+    written = aggregate.aggregate(study, workdir)
+  except (UserError, DataError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+  logging.info('Wrote %s', ', '.join(written))
+
+
+if __name__ == '__main__':
+  app.run(main)

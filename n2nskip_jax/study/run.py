@@ -1,0 +1,107 @@
+"""Runs a study's grid, one ordinary training run per (cell, seed), resumable at any moment.
+
+Each run trains with :func:`n2nskip_jax.train.train_and_evaluate` in
+``<workdir>/runs/<run name>/``, so resume, ``summary.json`` and ``analyze`` hold per run. A run
+whose ``summary.json`` exists is finished and never retrained; an interrupted one resumes from
+its last checkpoint. With ``study.analyze``, each run's connectivity at initialization
+(weighted graph, F(t*) and F(inf) against the dense reference, paper Eq. 6) is written to
+``connectivity-initial-weighted.json`` beside its summary.
+"""
+import json
+import os
+import time
+
+import numpy as np
+from absl import logging
+
+from n2nskip_jax.connectivity import analysis
+from n2nskip_jax import train
+from n2nskip_jax.connectivity import heat
+from n2nskip_jax.connectivity.graph import network_graph
+from n2nskip_jax.metrics import write_json
+from n2nskip_jax.study import grid
+
+CONNECTIVITY = 'connectivity-initial-weighted.json'
+
+
+def run_dir(workdir: str, name: str) -> str:
+  """The run directory of the study's run ``name``."""
+  return os.path.join(workdir, 'runs', name)
+
+
+def _finished(directory: str, analyze: bool) -> bool:
+  files = ['summary.json'] + ([CONNECTIVITY] if analyze else [])
+  return all(os.path.exists(os.path.join(directory, f)) for f in files)
+
+
+class _References:
+  """Reference diffusions (dense parent at the initial weights), one per distinct reference
+  network: cells that differ only in pruning and skips share it."""
+
+  def __init__(self):
+    self._cache = {}
+
+  def get(self, config, graph_ref, sources, eps):
+    key = json.dumps({k: v for k, v in json.loads(config.to_json()).items()
+                      if k not in ('pruning', 'skip')}, sort_keys=True)
+    if key not in self._cache:
+      self._cache[key] = heat.reference_diffusion(graph_ref.adjacency(sparse=True), sources, eps)
+    return self._cache[key]
+
+
+def initial_connectivity(directory: str, references: _References, eps: float = 1e-3) -> dict:
+  """F(t*) and F(inf) of a run's weighted graph at initialization (paper Eq. 6, Sec. 3.2)."""
+  config, params, masks, ref_params = analysis.load_run(directory, 'initial')
+  graph = network_graph(config.model, params, masks, 'weighted')
+  ref_graph = network_graph(config.model, ref_params, masks, 'weighted', reference=True)
+  sources = graph.sources()
+  ref = references.get(config, ref_graph, sources, eps)
+  w = graph.adjacency(sparse=True)
+  if (w != ref_graph.adjacency(sparse=True)).nnz == 0:  # the dense parent itself: F = 0
+    f, f_inf = np.zeros(len(ref.t)), 0.0
+  else:
+    f, f_inf = heat.distances_to_reference(ref, w, sources)
+  return {'weights': 'initial', 'mode': 'weighted', 'nodes': graph.num_nodes, 'eps': eps,
+          't_star': ref.times['t_star'], 'F_t_star': float(f[-1]), 'F_inf': f_inf,
+          't_grid': ref.times['grid'].tolist(), 'F_grid': f[:-1].tolist(),
+          'dead_units': network_graph(config.model, params, masks, 'binary').dead_units()}
+
+
+def run_study(study, workdir: str, shard_spec: str = '0/1') -> list[grid.Run]:
+  """Runs this shard's share of ``study`` in ``workdir``; returns the runs it covers.
+
+  Logs one line per run started and finished (with its result) and an overall line with
+  runs done / total and an ETA from the runs trained in this process.
+  """
+  runs = grid.shard(grid.runs(study), shard_spec)
+  os.makedirs(workdir, exist_ok=True)
+  references, durations = _References(), []
+  done = sum(_finished(run_dir(workdir, r.name), study.analyze) for r in runs)
+  logging.info('Study shard %s: %d runs, %d already finished.', shard_spec, len(runs), done)
+  for run in runs:
+    directory = run_dir(workdir, run.name)
+    if _finished(directory, study.analyze):
+      continue
+    start = time.time()
+    logging.info('[%d/%d] start %s', done + 1, len(runs), run.name)
+    summary_path = os.path.join(directory, 'summary.json')
+    if not os.path.exists(summary_path):
+      train.train_and_evaluate(run.config(study.base), directory)
+    with open(summary_path) as f:
+      summary = json.load(f)
+    result = f"test accuracy {summary['test_accuracy']:.4f}"
+    if study.analyze:
+      conn = initial_connectivity(directory, references)
+      write_json(os.path.join(directory, CONNECTIVITY), conn)
+      result += f", F(t*) {conn['F_t_star']:.4g}, F(inf) {conn['F_inf']:.4g}"
+    durations.append(time.time() - start)
+    done += 1
+    eta = np.mean(durations) * (len(runs) - done)
+    logging.info('[%d/%d] done %s: %s (%.0f s). Study: %d/%d runs done, ETA %s.', done,
+                 len(runs), run.name, result, durations[-1], done, len(runs), _hms(eta))
+  return runs
+
+
+def _hms(seconds: float) -> str:
+  s = int(round(seconds))
+  return f'{s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s'
