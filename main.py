@@ -9,7 +9,6 @@ Flags:
              the same density) in ``<workdir>/baseline`` and print both results.
 """
 import copy
-import hashlib
 import os
 import sys
 
@@ -24,20 +23,16 @@ flags.DEFINE_bool('baseline', False, 'Also train the config without skip layers 
 flags.mark_flags_as_required(['config'])
 
 
-def default_workdir(config_path: str, config) -> str:
-  name = os.path.splitext(os.path.basename(config_path.split(':')[0]))[0]
-  digest = hashlib.sha1(config.to_json(sort_keys=True).encode()).hexdigest()[:8]
-  return os.path.join('runs', f'{name}-{digest}')
-
-
 def main(argv):
   del argv
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-  from n2nskip_jax import train  # after flag parsing: keeps --help fast
-  from n2nskip_jax.config import UserError, setup_logging
+  from n2nskip_jax import rundir, train  # after flag parsing: keeps --help fast
+  from n2nskip_jax.config import setup_logging
   from n2nskip_jax.data import DataError
+  from n2nskip_jax.errors import UserError
   setup_logging()
-  workdir = FLAGS.workdir or default_workdir(flags.FLAGS['config'].config_filename, FLAGS.config)
+  workdir = FLAGS.workdir or rundir.default_workdir(flags.FLAGS['config'].config_filename,
+                                                    FLAGS.config)
   logging.info('workdir: %s', workdir)
   config = FLAGS.config
   try:

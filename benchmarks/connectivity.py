@@ -16,7 +16,7 @@ import numpy as np
 from common import device_info, emit
 
 from configs import default
-from n2nskip_jax import network
+from n2nskip_jax import network, pruning
 from n2nskip_jax.connectivity import analyze
 from n2nskip_jax.connectivity import heat, network_graph
 
@@ -28,14 +28,14 @@ def pruned_network(model, method, density, kind, seed=0):
     c.pruning.method, c.pruning.density = method, density
   c.skip.kind = kind
   _, variables = network.init(c, 10, (32, 32, 3))
-  masks = network.prune(c, variables)
+  masks = pruning.prune(c, variables)
   return c, variables, masks
 
 
 def compare(args):
   for kind in ('none', 'n2nskip'):
     config, variables, masks = pruned_network(args.model, args.method, args.density, kind, args.seed)
-    params = network.apply_masks(variables, masks)['params']
+    params = pruning.apply_masks(variables, masks)['params']
     for mode in ('weighted', 'binary'):
       r, _ = analyze(config, params, masks, variables['params'], mode=mode, eps=args.eps)
       emit({'benchmark': 'connectivity_compare', 'model': args.model, 'method': args.method,
@@ -50,9 +50,9 @@ def compare(args):
 def timing(args):
   for model in args.models.split(','):
     config, variables, masks = pruned_network(model, 'rp', args.density, 'none')
-    params = network.apply_masks(variables, masks)['params']
-    graph = network_graph(model, params, masks)
-    ref = network_graph(model, variables['params'], masks, reference=True)
+    params = pruning.apply_masks(variables, masks)['params']
+    graph = network_graph(config, params, masks)
+    ref = network_graph(config, variables['params'], masks, reference=True)
     w, n = graph.adjacency(sparse=True), graph.num_nodes
     sources = graph.sources()
     start = time.perf_counter()

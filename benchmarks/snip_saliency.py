@@ -10,7 +10,7 @@ import numpy as np
 from common import device_info, emit, timed
 from train_throughput import INPUTS, make_config, make_step, parser
 
-from n2nskip_jax import pruning
+from n2nskip_jax import models, pruning
 from n2nskip_jax.models import create_model
 
 
@@ -22,8 +22,9 @@ def main():
   rng = np.random.default_rng(0)
   batch = {'image': rng.normal(size=(args.batch, *shape)).astype(np.float32),
            'label': rng.integers(0, 10, args.batch).astype(np.int32)}
-  apply_fn = create_model(config, 10, with_skips=config.skip.kind != 'n2nskip').apply
-  variables = jax.device_put(variables)
+  n2n = config.skip.kind == 'n2nskip'  # SNIP runs on the reference network for N2NSkip
+  apply_fn = create_model(models.reference(config) if n2n else config, 10).apply
+  variables = jax.device_put(models.without_skips(variables) if n2n else variables)
   saliency = timed(lambda: pruning.snip_saliency(apply_fn, variables, batch), args.warmup, args.iters)
   train = timed(step, args.warmup, args.iters)
   emit({'benchmark': 'snip_saliency', 'model': config.model, 'width_multiplier': args.width,

@@ -15,7 +15,7 @@ from common import device_info, emit, timed
 from flax import jax_utils
 
 from configs import default
-from n2nskip_jax import network
+from n2nskip_jax import network, pruning, sparsity
 from n2nskip_jax.models import create_model
 from n2nskip_jax.steps import AXIS, TrainState, create_optimizer, p_train_step
 
@@ -36,23 +36,22 @@ def make_step(config, plain: bool, batch: int):
   """A closure running one pmapped train step on a fixed random batch, and the variables."""
   shape = INPUTS[config.model]
   model, variables = network.init(config, 10, shape, bn_axis_name=AXIS)
-  masks = network.prune(config, variables)
-  variables = network.apply_masks(variables, masks)
+  masks = pruning.prune(config, variables)
+  variables = pruning.apply_masks(variables, masks)
   if plain:
     model = create_model(config, 10, bn_axis_name=AXIS, plain=True)
     masks = {}
   state = TrainState.create(apply_fn=model.apply, params=variables['params'],
                             tx=create_optimizer(config, 100),
-                            batch_stats=variables.get('batch_stats', {}))
+                            batch_stats=variables.get('batch_stats', {}), masks=masks)
   n = jax.local_device_count()
   rng = np.random.default_rng(0)
   data = {'image': jnp.asarray(rng.normal(size=(n, batch // n, *shape)), jnp.float32),
           'label': jnp.asarray(rng.integers(0, 10, (n, batch // n)), jnp.int32)}
   holder = {'state': jax_utils.replicate(state)}
-  p_masks = jax_utils.replicate(masks)
 
   def step():
-    holder['state'], metrics = p_train_step(holder['state'], p_masks, data)
+    holder['state'], metrics = p_train_step(holder['state'], data)
     return metrics
 
   return step, variables
@@ -65,7 +64,7 @@ def bench(config, plain: bool, batch: int, warmup: int, iters: int) -> dict:
           'plain' if plain else 'masked', 'skip': config.skip.kind, 'density': config.pruning.density,
           'width_multiplier': config.width_multiplier, 'bf16': config.half_precision,
           'batch': batch, 'step_ms': 1e3 * seconds, 'images_per_s': batch / seconds,
-          'params_total': network.count(variables['params']), **device_info()}
+          'params_total': sparsity.count(variables['params']), **device_info()}
 
 
 def parser(description: str) -> argparse.ArgumentParser:

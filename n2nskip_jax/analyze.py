@@ -11,7 +11,8 @@ import sys
 
 from absl import app, flags, logging
 
-from n2nskip_jax.config import UserError, setup_logging
+from n2nskip_jax.config import setup_logging
+from n2nskip_jax.errors import UserError
 from n2nskip_jax.connectivity import plots
 from n2nskip_jax.connectivity.analysis import K_FRACTIONS, analyze, load_run
 

@@ -4,37 +4,31 @@ Errors name the key, the value and what is allowed, e.g.
 ``config.pruning.density=1.5: expected a number in (0, 1]``.
 """
 import re
-from typing import Any
 
+from n2nskip_jax import models, pruning
 from n2nskip_jax.data import DATASETS, IMAGE_DATASETS
+from n2nskip_jax.errors import ConfigError, UserError
 from n2nskip_jax.models import MODELS, SKIP_KINDS
 from n2nskip_jax.models.inits import INITS
 from n2nskip_jax.models.resnet import STEMS
 from n2nskip_jax.models.vgg import HEADS
 
-PRUNING_METHODS = ('dense', 'rp', 'csp', 'structured')
-# Keys a resumed run may change: they do not alter the trajectory of the run.
-RESUMABLE_KEYS = ('num_epochs', 'log_every_steps', 'eval_every_epochs', 'eval_batch_size',
-                  'checkpoint_every_steps', 'max_checkpoints_to_keep', 'data_dir',
-                  'download', 'multihost')
+__all__ = ['ConfigError', 'UserError', 'setup_logging', 'validate']
+
+
+def _not_orbax(record) -> bool:
+  return 'orbax' not in record.pathname
 
 
 def setup_logging() -> None:
-  """INFO progress lines from absl, without orbax's per-checkpoint chatter."""
+  """INFO progress lines from absl (also in a notebook), without orbax's per-checkpoint chatter."""
+  import logging as std_logging
+
   from absl import logging
   logging.set_verbosity(logging.INFO)
-  logging.get_absl_handler().addFilter(lambda record: 'orbax' not in record.pathname)
-
-
-class UserError(Exception):
-  """A problem with the user's input: reported in one line, no traceback."""
-
-
-class ConfigError(UserError):
-
-  def __init__(self, key: str, value: Any, allowed: str):
-    super().__init__(f'config.{key}={value!r}: expected {allowed}')
-    self.key, self.value = key, value
+  for handler in [logging.get_absl_handler(), *std_logging.getLogger().handlers]:
+    if _not_orbax not in handler.filters:
+      handler.addFilter(_not_orbax)
 
 
 def _get(config, key):
@@ -103,7 +97,7 @@ def validate(config, num_devices: int = 1, num_processes: int = 1) -> None:
     _check(config, key, lambda v: v % shards == 0,
            f'a multiple of the device count ({num_devices} devices over {num_processes} processes)')
   # Pruning and skips.
-  choice('pruning.method', PRUNING_METHODS)
+  choice('pruning.method', ('dense', *pruning.METHODS))
   _check(config, 'pruning.density', lambda v: _is_number(v) and 0 < v <= 1, 'a number in (0, 1]')
   positive_int('pruning.snip_batch_size')
   _check(config, 'pruning.exclude', lambda v: all(_is_regex(p) for p in v),
@@ -115,7 +109,7 @@ def validate(config, num_devices: int = 1, num_processes: int = 1) -> None:
   _check(config, 'skip.fraction', lambda v: _is_number(v) and 0 <= v < 1, 'a number in [0, 1)')
   _check(config, 'skip.kernel_size', lambda v: _is_int(v) and v > 0 and v % 2 == 1,
          'an odd integer >= 1')
-  depth = {'mlp': len(config.mlp_hidden), 'vgg19': 16, 'resnet50': 3}[config.model]
+  depth = models.max_skip_span(config)
   _check(config, 'skip.span', lambda v: _is_int(v) and 1 <= v <= depth,
          f'an integer in [1, {depth}] for model={config.model!r}')
   if config.model == 'resnet50':
@@ -125,15 +119,3 @@ def validate(config, num_devices: int = 1, num_processes: int = 1) -> None:
   if config.skip.kind == 'n2nskip' and config.pruning.method == 'dense':
     raise ConfigError('pruning.method', 'dense',
                       "'rp', 'csp' or 'structured' with skip.kind='n2nskip' (skips share the budget)")
-
-
-def changed_keys(old: dict, new: dict, prefix: str = '') -> list[str]:
-  """Flattened keys whose values differ between two config dicts."""
-  keys = []
-  for k in sorted(set(old) | set(new)):
-    a, b = old.get(k), new.get(k)
-    if isinstance(a, dict) and isinstance(b, dict):
-      keys += changed_keys(a, b, f'{prefix}{k}.')
-    elif a != b:
-      keys.append(f'{prefix}{k}')
-  return keys

@@ -1,4 +1,4 @@
-"""Masked Flax layers: the effective kernel is ``kernel * mask`` (DESIGN.md, section 1).
+"""Masked Flax layers: the effective kernel is ``kernel * mask`` (docs/DESIGN.md, section 2).
 
 Each layer keeps its binary mask in the ``masks`` variable collection, under the same
 path and with the same shape as the kernel it gates, so ``params`` and ``masks`` line up

@@ -1,10 +1,10 @@
-"""Pruning at initialization: binary masks for every prunable kernel (DESIGN.md, section 1).
+"""Pruning at initialization: the owner of the masks (paper Sec. 3; docs/DESIGN.md, section 2).
 
 Budget: ``B = round(density * N_ref)`` nonzero prunable weights, ``N_ref`` the prunable
-weights of the reference network (the sequential model, no skip layers). With
-``skip.kind='n2nskip'``, ``round(fraction * B)`` of it goes to the skip layers, chosen
-uniformly at random over all their weights, and the rest to the sequential layers, chosen
-by ``pruning.method``:
+weights of the reference network (:func:`n2nskip_jax.models.reference`: the sequential
+model, no skip layers). With ``skip.kind='n2nskip'``, ``round(fraction * B)`` of it goes to
+the skip layers, chosen uniformly at random over all their weights, and the rest to the
+sequential layers, chosen by the method ``pruning.method`` names in :data:`METHODS`:
 
 * ``rp``: a uniformly random subset, global over layers;
 * ``csp`` (SNIP, Lee et al. 2019): saliency ``|dL/dc|`` at ``c = 1`` for the mask multiplier
@@ -14,63 +14,39 @@ by ``pruning.method``:
   the budget is met exactly), every input unit the same fan-out where the shapes allow;
   per-layer budgets proportional to layer size.
 
-With ``skip.kind='resskip'`` the projection kernels are pruned with the sequential ones by
-``pruning.method`` on the full model, out of the same ``B``. Kernels matching a
-``pruning.exclude`` pattern stay dense and count against the sequential budget.
+A method is one function ``(shapes, budget, rng, saliency) -> masks`` registered with
+:func:`register`: ``shapes`` maps each kernel path to be pruned to its shape, ``budget`` is
+how many weights to keep among them, ``rng`` a ``numpy.random.Generator`` seeded by the
+config, and ``saliency()`` returns SNIP's scores for those paths (computed only if called).
+
+With ``skip.kind='resskip'`` the projection kernels are pruned with the sequential ones on
+the full model, out of the same ``B``. Kernels matching a ``pruning.exclude`` pattern stay
+dense and count against the sequential budget.
 """
 import functools
 import re
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from n2nskip_jax.config import ConfigError
-from n2nskip_jax.models import is_skip_path
-from n2nskip_jax.steps import cross_entropy
+from n2nskip_jax import data, models, network, sparsity
+from n2nskip_jax.errors import ConfigError
+from n2nskip_jax.losses import cross_entropy
 
 Path = tuple[str, ...]
+Method = Callable[[dict, int, np.random.Generator, Callable[[], dict]], dict]
+METHODS: dict[str, Method] = {}
 
 
-def path_name(path: Path) -> str:
-  return '/'.join(path)
-
-
-def count_reference_weights(masks) -> int:
-  """``N_ref``: prunable weights outside skip layers (identical in the reference network)."""
-  flat = traverse_util.flatten_dict(masks)
-  return sum(int(np.prod(v.shape)) for p, v in flat.items() if not is_skip_path(p))
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def snip_saliency(apply_fn, variables, batch) -> dict:
-  """``|dL/dc|`` at ``c = 1`` for every mask multiplier ``c``: one ``jax.grad`` over masks.
-
-  Since the effective kernel is ``w * c``, this equals ``|w * dL/dw|`` (SNIP's connection
-  sensitivity). The network runs in training mode (batch statistics), as in training.
-  """
-
-  def loss(masks):
-    logits, _ = apply_fn({**variables, 'masks': masks}, batch['image'], train=True,
-                         mutable=['batch_stats'])
-    return cross_entropy(logits, batch['label']).mean()
-
-  ones = jax.tree.map(jnp.ones_like, variables['masks'])
-  return jax.tree.map(jnp.abs, jax.grad(loss)(ones))
-
-
-def _keep_top(scores: np.ndarray, k: int) -> np.ndarray:
-  """0/1 vector keeping the ``k`` largest scores; ties go to the lower position."""
-  keep = np.zeros(scores.size, np.float32)
-  keep[np.argsort(-scores, kind='stable')[:k]] = 1
-  return keep
-
-
-def _keep_random(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
-  keep = np.zeros(n, np.float32)
-  keep[rng.choice(n, size=k, replace=False)] = 1
-  return keep
+def register(name: str) -> Callable[[Method], Method]:
+  """Registers a pruning method under ``name`` (then ``--config.pruning.method=name``)."""
+  def add(fn: Method) -> Method:
+    METHODS[name] = fn
+    return fn
+  return add
 
 
 def _split(keep: np.ndarray, shapes: dict) -> dict:
@@ -80,6 +56,31 @@ def _split(keep: np.ndarray, shapes: dict) -> dict:
     out[p] = keep[start:start + n].reshape(shape)
     start += n
   return out
+
+
+def _total(shapes: dict) -> int:
+  return sum(int(np.prod(s)) for s in shapes.values())
+
+
+@register('rp')
+def random_masks(shapes, budget, rng, saliency=None) -> dict:
+  """RP: ``budget`` weights drawn uniformly at random over all of ``shapes``."""
+  del saliency
+  keep = np.zeros(_total(shapes), np.float32)
+  keep[rng.choice(keep.size, size=budget, replace=False)] = 1
+  return _split(keep, shapes)
+
+
+@register('csp')
+def snip_masks(shapes, budget, rng, saliency) -> dict:
+  """CSP (SNIP): the ``budget`` most salient weights over all of ``shapes``; ties go to the
+  lower position."""
+  del rng
+  scores = saliency()
+  flat = np.concatenate([np.asarray(scores[p], np.float32).ravel() for p in shapes])
+  keep = np.zeros(flat.size, np.float32)
+  keep[np.argsort(-flat, kind='stable')[:budget]] = 1
+  return _split(keep, shapes)
 
 
 def _proportional(sizes: list[int], total: int) -> list[int]:
@@ -108,11 +109,19 @@ def structured_mask(rng: np.random.Generator, shape: tuple[int, ...], k: int) ->
   return mask.reshape(shape)
 
 
+@register('structured')
+def structured_masks(shapes, budget, rng, saliency=None) -> dict:
+  """Predefined structured sparsity: per-layer budgets proportional to layer size."""
+  del saliency
+  sizes = [int(np.prod(s)) for s in shapes.values()]
+  return {p: structured_mask(rng, s, k)
+          for (p, s), k in zip(shapes.items(), _proportional(sizes, budget))}
+
+
 def budgets(config, masks) -> dict:
   """Budget arithmetic: ``B``, its sequential/skip split and the capacities, validated."""
-  flat = traverse_util.flatten_dict(masks)
-  n_ref = count_reference_weights(masks)
-  skip_capacity = sum(int(np.prod(v.shape)) for p, v in flat.items() if is_skip_path(p))
+  n_ref = sparsity.reference_weights(masks)
+  skip_capacity = sparsity.skip_weights(masks)
   total = round(config.pruning.density * n_ref)
   skip = round(config.skip.fraction * total) if config.skip.kind == 'n2nskip' else 0
   if skip > skip_capacity:
@@ -124,54 +133,107 @@ def budgets(config, masks) -> dict:
           'skip_capacity': skip_capacity}
 
 
-def prune(config, variables, saliency_apply_fn=None, batch=None) -> dict:
+def check_budget(config) -> dict | None:
+  """:func:`budgets` from shapes alone (``jax.eval_shape``): a budget the skip layers cannot
+  hold raises a ``ConfigError`` before anything is compiled; ``None`` for a dense run."""
+  if config.pruning.method == 'dense':
+    return None
+  return budgets(config, network.abstract_variables(config, *data.spec(config))['masks'])
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def snip_saliency(apply_fn, variables, batch) -> dict:
+  """``|dL/dc|`` at ``c = 1`` for every mask multiplier ``c``: one ``jax.grad`` over masks.
+
+  Since the effective kernel is ``w * c``, this equals ``|w * dL/dw|`` (SNIP's connection
+  sensitivity). The network runs in training mode (batch statistics), as in training.
+  """
+
+  def loss(masks):
+    logits, _ = apply_fn({**variables, 'masks': masks}, batch['image'], train=True,
+                         mutable=['batch_stats'])
+    return cross_entropy(logits, batch['label']).mean()
+
+  ones = jax.tree.map(jnp.ones_like, variables['masks'])
+  return jax.tree.map(jnp.abs, jax.grad(loss)(ones))
+
+
+def _saliency(config, variables, batch) -> dict:
+  """SNIP scores by path, on the reference network for N2NSkip (the paper's preliminary
+  pruning), on the model itself otherwise."""
+  if batch is None:
+    raise ValueError("pruning.method='csp' needs a training batch: prune(config, variables, "
+                     "batch) with batch = {'image': ..., 'label': ...}")
+  n2n = config.skip.kind == 'n2nskip'
+  net_config = models.reference(config) if n2n else config
+  apply_fn = models.create_model(net_config, data.spec(config)[0]).apply
+  scores = snip_saliency(apply_fn, models.without_skips(variables) if n2n else variables, batch)
+  return traverse_util.flatten_dict(jax.device_get(scores))
+
+
+def prune(config, variables, batch=None) -> dict:
   """Returns the ``masks`` pytree (float 0/1) for ``variables`` at the config's budget.
 
   Args:
-    config: validated config (``pruning.*``, ``skip.*`` and ``seed``).
+    config: a validated config (``pruning.*``, ``skip.*`` and ``seed``).
     variables: the initialized variables, including an all-ones ``masks`` collection.
-    saliency_apply_fn: ``apply`` of the network SNIP scores (``csp`` only): the reference
-      network (no skips) for ``n2nskip``, the model itself otherwise.
-    batch: one training batch ``{'image', 'label'}`` (``csp`` only).
+    batch: one training batch ``{'image', 'label'}``, for saliency-based methods (``csp``).
   """
   masks = variables['masks']
-  if config.pruning.method == 'dense':
+  method = config.pruning.method
+  if method == 'dense':
     return jax.tree.map(np.ones_like, masks)
-  flat = {p: v.shape for p, v in traverse_util.flatten_dict(masks).items()}
+  if method not in METHODS:
+    raise ConfigError('pruning.method', method, f"one of {('dense', *METHODS)}")
+  flat = {p: tuple(v.shape) for p, v in traverse_util.flatten_dict(masks).items()}
   b = budgets(config, masks)
   rng = np.random.default_rng([config.seed, 0x5EED])
   n2n = config.skip.kind == 'n2nskip'
-  skip_shapes = {p: s for p, s in flat.items() if n2n and is_skip_path(p)}
+  skip_shapes = {p: s for p, s in flat.items() if n2n and models.is_skip_path(p)}
   main = {p: s for p, s in flat.items() if p not in skip_shapes}
-  excluded = {p: s for p, s in main.items()
-              if any(re.search(pat, path_name(p)) for pat in config.pruning.exclude)}
+  excluded = {p: s for p, s in main.items() if any(
+      re.search(pat, sparsity.path_name(p)) for pat in config.pruning.exclude)}
   chosen = {p: s for p, s in main.items() if p not in excluded}
-  free = b['sequential'] - sum(int(np.prod(s)) for s in excluded.values())
+  free = b['sequential'] - _total(excluded)
   if free < 0:
     raise ConfigError('pruning.exclude', tuple(config.pruning.exclude),
                       f'patterns whose dense layers fit in the budget of {b["sequential"]} weights')
   out = {p: np.ones(s, np.float32) for p, s in excluded.items()}
-  sizes = [int(np.prod(s)) for s in chosen.values()]
-  if config.pruning.method == 'rp':
-    out.update(_split(_keep_random(rng, sum(sizes), free), chosen))
-  elif config.pruning.method == 'csp':
-    if batch is None or saliency_apply_fn is None:
-      raise ValueError("pruning.method='csp' needs saliency_apply_fn and a training batch")
-    vars_ = _without_skips(variables) if n2n else variables
-    saliency = snip_saliency(saliency_apply_fn, vars_, batch)
-    scores = traverse_util.flatten_dict(jax.device_get(saliency))
-    flat_scores = np.concatenate([np.asarray(scores[p], np.float32).ravel() for p in chosen])
-    out.update(_split(_keep_top(flat_scores, free), chosen))
-  else:  # structured
-    for (p, s), k in zip(chosen.items(), _proportional(sizes, free)):
-      out[p] = structured_mask(rng, s, k)
+  out.update(METHODS[method](chosen, free, rng, lambda: _saliency(config, variables, batch)))
   if skip_shapes:
-    out.update(_split(_keep_random(rng, b['skip_capacity'], b['skip']), skip_shapes))
+    out.update(random_masks(skip_shapes, b['skip'], rng))
   return traverse_util.unflatten_dict({p: out[p] for p in flat})
 
 
-def _without_skips(variables):
-  """The reference network's variables: every collection minus the skip layers."""
-  return {col: traverse_util.unflatten_dict(
-      {p: v for p, v in traverse_util.flatten_dict(tree).items() if not is_skip_path(p)})
-          for col, tree in variables.items()}
+def fan_in_rescale(mask) -> np.ndarray:
+  """Per-output-unit factor ``sqrt(dense fan-in / surviving fan-in)`` of one kernel mask
+  (0 for a unit with no surviving input), broadcastable against the kernel.
+
+  With i.i.d. zero-mean weights of variance ``v`` and unit-variance inputs, unit ``j`` of a
+  pruned kernel has pre-activation variance ``n_j v`` instead of the dense ``n v``; scaling
+  its ``n_j`` surviving weights by ``sqrt(n / n_j)`` restores ``n v`` (``pruning.rescale``).
+  """
+  mask = np.asarray(mask)
+  flat = mask.reshape(-1, mask.shape[-1])
+  surviving = flat.sum(0)
+  return np.where(surviving > 0, np.sqrt(flat.shape[0] / np.maximum(surviving, 1)), 0.0)
+
+
+def apply_masks(variables, masks, rescale: bool = False):
+  """Sets ``masks`` and zeroes pruned kernel entries, so pruned weights are exactly 0.
+
+  ``rescale=True`` (``config.pruning.rescale``) also multiplies every surviving weight by
+  :func:`fan_in_rescale` of its unit, per kernel (a skip kernel and the sequential kernel
+  into the same unit are rescaled separately).
+  """
+  flat_masks = traverse_util.flatten_dict(masks)
+
+  def masked(path, value):
+    if path[-1] != 'kernel':
+      return value
+    mask = flat_masks[path]
+    scale = fan_in_rescale(mask).astype(np.float32) if rescale else 1.0
+    return value * mask * scale
+
+  params = {p: masked(p, v) for p, v in traverse_util.flatten_dict(variables['params']).items()}
+  return {**variables, 'params': traverse_util.unflatten_dict(params), 'masks': masks}

@@ -1,7 +1,8 @@
 """Train state, optimizer and the per-device train and eval steps (run under ``jax.pmap``).
 
-The steps take the masks as an argument and never return them: masks are static for the
-whole run. Gradients are averaged over the ``'batch'`` axis with ``lax.pmean``; BatchNorm
+The train state carries the masks; the step applies them in the forward pass and never
+changes them (they are not parameters: no gradient, no optimizer state), so they are static
+for the whole run. Gradients are averaged over the ``'batch'`` axis with ``lax.pmean``; BatchNorm
 averages its batch statistics over the same axis (the models' ``bn_axis_name``), so every
 replica holds identical parameters and statistics and the result does not depend on the
 number of devices.
@@ -15,11 +16,20 @@ import optax
 from flax.training import train_state
 from jax import lax
 
+from n2nskip_jax.losses import cross_entropy
+
 AXIS = 'batch'
 
 
 class TrainState(train_state.TrainState):
+  """Flax's train state plus BatchNorm statistics and the static binary masks."""
   batch_stats: Any
+  masks: Any
+
+  def variables(self, params=None) -> dict:
+    """The model's variables (``params`` replaced if given)."""
+    return {'params': self.params if params is None else params,
+            'batch_stats': self.batch_stats, 'masks': self.masks}
 
 
 def learning_rate_schedule(config, steps_per_epoch: int) -> optax.Schedule:
@@ -49,17 +59,12 @@ def _sgd(weight_decay, momentum, lr, decay_steps, factor) -> optax.GradientTrans
                      optax.sgd(_schedule(lr, decay_steps, factor), momentum=momentum))
 
 
-def cross_entropy(logits, labels):
-  return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
-
-
-def train_step(state: TrainState, masks, batch) -> tuple[TrainState, dict]:
+def train_step(state: TrainState, batch) -> tuple[TrainState, dict]:
   """One SGD step on this device's shard of the global batch."""
 
   def loss_fn(params):
-    logits, updates = state.apply_fn(
-        {'params': params, 'batch_stats': state.batch_stats, 'masks': masks},
-        batch['image'], train=True, mutable=['batch_stats'])
+    logits, updates = state.apply_fn(state.variables(params), batch['image'], train=True,
+                                     mutable=['batch_stats'])
     loss = cross_entropy(logits, batch['label']).mean()
     return loss, (logits, updates.get('batch_stats', state.batch_stats))
 
@@ -70,10 +75,9 @@ def train_step(state: TrainState, masks, batch) -> tuple[TrainState, dict]:
   return state, lax.pmean({'loss': loss, 'accuracy': accuracy}, AXIS)
 
 
-def eval_step(state: TrainState, masks, batch) -> dict:
+def eval_step(state: TrainState, batch) -> dict:
   """Sums of loss, correct predictions and examples over the batch (padding masked out)."""
-  logits = state.apply_fn({'params': state.params, 'batch_stats': state.batch_stats, 'masks': masks},
-                          batch['image'], train=False)
+  logits = state.apply_fn(state.variables(), batch['image'], train=False)
   w = batch['mask']
   sums = {'loss': jnp.sum(cross_entropy(logits, batch['label']) * w),
           'correct': jnp.sum((jnp.argmax(logits, -1) == batch['label']) * w),

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 from conftest import ROOT, make_config, run_main
 
-from n2nskip_jax import network
+from n2nskip_jax import network, pruning, sparsity
 from n2nskip_jax.connectivity import network_graph
 
 
@@ -15,14 +15,14 @@ def tiny_mlp(kind='n2nskip', density=0.5):
   config = make_config(model='mlp', mlp_hidden=(3, 2), skip__kind=kind, skip__span=2,
                        pruning__method='rp', pruning__density=density)
   _, variables = network.init(config, 2, (4,))
-  masks = network.prune(config, variables)
-  return config, network.apply_masks(variables, masks)
+  masks = pruning.prune(config, variables)
+  return config, pruning.apply_masks(variables, masks)
 
 
 def test_mlp_adjacency_by_hand():
   config, v = tiny_mlp()
   p, m = v['params'], v['masks']
-  g = network_graph('mlp', p, m)
+  g = network_graph(config, p, m)
   assert [name for name, _ in g.groups] == ['input', 'dense1', 'dense2', 'head']
   want = np.zeros((11, 11))  # nodes: input 0-3, dense1 4-6, dense2 7-8, head 9-10
   blocks = [('dense1', 0, 4), ('dense2', 4, 7), ('head', 7, 9), ('skip0_2', 0, 7)]
@@ -32,14 +32,14 @@ def test_mlp_adjacency_by_hand():
   want = want + want.T
   np.testing.assert_allclose(g.adjacency(), want)
   np.testing.assert_array_equal(g.sources(), [1] * 4 + [0] * 7)
-  binary = network_graph('mlp', p, m, mode='binary').adjacency()
+  binary = network_graph(config, p, m, mode='binary').adjacency()
   np.testing.assert_array_equal(binary, (want != 0).astype(float))
   np.testing.assert_allclose(g.adjacency(sparse=True).toarray(), want)
 
 
 def test_reference_graph_is_the_dense_sequential_parent():
-  _, v = tiny_mlp()
-  ref = network_graph('mlp', v['params'], v['masks'], mode='binary', reference=True).adjacency()
+  config, v = tiny_mlp()
+  ref = network_graph(config, v['params'], v['masks'], mode='binary', reference=True).adjacency()
   assert ref.shape == (11, 11)
   assert ref[0:4, 4:7].all() and ref[4:7, 7:9].all() and ref[7:9, 9:11].all()
   assert not ref[0:4, 7:9].any()  # no skip edges
@@ -50,9 +50,9 @@ def test_conv_edges_sum_the_kernel_window_and_resnet_shortcuts_are_identity():
   config = make_config(model='resnet50', width_multiplier=1 / 16, skip__kind='n2nskip',
                        pruning__method='rp', pruning__density=0.3)
   _, v = network.init(config, 10, (8, 8, 3))
-  masks = network.prune(config, v)
-  v = network.apply_masks(v, masks)
-  g = network_graph('resnet50', v['params'], masks)
+  masks = pruning.prune(config, v)
+  v = pruning.apply_masks(v, masks)
+  g = network_graph(config, v['params'], masks)
   by_pair = {}
   for s, d, w in g.edges:
     by_pair.setdefault((s, d), []).append(w)
@@ -75,7 +75,7 @@ def test_dead_units_counts_hidden_nodes_without_input_or_output():
   masks['dense1']['kernel'][:, 0] = 0      # dense1 unit 0: no input
   masks['dense2']['kernel'][1, :] = 0      # dense1 unit 1: no output
   masks['head']['kernel'][0, :] = 0        # dense2 unit 0: no output
-  assert network.dead_units(config, v['params'], masks) == 3
+  assert sparsity.dead_units(config, masks) == 3
 
 
 def run_analyze(*flags):

@@ -87,10 +87,10 @@ def test_rescale_restores_per_unit_fan_in_variance_and_keeps_the_count(kind):
   config = make_config(model='mlp', mlp_hidden=(512, 256, 128, 64), pruning__method='rp',
                        pruning__density=0.05, skip__kind=kind)
   _, variables = network.init(config, 10, (40,))
-  masks = network.prune(config, variables)
-  plain = traverse_util.flatten_dict(network.apply_masks(variables, masks)['params'])
+  masks = pruning.prune(config, variables)
+  plain = traverse_util.flatten_dict(pruning.apply_masks(variables, masks)['params'])
   scaled = traverse_util.flatten_dict(
-      network.apply_masks(variables, masks, rescale=True)['params'])
+      pruning.apply_masks(variables, masks, rescale=True)['params'])
   flat_masks = traverse_util.flatten_dict(masks)
   assert sum(np.count_nonzero(w) for p, w in scaled.items() if p[-1] == 'kernel') == \
       pruning.budgets(config, masks)['total']

@@ -6,7 +6,7 @@ import pytest
 from conftest import make_config
 from flax import traverse_util
 
-from n2nskip_jax import network
+from n2nskip_jax import network, pruning, sparsity
 from n2nskip_jax.models import create_model
 from n2nskip_jax.models.vgg import VGG19_LAYERS, adaptive_avg_pool
 
@@ -37,7 +37,7 @@ def vgg_count(num_classes, head):
 ])
 def test_parameter_counts(overrides, num_classes, input_shape, expected):
   variables = shapes(make_config(**overrides), num_classes, input_shape)
-  assert network.count(variables['params']) == expected
+  assert sparsity.count(variables['params']) == expected
 
 
 @pytest.mark.parametrize('model', ['mlp', 'vgg19', 'resnet50'])
@@ -62,7 +62,7 @@ def test_masked_model_equals_plain_twin_with_masked_kernels(overrides, input_sha
   masks = jax.tree.map(lambda m: (rng.random(m.shape) < 0.5).astype(np.float32), variables['masks'])
   x = jnp.asarray(rng.normal(size=(4, *input_shape)), jnp.float32)
   twin = create_model(config, 10, plain=True)
-  masked_params = network.apply_masks(variables, masks)['params']
+  masked_params = pruning.apply_masks(variables, masks)['params']
   stats = {'batch_stats': variables['batch_stats']} if 'batch_stats' in variables else {}
   got = model.apply({**variables, 'masks': masks}, x, train=False)
   want = twin.apply({'params': masked_params, **stats}, x, train=False)

@@ -7,10 +7,10 @@ import pytest
 from conftest import make_config
 from flax import traverse_util
 
-from n2nskip_jax import network, pruning
-from n2nskip_jax.config import ConfigError
+from n2nskip_jax import models, network, pruning, sparsity
+from n2nskip_jax.errors import ConfigError
 from n2nskip_jax.models import create_model
-from n2nskip_jax.steps import cross_entropy
+from n2nskip_jax.losses import cross_entropy
 
 MODELS = {  # reduced widths; (overrides, input shape)
     'mlp': (dict(model='mlp', mlp_hidden=(64, 48, 32, 16)), (8, 8, 1)),
@@ -31,7 +31,7 @@ def initialized(model, kind, seed=0):
   overrides, shape = MODELS[model]
   config = make_config(**overrides, skip__kind=kind, seed=seed)
   _, variables = network.init(config, 10, shape)
-  return variables, create_model(config, 10, with_skips=kind != 'n2nskip').apply
+  return variables, create_model(models.reference(config) if kind == 'n2nskip' else config, 10).apply
 
 
 def pruned(model, method, density, kind='none', seed=0, **extra):
@@ -39,7 +39,7 @@ def pruned(model, method, density, kind='none', seed=0, **extra):
   config = make_config(**overrides, pruning__method=method, pruning__density=density,
                        skip__kind=kind, seed=seed, **extra)
   variables, apply_fn = initialized(model, kind, seed)
-  masks = pruning.prune(config, variables, apply_fn, batch_for(shape))
+  masks = pruning.prune(config, variables, batch_for(shape))
   return config, variables, masks
 
 
@@ -51,30 +51,30 @@ CASES = [(m, method, d, kind) for m in MODELS for method in ('rp', 'csp', 'struc
 @pytest.mark.parametrize('model,method,density,kind', CASES)
 def test_nonzero_count_equals_budget_exactly(model, method, density, kind):
   config, variables, masks = pruned(model, method, density, kind)
-  n_ref = pruning.count_reference_weights(masks)
+  n_ref = sparsity.reference_weights(masks)
   reference = network.abstract_variables(
       make_config(**MODELS[model][0]), 10, MODELS[model][1])['masks']
-  assert n_ref == network.count(reference)  # N_ref counted on the network without skips
+  assert n_ref == sparsity.count(reference)  # N_ref counted on the network without skips
   budget = round(density * n_ref)
-  assert network.nonzero(masks) == budget
+  assert sparsity.nonzero(masks) == budget
   assert all(set(np.unique(m)) <= {0.0, 1.0} for m in jax.tree.leaves(masks))
   if kind == 'n2nskip':
-    assert network.nonzero(masks, skip=True) == round(0.5 * budget)
-    assert network.nonzero(masks, skip=False) == budget - round(0.5 * budget)
+    assert sparsity.nonzero(masks, skip=True) == round(0.5 * budget)
+    assert sparsity.nonzero(masks, skip=False) == budget - round(0.5 * budget)
 
 
 @pytest.mark.parametrize('fraction', [0.0, 0.25, 0.7])
 def test_skip_fraction_splits_the_budget(fraction):
   _, _, masks = pruned('mlp', 'rp', 0.2, 'n2nskip', skip__fraction=fraction)
-  budget = round(0.2 * pruning.count_reference_weights(masks))
-  assert network.nonzero(masks, skip=True) == round(fraction * budget)
-  assert network.nonzero(masks) == budget
+  budget = round(0.2 * sparsity.reference_weights(masks))
+  assert sparsity.nonzero(masks, skip=True) == round(fraction * budget)
+  assert sparsity.nonzero(masks) == budget
 
 
 def test_snip_scores_equal_w_times_grad_and_keep_global_top_k():
   config, variables, masks = pruned('vgg19', 'csp', 0.05)
   batch = batch_for(MODELS['vgg19'][1])
-  model = network.create_model(config, 10)
+  model = create_model(config, 10)
 
   def loss(params):  # autodiff w.r.t. the kernels, masks all ones
     logits, _ = model.apply({**variables, 'params': params}, batch['image'], train=True,
@@ -101,10 +101,10 @@ def test_n2nskip_csp_scores_the_reference_network():
   _, shape = MODELS['mlp']
   ref_config = make_config(**MODELS['mlp'][0], pruning__method='csp', pruning__density=0.05)
   _, ref_vars = network.init(ref_config, 10, shape)
-  ref_masks = network.prune(ref_config, ref_vars, batch_for(shape), num_classes=10)
+  ref_masks = pruning.prune(ref_config, ref_vars, batch_for(shape))
   seq = {p: m for p, m in traverse_util.flatten_dict(masks).items() if 'skip' not in p[0]}
-  budget = round(0.1 * pruning.count_reference_weights(masks))
-  assert budget - round(0.5 * budget) == network.nonzero(ref_masks)  # same sequential budget
+  budget = round(0.1 * sparsity.reference_weights(masks))
+  assert budget - round(0.5 * budget) == sparsity.nonzero(ref_masks)  # same sequential budget
   for p, m in seq.items():
     np.testing.assert_array_equal(m, traverse_util.flatten_dict(ref_masks)[p])
 
@@ -135,7 +135,7 @@ def test_exclude_keeps_layers_dense_within_budget():
   _, _, masks = pruned('mlp', 'rp', 0.1, pruning__exclude=('^head/',))
   flat = traverse_util.flatten_dict(masks)
   assert flat[('head', 'kernel')].all()
-  assert network.nonzero(masks) == round(0.1 * pruning.count_reference_weights(masks))
+  assert sparsity.nonzero(masks) == round(0.1 * sparsity.reference_weights(masks))
 
 
 def test_skip_budget_larger_than_skip_layers_is_rejected_before_compiling():
@@ -151,9 +151,9 @@ def tiny_pruned_mlp(kind, hidden, n_in, density, batch, seed):
   config = make_config(model='mlp', mlp_hidden=hidden, skip__kind=kind, skip__span=2,
                        pruning__method='rp', pruning__density=density)
   model, variables = network.init(config, 2, (n_in,))
-  masks = network.prune(config, variables)
+  masks = pruning.prune(config, variables)
   x = np.random.default_rng(seed).normal(size=(batch, n_in)).astype(np.float32)
-  return model, network.apply_masks(variables, masks), masks, x
+  return model, pruning.apply_masks(variables, masks), masks, x
 
 
 def relu(v):

@@ -49,5 +49,5 @@ def test_dense_networks_score_one_everywhere():
                     dict(model='vgg19', vgg_head='cifar', width_multiplier=1 / 16)):
     config = make_config(**overrides)
     _, variables = network.init(config, 10, (32, 32, 3))
-    graph = network_graph(config.model, variables['params'], variables['masks'], mode='binary')
+    graph = network_graph(config, variables['params'], variables['masks'], mode='binary')
     assert network_scatter(graph) == pytest.approx((1.0, 1.0))

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import ROOT, make_config
 
-from n2nskip_jax.config import ConfigError, UserError
+from n2nskip_jax.errors import ConfigError, UserError
 from n2nskip_jax.study import aggregate, grid
 
 TINY_STUDY = '''

@@ -5,13 +5,12 @@ import signal
 import time
 
 import numpy as np
-import orbax.checkpoint as ocp
 from conftest import make_config, read_jsonl, run_main
 
 from flax import traverse_util
 
 from n2nskip_jax import data as data_lib
-from n2nskip_jax import network, train
+from n2nskip_jax import network, pruning, rundir, train
 
 TINY_RESNET = ['--config=configs/resnet50_c10.py', '--config.width_multiplier=0.0625',
                '--config.num_epochs=2', '--config.batch_size=32', '--config.eval_batch_size=64',
@@ -23,9 +22,8 @@ QUICK = ['--config=configs/quickstart.py', '--config.num_epochs=30', '--config.e
 
 
 def final_params(workdir):
-  manager = ocp.CheckpointManager(os.path.join(workdir, 'checkpoints'))
-  restored = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore())
-  return manager.latest_step(), restored['state']['params']
+  step, restored = rundir.read_latest(str(workdir))
+  return step, restored['state']['params']
 
 
 def test_end_to_end_on_mock_cifar10(tmp_path):
@@ -62,9 +60,8 @@ def test_quickstart_learns_and_masks_never_change(tmp_path):
   assert summary['params_nonzero_skip'] == round(0.5 * budget)
   data = data_lib.load(config)
   _, variables = network.init(config, data.num_classes, data.input_shape)
-  before = traverse_util.flatten_dict(network.prune(config, variables))
-  manager = ocp.CheckpointManager(str(tmp_path / 'checkpoints'))
-  restored = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore())
+  before = traverse_util.flatten_dict(pruning.prune(config, variables))
+  _, restored = rundir.read_latest(str(tmp_path))
   after = traverse_util.flatten_dict(restored['masks'])
   params = traverse_util.flatten_dict(restored['state']['params'])
   assert before.keys() == after.keys()
@@ -85,8 +82,7 @@ def test_killed_run_resumes_to_the_same_parameters(tmp_path):
     time.sleep(0.02)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
-  manager = ocp.CheckpointManager(str(ckpts))
-  saved = manager.latest_step()
+  saved = rundir.checkpoints(str(killed)).latest_step()
   total = 30 * (4000 // 128)
   assert saved is not None and 0 < saved < total, f'killed at {saved} of {total}'
 

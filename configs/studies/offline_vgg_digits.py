@@ -6,9 +6,8 @@ network: 39 runs of 15 epochs (about 30 minutes on 2 CPU cores).
 
     python -m n2nskip_jax.study --config configs/studies/offline_vgg_digits.py
 """
-import ml_collections
-
 from configs import default
+from configs.studies.common import study
 
 
 def get_config(arg: str | None = None):
@@ -19,15 +18,6 @@ def get_config(arg: str | None = None):
   base.num_epochs, base.lr_decay_epochs = 15, 5
   base.eval_every_epochs, base.log_every_steps = 3, 50
   base.max_checkpoints_to_keep = 1
-  c = ml_collections.ConfigDict()
-  c.base = base
-  c.axes = ml_collections.ConfigDict()
-  c.axes.pruning = ml_collections.ConfigDict()
-  c.axes.pruning.method = ('rp', 'csp')
-  c.axes.pruning.density = (0.1, 0.05, 0.02)
-  c.axes.skip = ml_collections.ConfigDict()
-  c.axes.skip.kind = ('none', 'n2nskip')
-  c.seeds = (0, 1, 2)
-  c.extra = ({'pruning': {'method': 'dense', 'density': 1.0}, 'skip': {'kind': 'none'}},)
-  c.analyze = True
+  c = study(base, {'pruning.method': ('rp', 'csp'), 'pruning.density': (0.1, 0.05, 0.02),
+                   'skip.kind': ('none', 'n2nskip')}, seeds=(0, 1, 2))
   return c.base if arg == 'base' else c

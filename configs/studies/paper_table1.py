@@ -6,31 +6,16 @@ paper's 300 epochs (SGD, momentum 0.9, lr 0.05 halved every 30 epochs, wd 5e-4, 
 
     python -m n2nskip_jax.study --config configs/studies/paper_table1.py --dry_run
 """
-import ml_collections
-
 from configs import default
+from configs.studies.common import DENSE, study
 
 
 def get_config(arg: str | None = None):
   """The study; ``get_config('base')`` returns its base run config alone."""
-  c = ml_collections.ConfigDict()
-  c.base = default.get_config()           # the paper's training setup, vgg_head='paper'
-  c.axes = ml_collections.ConfigDict()
-  c.axes.dataset = ('cifar10', 'cifar100')
-  c.axes.model = ('vgg19', 'resnet50')
-  c.axes.pruning = ml_collections.ConfigDict()
-  c.axes.pruning.method = ('rp', 'csp')
-  c.axes.pruning.density = (0.1, 0.05, 0.02)
-  c.axes.skip = ml_collections.ConfigDict()
-  c.axes.skip.kind = ('none', 'n2nskip')
-  c.seeds = (0, 1, 2, 3, 4)
-  c.extra = ({'pruning': {'method': 'dense', 'density': 1.0}, 'skip': {'kind': 'none'},
-              'model': 'vgg19', 'dataset': 'cifar10'},
-             {'pruning': {'method': 'dense', 'density': 1.0}, 'skip': {'kind': 'none'},
-              'model': 'resnet50', 'dataset': 'cifar10'},
-             {'pruning': {'method': 'dense', 'density': 1.0}, 'skip': {'kind': 'none'},
-              'model': 'vgg19', 'dataset': 'cifar100'},
-             {'pruning': {'method': 'dense', 'density': 1.0}, 'skip': {'kind': 'none'},
-              'model': 'resnet50', 'dataset': 'cifar100'})
-  c.analyze = True
+  base = default.get_config()             # the paper's training setup, vgg_head='paper'
+  dense = tuple({**DENSE, 'model': m, 'dataset': d}
+                for d in ('cifar10', 'cifar100') for m in ('vgg19', 'resnet50'))
+  c = study(base, {'dataset': ('cifar10', 'cifar100'), 'model': ('vgg19', 'resnet50'),
+                   'pruning.method': ('rp', 'csp'), 'pruning.density': (0.1, 0.05, 0.02),
+                   'skip.kind': ('none', 'n2nskip')}, extra=dense)
   return c.base if arg == 'base' else c

@@ -7,41 +7,29 @@
 ``results`` holds F on a log grid of t and at t* (Eq. 6), F(inf), lambda_2, components, the
 scree (Eq. 7) where the full spectrum is computed, and scatter; ``arrays`` what the plots need.
 """
-import json
-import os
 import time
 
-import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 from scipy.sparse.csgraph import connected_components
 
 from n2nskip_jax import data as data_lib
-from n2nskip_jax import network
-from n2nskip_jax.config import UserError
+from n2nskip_jax import network, pruning, rundir, sparsity
 from n2nskip_jax.connectivity import heat, scatter
 from n2nskip_jax.connectivity.graph import network_graph
 
 K_FRACTIONS = np.linspace(0.01, 1.0, 100)
 
 
-def load_run(workdir: str, weights: str):
-  """``(config, params, masks, reference_params)`` of a run's latest checkpoint."""
-  path = os.path.join(workdir, 'config.json')
-  ckpt_dir = os.path.join(os.path.abspath(workdir), 'checkpoints')
-  if not os.path.exists(path) or not os.path.isdir(ckpt_dir):
-    raise UserError(f'--workdir={workdir!r}: no config.json and checkpoints/ (run main.py first)')
-  with open(path) as f:
-    config = ml_collections.ConfigDict(json.load(f))
-  manager = ocp.CheckpointManager(ckpt_dir)
-  step = manager.latest_step()
-  if step is None:
-    raise UserError(f'--workdir={workdir!r}: no finished checkpoint yet')
-  restored = manager.restore(step, args=ocp.args.StandardRestore())
+def load_run(workdir: str, weights: str = 'final'):
+  """``(config, params, masks, reference_params)`` of a run's latest checkpoint: its final
+  weights, or (``weights='initial'``) the weights it was initialized and pruned with; the
+  reference parameters are the unpruned initial weights."""
+  config = rundir.read_config(workdir)
+  _, restored = rundir.read_latest(workdir)
   masks = restored['masks']
   _, initial = network.init(config, *data_lib.spec(config))  # unpruned initial weights
   params = (restored['state']['params'] if weights == 'final'
-            else network.apply_masks(initial, masks, config.pruning.rescale)['params'])
+            else pruning.apply_masks(initial, masks, config.pruning.rescale)['params'])
   return config, params, masks, initial['params']
 
 
@@ -49,8 +37,8 @@ def analyze(config, params, masks, reference_params, mode='weighted', method='au
             eps=1e-3, num_times=25) -> tuple[dict, dict]:
   """Connectivity figures of a pruned network against its reference; returns
   ``(results, arrays)``, ``arrays`` holding what the plots need."""
-  graph = network_graph(config.model, params, masks, mode)
-  ref_graph = network_graph(config.model, reference_params, masks, mode, reference=True)
+  graph = network_graph(config, params, masks, mode)
+  ref_graph = network_graph(config, reference_params, masks, mode, reference=True)
   n = graph.num_nodes
   dense = method == 'dense' or (method == 'auto' and n <= heat.DENSE_MAX_NODES)
   w, w_ref = graph.adjacency(sparse=not dense), ref_graph.adjacency(sparse=not dense)
@@ -74,7 +62,7 @@ def analyze(config, params, masks, reference_params, mode='weighted', method='au
       curves[f'{name}={t:.3g}'] = {
           'reference': heat.scree_from_eigenvalues(lam_ref, K_FRACTIONS, t)[0].tolist(),
           'pruned': heat.scree_from_eigenvalues(lam, K_FRACTIONS, t)[0].tolist()}
-  binary = graph if mode == 'binary' else network_graph(config.model, params, masks, 'binary')
+  binary = graph if mode == 'binary' else network_graph(config, params, masks, 'binary')
   net_f, net_b = scatter.network_scatter(binary)
   results = {
       'model': config.model, 'skip_kind': config.skip.kind, 'pruning_method': config.pruning.method,
@@ -83,7 +71,7 @@ def analyze(config, params, masks, reference_params, mode='weighted', method='au
       'lambda_2': lam2, 'lambda_2_reference': times['lambda_2'],
       'lambda_max_reference': times['lambda_max'],
       'components': int(connected_components(w, directed=False)[0]),
-      'dead_units': binary.dead_units(), 'eps': eps, 't_star': times['t_star'],
+      'dead_units': sparsity.dead_units(config, masks), 'eps': eps, 't_star': times['t_star'],
       'F_t_star': float(f[-1]), 't_grid': times['grid'].tolist(), 'F_grid': f[:-1].tolist(),
       'F_inf': f_inf,
       'scree': ({'k_fractions': K_FRACTIONS.tolist(),

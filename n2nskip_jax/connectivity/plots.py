@@ -1,9 +1,10 @@
-"""Figures like the paper's: adjacency matrices (Figure 3) and scree diagrams (Figure 4)."""
-import matplotlib
+"""Figures like the paper's: adjacency matrices (Figure 3) and scree diagrams (Figure 4).
 
-matplotlib.use('Agg')
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+Importing this module selects no matplotlib backend (a notebook keeps its own); figures are
+written to files and closed.
+"""
+import matplotlib.pyplot as plt
+import numpy as np
 
 
 def _downsample(a, size: int) -> np.ndarray:

@@ -1,17 +1,28 @@
-"""Model registry: builds the Flax module a config describes."""
+"""Model registry: builds the Flax module a config describes, and describes its structure.
+
+Everything that needs to know a model's layers asks here: :func:`structure` (its ordered
+unit groups and the kernels or identities joining them, skips included), :func:`reference`
+(the network density is counted against), :func:`max_skip_span` and :func:`is_skip_path`.
+"""
+import copy
+import math
+
 import flax.linen as nn
 import jax.numpy as jnp
+from flax import traverse_util
 
+from n2nskip_jax import data
+from n2nskip_jax.models import mlp, resnet, vgg
 from n2nskip_jax.models.mlp import MLP
 from n2nskip_jax.models.resnet import ResNet
-from n2nskip_jax.models.skips import SKIP_KINDS, is_skip_path
+from n2nskip_jax.models.skips import INPUT, SKIP_KINDS, Edge, is_skip_path
 from n2nskip_jax.models.vgg import VGG
 
 MODELS = ('mlp', 'vgg19', 'resnet50')
 
 
 def create_model(config, num_classes: int, *, bn_axis_name: str | None = None,
-                 with_skips: bool = True, plain: bool = False) -> nn.Module:
+                 plain: bool = False) -> nn.Module:
   """Returns the model of ``config.model`` for ``num_classes`` outputs.
 
   Args:
@@ -19,12 +30,10 @@ def create_model(config, num_classes: int, *, bn_axis_name: str | None = None,
     num_classes: classifier outputs.
     bn_axis_name: pmap axis over which BatchNorm averages batch statistics (``None``
       outside ``pmap``).
-    with_skips: ``False`` builds the reference network (no skip layers, whatever
-      ``config.skip.kind`` says), against which density is counted.
     plain: build with ``flax.linen.Dense``/``Conv`` instead of the masked layers (the
       unmasked twin used by benchmarks).
   """
-  return _INTERNED.setdefault(*(_build(config, num_classes, bn_axis_name, with_skips, plain),) * 2)
+  return _INTERNED.setdefault(*(_build(config, num_classes, bn_axis_name, plain),) * 2)
 
 
 # Equal modules are returned as one object, so that ``model.apply`` (a static field of the
@@ -32,9 +41,9 @@ def create_model(config, num_classes: int, *, bn_axis_name: str | None = None,
 _INTERNED: dict = {}
 
 
-def _build(config, num_classes, bn_axis_name, with_skips, plain) -> nn.Module:
+def _build(config, num_classes, bn_axis_name, plain) -> nn.Module:
   dtype = jnp.bfloat16 if config.half_precision else None
-  kind = config.skip.kind if with_skips else 'none'
+  kind = config.skip.kind
   layers = dict(conv=nn.Conv, dense=nn.Dense) if plain else {}
   if config.model == 'mlp':
     return MLP(hidden=tuple(config.mlp_hidden), num_classes=num_classes, skip_kind=kind,
@@ -53,4 +62,41 @@ def _build(config, num_classes, bn_axis_name, with_skips, plain) -> nn.Module:
   raise ValueError(f'model={config.model!r}; expected one of {MODELS}')
 
 
-__all__ = ['MLP', 'VGG', 'ResNet', 'MODELS', 'SKIP_KINDS', 'create_model', 'is_skip_path']
+def reference(config):
+  """The reference network's config: the dense-shaped sequential model, no skip layers.
+  Density is counted against it (``B = round(density * N_ref)``)."""
+  ref = copy.deepcopy(config)
+  ref.skip.kind = 'none'
+  return ref
+
+
+def without_skips(variables):
+  """The reference network's share of a model's variables: every collection minus the skip
+  layers (the dense sequential layers are initialized identically in both)."""
+  return {col: traverse_util.unflatten_dict(
+      {p: v for p, v in traverse_util.flatten_dict(tree).items() if not is_skip_path(p)})
+          for col, tree in variables.items()}
+
+
+def structure(config) -> list[Edge]:
+  """The model's junctions in order (see :class:`Edge`), skip layers included."""
+  shape = data.spec(config)[1]
+  if config.model == 'mlp':
+    return mlp.edges(tuple(config.mlp_hidden), config.skip.kind, config.skip.span, math.prod(shape))
+  if config.model == 'vgg19':
+    return vgg.edges(config.vgg_head, config.width_multiplier, config.skip.kind, config.skip.span,
+                     shape[-1])
+  if config.model == 'resnet50':
+    return resnet.edges(config.skip.kind)
+  raise ValueError(f'model={config.model!r}; expected one of {MODELS}')
+
+
+def max_skip_span(config) -> int:
+  """The largest ``skip.span`` the model has layers for (ResNet50's skips span one block)."""
+  if config.model == 'mlp':
+    return len(config.mlp_hidden)
+  return len(vgg.conv_plan(vgg.VGG19_LAYERS, 1)[0]) if config.model == 'vgg19' else 3
+
+
+__all__ = ['MLP', 'VGG', 'ResNet', 'MODELS', 'SKIP_KINDS', 'INPUT', 'Edge', 'create_model',
+           'is_skip_path', 'max_skip_span', 'reference', 'structure', 'without_skips']

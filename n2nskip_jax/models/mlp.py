@@ -5,7 +5,7 @@ import flax.linen as nn
 
 from n2nskip_jax.layers import MaskedDense
 from n2nskip_jax.models import inits
-from n2nskip_jax.models.skips import skip_name, skip_sources
+from n2nskip_jax.models.skips import Edge, chain_edges, skip_name, skip_sources
 
 ModuleDef = Any
 
@@ -47,3 +47,10 @@ class MLP(nn.Module):
     if a.shape[-1] == width:  # Eq. 1, identity.
       return a
     return self._linear(width, a, use_bias=False, name=name)
+
+
+def edges(hidden, skip_kind: str, skip_span: int, in_features: int) -> list[Edge]:
+  """The MLP's structure: ``input -> dense1 -> ... -> head`` and its skips (Eq. 1-2)."""
+  widths = [in_features, *hidden]
+  return chain_edges([f'dense{j}' for j in range(1, len(hidden) + 1)] + ['head'], len(hidden),
+                     skip_kind, skip_span, lambda l, j: widths[l] == widths[j])

@@ -16,10 +16,29 @@ import flax.linen as nn
 
 from n2nskip_jax.layers import MaskedConv, MaskedDense, batch_norm
 from n2nskip_jax.models import inits
-from n2nskip_jax.models.skips import SKIP_PREFIX
+from n2nskip_jax.models.skips import INPUT, SKIP_PREFIX, Edge
 
 ModuleDef = Any
 STEMS = ('cifar', 'imagenet')
+
+
+def block_names(stage_sizes=(3, 4, 6, 3)) -> list[str]:
+  return [f'stage{i + 1}_block{b + 1}' for i, n in enumerate(stage_sizes) for b in range(n)]
+
+
+def edges(skip_kind: str, stage_sizes=(3, 4, 6, 3)) -> list[Edge]:
+  """ResNet's structure: ``input -> stem``; per bottleneck ``b``: ``conv1`` and ``conv2``
+  groups, then its output group ``b`` (``conv3``, the shortcut: a projection in each stage's
+  first block, else an identity, and the skip); then ``head``."""
+  out, prev = [Edge(INPUT, 'stem', ('stem',))], 'stem'
+  for i, b in enumerate(block_names(stage_sizes)):
+    first_of_stage = b.endswith('_block1')
+    out += [Edge(prev, f'{b}/conv1', (b, 'conv1')), Edge(f'{b}/conv1', f'{b}/conv2', (b, 'conv2')),
+            Edge(f'{b}/conv2', b, (b, 'conv3')), Edge(prev, b, (b, 'proj') if first_of_stage else None)]
+    if skip_kind == 'n2nskip':
+      out.append(Edge(prev, b, (b, SKIP_PREFIX)))
+    prev = b
+  return out + [Edge(prev, 'head', ('head',))]
 
 
 class Bottleneck(nn.Module):
@@ -76,10 +95,11 @@ class ResNet(nn.Module):
       x = conv(width, (7, 7), strides=2, padding=[(3, 3), (3, 3)], name='stem')(x)
       x = nn.relu(norm(name='stem_bn')(x))
       x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    names = iter(block_names(self.stage_sizes))
     for i, blocks in enumerate(self.stage_sizes):
       for b in range(blocks):
         x = Bottleneck(width * 2**i, 2 if (i > 0 and b == 0) else 1, conv, norm,
-                       self.skip_kind, self.skip_kernel_size, name=f'stage{i + 1}_block{b + 1}')(x)
+                       self.skip_kind, self.skip_kernel_size, name=next(names))(x)
     x = x.mean(axis=(1, 2))
     return self.dense(self.num_classes, dtype=self.dtype, name='head',
                       **inits.linear(self.init_scheme, x.shape[-1]))(x)

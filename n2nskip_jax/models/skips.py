@@ -1,4 +1,4 @@
-"""Where skip layers go, shared by every model (DESIGN.md, section 1; paper Eqs. 1-2).
+"""Where skip layers go, shared by every model (docs/DESIGN.md, section 2; paper Eqs. 1-2).
 
 Layers are numbered ``1..L`` along the sequential path; ``a^0`` is the network input and
 ``a^j`` the activation of layer ``j`` (before any pooling that follows it). With span
@@ -14,8 +14,36 @@ Layers are numbered ``1..L`` along the sequential path; ``a^0`` is the network i
 Skip-layer names start with ``skip`` so that budgets can tell skip kernels from
 sequential ones (:func:`is_skip_path`).
 """
+from typing import NamedTuple
+
 SKIP_KINDS = ('none', 'n2nskip', 'resskip')
 SKIP_PREFIX = 'skip'
+INPUT = 'input'
+
+
+class Edge(NamedTuple):
+  """A junction of a model's structure: unit groups ``src`` -> ``dst`` joined by the masked
+  kernel at parameter path ``layer``, or by an identity shortcut (``layer=None``).
+
+  Groups are named after the layer whose output units they are (``'input'`` for the input
+  features or channels); a model's edges list every group, in order, as a destination after
+  the input, and the last group is the classifier output.
+  """
+  src: str
+  dst: str
+  layer: tuple[str, ...] | None
+
+
+def chain_edges(layers: list[str], num_hidden: int, kind: str, span: int, identity) -> list[Edge]:
+  """Edges of a chain ``input -> layers[0] -> ... -> layers[-1]`` with the skips of
+  :func:`skip_sources` into its first ``num_hidden`` layers; ``identity(l, j)`` says whether a
+  ResSkip from ``a^l`` to layer ``j`` is an identity (same shape) rather than a projection."""
+  groups = [INPUT, *layers]
+  edges = [Edge(groups[i], groups[i + 1], (groups[i + 1],)) for i in range(len(layers))]
+  for j, l in skip_sources(num_hidden, span, kind).items():
+    is_identity = kind == 'resskip' and identity(l, j)
+    edges.append(Edge(groups[l], groups[j], None if is_identity else (skip_name(l, j),)))
+  return edges
 
 
 def skip_sources(num_hidden: int, span: int, kind: str) -> dict[int, int]:

@@ -18,7 +18,7 @@ import numpy as np
 
 from n2nskip_jax.layers import MaskedConv, MaskedDense, batch_norm
 from n2nskip_jax.models import inits
-from n2nskip_jax.models.skips import skip_name, skip_sources
+from n2nskip_jax.models.skips import Edge, chain_edges, skip_name, skip_sources
 
 ModuleDef = Any
 
@@ -43,6 +43,35 @@ def adaptive_avg_pool(x: jnp.ndarray, size: int) -> jnp.ndarray:
   return jnp.einsum('bhwc,ih,jw->bijc', x, ph.astype(x.dtype), pw.astype(x.dtype))
 
 
+def conv_plan(layers, width_multiplier: float) -> tuple[list[int], list[bool]]:
+  """``(widths of conv 1..L, pooled)``: ``pooled[l]`` says a max-pool follows layer ``l``
+  (``l = 0`` is the input, never pooled)."""
+  widths = [max(1, int(c * width_multiplier)) for c in layers if c != 'M']
+  pooled = [False]
+  for c in layers:
+    if c == 'M':
+      pooled[-1] = True
+    else:
+      pooled.append(False)
+  return widths, pooled
+
+
+def skip_stride(pooled, source: int, target: int) -> int:
+  """A skip's stride: ``2 ** (poolings inside its span)``."""
+  return 2 ** sum(pooled[source:target])
+
+
+def edges(head: str, width_multiplier: float, skip_kind: str, skip_span: int,
+          in_channels: int, layers=VGG19_LAYERS) -> list[Edge]:
+  """VGG's structure: ``input -> conv1 -> ... -> conv16 -> [fc1 -> fc2 ->] head``, skips."""
+  widths, pooled = conv_plan(layers, width_multiplier)
+  names = [f'conv{j}' for j in range(1, len(widths) + 1)]
+  names += ['head'] if head == 'cifar' else ['fc1', 'fc2', 'head']
+  channels = [in_channels, *widths]
+  identity = lambda l, j: channels[l] == channels[j] and skip_stride(pooled, l, j) == 1
+  return chain_edges(names, len(widths), skip_kind, skip_span, identity)
+
+
 class VGG(nn.Module):
   """VGG with masked layers; ``conv``/``dense`` swap in plain Flax layers for a twin.
 
@@ -65,14 +94,7 @@ class VGG(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = True):
     norm = batch_norm(train, self.dtype, self.bn_axis_name)
-    widths = [max(1, int(c * self.width_multiplier)) for c in self.layers if c != 'M']
-    # pooled[l]: a pooling follows layer l (l = 0 is the input, never pooled).
-    pooled = [False]
-    for c in self.layers:
-      if c == 'M':
-        pooled[-1] = True
-      else:
-        pooled.append(False)
+    widths, pooled = conv_plan(self.layers, self.width_multiplier)
     sources = skip_sources(len(widths), self.skip_span, self.skip_kind)
     acts, h = [x], x
     for j, width in enumerate(widths, start=1):
@@ -80,7 +102,7 @@ class VGG(nn.Module):
       z = norm(name=f'bn{j}')(z)
       if j in sources:
         src = sources[j]
-        stride = 2 ** sum(pooled[src:j])
+        stride = skip_stride(pooled, src, j)
         z = z + self._skip(acts[src], width, stride, norm, skip_name(src, j))
       acts.append(nn.relu(z))
       h = nn.max_pool(acts[-1], (2, 2), strides=(2, 2)) if pooled[j] else acts[-1]

@@ -37,7 +37,7 @@ def _main_command(config_path: str, study, workdir: str, run) -> str:
   line changed in it, then the run's own overrides and seed."""
   import runpy
 
-  from n2nskip_jax.config import changed_keys
+  from n2nskip_jax.rundir import changed_keys
   from n2nskip_jax.study import grid
   from n2nskip_jax.study.run import run_dir
   path = config_path.split(':')[0]
@@ -53,8 +53,9 @@ def _main_command(config_path: str, study, workdir: str, run) -> str:
 def main(argv):
   del argv
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-  from n2nskip_jax.config import UserError, setup_logging
+  from n2nskip_jax.config import setup_logging
   from n2nskip_jax.data import DataError
+  from n2nskip_jax.errors import UserError
   from n2nskip_jax.study import aggregate, grid
   from n2nskip_jax.study import run as run_lib
   setup_logging()

@@ -35,9 +35,15 @@ def _by(rows, keys) -> dict:
   return out
 
 
-def _panels(n):
-  fig, axes = plt.subplots(1, max(1, n), figsize=(5.5 * max(1, n), 4.2), squeeze=False)
-  return fig, list(axes[0])
+def _panels(n, columns: int = 3):
+  """A figure with ``n`` panels, at most ``columns`` a row; unused panels are hidden."""
+  n = max(1, n)
+  cols, rows = min(n, columns), -(-n // columns)
+  fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 4.2 * rows), squeeze=False)
+  axes = list(axes.ravel())
+  for ax in axes[n:]:
+    ax.set_visible(False)
+  return fig, axes[:n]
 
 
 def _save(fig, path) -> str:
@@ -76,35 +82,38 @@ def _mean_std_lines(ax, rows, line_keys, x_of, y_of):
                 label=_label(dict(zip(line_keys, lvals)), line_keys))
 
 
-def error_vs_compression(rows, keys, path) -> str:
+def _by_method(rows, keys, path, x_of, y_of, xlabel, ylabel, reference=None) -> str:
+  """One panel per pruning method, one line (mean, +-1 std over seeds) per value of the other
+  axes but density, against ``x_of(row)`` on a log axis; ``reference``: a dashed level."""
   panel_keys = [k for k in (METHOD,) if k in keys]
   line_keys = [k for k in keys if k not in (DENSITY, METHOD)]
-  pruned = [r for r in rows if r.get(METHOD) != 'dense']
-  dense = [100 - 100 * r['test_accuracy'] for r in rows if r.get(METHOD) == 'dense']
-  panels = _by(pruned, panel_keys)
+  panels = _by([r for r in rows if r.get(METHOD) != 'dense' and y_of(r) is not None], panel_keys)
   fig, axes = _panels(len(panels))
   for ax, (pvals, members) in zip(axes, sorted(panels.items(), key=lambda kv: str(kv[0]))):
-    _mean_std_lines(ax, members, line_keys, lambda r: 1 / r[DENSITY], lambda r: 100 - 100 * r['test_accuracy'])
-    if dense:
-      ax.axhline(np.mean(dense), color='k', ls='--', lw=1, label='dense')
+    _mean_std_lines(ax, members, line_keys, x_of, y_of)
+    if reference is not None:
+      ax.axhline(reference, color='k', ls='--', lw=1, label='dense')
     ax.set_xscale('log')
-    ax.set_xlabel('compression rate (1 / density)')
-    ax.set_ylabel('test error (%)')
+    ticks = sorted({x_of(r) for r in members})
+    ax.set_xticks(ticks, [f'{t:g}' for t in ticks])
+    ax.minorticks_off()
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_title(_label(dict(zip(panel_keys, pvals)), panel_keys))
     ax.legend(fontsize=7)
   return _save(fig, path)
 
 
+def error_vs_compression(rows, keys, path) -> str:
+  dense = [100 - 100 * r['test_accuracy'] for r in rows if r.get(METHOD) == 'dense']
+  return _by_method(rows, keys, path, lambda r: round(1 / r[DENSITY], 6),
+                    lambda r: 100 - 100 * r['test_accuracy'], 'compression rate (1 / density)',
+                    'test error (%)', np.mean(dense) if dense else None)
+
+
 def f_vs_density(rows, keys, path) -> str:
-  line_keys = [k for k in keys if k != DENSITY]
-  fig, (ax,) = _panels(1)
-  _mean_std_lines(ax, [r for r in rows if r.get(METHOD) != 'dense' and r['F_t_star'] is not None],
-                  line_keys, lambda r: r[DENSITY], lambda r: r['F_t_star'])
-  ax.set_xscale('log')
-  ax.set_xlabel('density')
-  ax.set_ylabel('F(t*) at initialization (weighted)')
-  ax.legend(fontsize=7)
-  return _save(fig, path)
+  return _by_method(rows, keys, path, lambda r: r[DENSITY], lambda r: r['F_t_star'], 'density',
+                    'F(t*) at initialization (weighted)')
 
 
 def accuracy_vs_f(rows, corr, path) -> str:
@@ -140,13 +149,13 @@ def scree(study, workdir, rows, keys, path) -> str | None:
   reference_drawn = False
   for i, ((method, kind), r) in enumerate(sorted(chosen.items())):
     config, params, masks, ref_params = analysis.load_run(run_dir(workdir, r['run']), 'initial')
-    graph = network_graph(config.model, params, masks)
+    graph = network_graph(config, params, masks)
     if graph.num_nodes > heat.DENSE_MAX_NODES:
       plt.close(fig)
       return None
     lam = heat.spectrum(graph.adjacency()).eigenvalues
     if not reference_drawn:
-      ref = network_graph(config.model, ref_params, masks, reference=True)
+      ref = network_graph(config, ref_params, masks, reference=True)
       lam_ref = heat.spectrum(ref.adjacency()).eigenvalues
       t_star = heat.times_from_eigenvalues(lam_ref[1], lam_ref[-1])['t_star']
       ax.plot(fractions, heat.scree_from_eigenvalues(lam_ref, fractions, t_star)[0], 'k--',

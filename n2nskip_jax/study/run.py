@@ -15,10 +15,10 @@ import numpy as np
 from absl import logging
 
 from n2nskip_jax.connectivity import analysis
-from n2nskip_jax import train
+from n2nskip_jax import rundir, sparsity, train
 from n2nskip_jax.connectivity import heat
 from n2nskip_jax.connectivity.graph import network_graph
-from n2nskip_jax.metrics import write_json
+from n2nskip_jax.metrics import hms, write_json
 from n2nskip_jax.study import grid
 
 CONNECTIVITY = 'connectivity-initial-weighted.json'
@@ -30,7 +30,7 @@ def run_dir(workdir: str, name: str) -> str:
 
 
 def _finished(directory: str, analyze: bool) -> bool:
-  files = ['summary.json'] + ([CONNECTIVITY] if analyze else [])
+  files = [rundir.SUMMARY] + ([CONNECTIVITY] if analyze else [])
   return all(os.path.exists(os.path.join(directory, f)) for f in files)
 
 
@@ -52,8 +52,8 @@ class _References:
 def initial_connectivity(directory: str, references: _References, eps: float = 1e-3) -> dict:
   """F(t*) and F(inf) of a run's weighted graph at initialization (paper Eq. 6, Sec. 3.2)."""
   config, params, masks, ref_params = analysis.load_run(directory, 'initial')
-  graph = network_graph(config.model, params, masks, 'weighted')
-  ref_graph = network_graph(config.model, ref_params, masks, 'weighted', reference=True)
+  graph = network_graph(config, params, masks, 'weighted')
+  ref_graph = network_graph(config, ref_params, masks, 'weighted', reference=True)
   sources = graph.sources()
   ref = references.get(config, ref_graph, sources, eps)
   w = graph.adjacency(sparse=True)
@@ -64,7 +64,7 @@ def initial_connectivity(directory: str, references: _References, eps: float = 1
   return {'weights': 'initial', 'mode': 'weighted', 'nodes': graph.num_nodes, 'eps': eps,
           't_star': ref.times['t_star'], 'F_t_star': float(f[-1]), 'F_inf': f_inf,
           't_grid': ref.times['grid'].tolist(), 'F_grid': f[:-1].tolist(),
-          'dead_units': network_graph(config.model, params, masks, 'binary').dead_units()}
+          'dead_units': sparsity.dead_units(config, masks)}
 
 
 def run_study(study, workdir: str, shard_spec: str = '0/1') -> list[grid.Run]:
@@ -84,7 +84,7 @@ def run_study(study, workdir: str, shard_spec: str = '0/1') -> list[grid.Run]:
       continue
     start = time.time()
     logging.info('[%d/%d] start %s', done + 1, len(runs), run.name)
-    summary_path = os.path.join(directory, 'summary.json')
+    summary_path = os.path.join(directory, rundir.SUMMARY)
     if not os.path.exists(summary_path):
       train.train_and_evaluate(run.config(study.base), directory)
     with open(summary_path) as f:
@@ -98,10 +98,5 @@ def run_study(study, workdir: str, shard_spec: str = '0/1') -> list[grid.Run]:
     done += 1
     eta = np.mean(durations) * (len(runs) - done)
     logging.info('[%d/%d] done %s: %s (%.0f s). Study: %d/%d runs done, ETA %s.', done,
-                 len(runs), run.name, result, durations[-1], done, len(runs), _hms(eta))
+                 len(runs), run.name, result, durations[-1], done, len(runs), hms(eta))
   return runs
-
-
-def _hms(seconds: float) -> str:
-  s = int(round(seconds))
-  return f'{s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s'

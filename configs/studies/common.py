@@ -1,0 +1,25 @@
+"""Builds a study config from plain Python values (see ``n2nskip_jax/study/grid.py``)."""
+import ml_collections
+
+# The dense baseline, run for every seed of a study.
+DENSE = {'pruning': {'method': 'dense', 'density': 1.0}, 'skip': {'kind': 'none'}}
+
+
+def study(base, axes: dict, seeds=(0, 1, 2, 3, 4), extra=(DENSE,), analyze: bool = True):
+  """A study config: ``axes`` maps dotted run-config keys to tuples of values
+  (``{'pruning.density': (0.1, 0.05)}``), nested into the ConfigDict the runner reads."""
+  c = ml_collections.ConfigDict()
+  c.base = base
+  c.axes = ml_collections.ConfigDict()
+  for key, values in axes.items():
+    *groups, leaf = key.split('.')
+    node = c.axes
+    for g in groups:
+      if g not in node:
+        node[g] = ml_collections.ConfigDict()
+      node = node[g]
+    node[leaf] = tuple(values)
+  c.seeds = tuple(seeds)
+  c.extra = tuple(extra)
+  c.analyze = analyze                     # F(t*), F(inf) of every run at initialization
+  return c

@@ -1,0 +1,89 @@
+"""The run directory: its default name, the config pinned in it, and what is read back from it.
+
+A run directory holds ``config.json`` (the resolved config), ``checkpoints/<step>/`` (orbax),
+``metrics.jsonl``, ``tensorboard/`` and, once the run has finished, ``summary.json``. A rerun
+in the same directory must use the same config, except for :data:`RESUMABLE_KEYS`.
+"""
+import hashlib
+import json
+import os
+
+import ml_collections
+
+from n2nskip_jax.checkpoints import Checkpoints
+from n2nskip_jax.errors import UserError
+
+# Keys a resumed run may change: they do not alter the trajectory of the run.
+RESUMABLE_KEYS = ('num_epochs', 'log_every_steps', 'eval_every_epochs', 'eval_batch_size',
+                  'checkpoint_every_steps', 'max_checkpoints_to_keep', 'data_dir',
+                  'download', 'multihost')
+CONFIG, SUMMARY, CHECKPOINTS = 'config.json', 'summary.json', 'checkpoints'
+
+
+def default_workdir(config_path: str, config) -> str:
+  """``runs/<config file name>-<hash of the resolved config>``: the same command, the same
+  directory, so rerunning a command resumes its run."""
+  name = os.path.splitext(os.path.basename(config_path.split(':')[0]))[0]
+  digest = hashlib.sha1(config.to_json(sort_keys=True).encode()).hexdigest()[:8]
+  return os.path.join('runs', f'{name}-{digest}')
+
+
+def changed_keys(old: dict, new: dict, prefix: str = '') -> list[str]:
+  """Flattened keys whose values differ between two config dicts."""
+  keys = []
+  for k in sorted(set(old) | set(new)):
+    a, b = old.get(k), new.get(k)
+    if isinstance(a, dict) and isinstance(b, dict):
+      keys += changed_keys(a, b, f'{prefix}{k}.')
+    elif a != b:
+      keys.append(f'{prefix}{k}')
+  return keys
+
+
+def prepare(workdir: str, config) -> None:
+  """Creates ``workdir`` (checking it is writable) and pins the run's config in it."""
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, '.write_test')
+    with open(probe, 'w') as f:
+      f.write('ok')
+    os.remove(probe)
+  except OSError as e:
+    raise UserError(f'--workdir={workdir!r}: not a writable directory ({e.strerror})') from None
+  path = os.path.join(workdir, CONFIG)
+  current = json.loads(config.to_json())
+  if os.path.exists(path):
+    with open(path) as f:
+      stored = json.load(f)
+    changed = [k for k in changed_keys(stored, current) if k not in RESUMABLE_KEYS]
+    if changed:
+      raise UserError(f'--workdir={workdir!r} holds a run with a different config '
+                      f'(keys {changed}); use another workdir or the original config.')
+  with open(path, 'w') as f:
+    json.dump(current, f, indent=2)
+
+
+def checkpoints(workdir: str, max_to_keep: int | None = None) -> Checkpoints:
+  return Checkpoints(os.path.join(os.path.abspath(workdir), CHECKPOINTS), max_to_keep)
+
+
+def read_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config pinned in a run directory."""
+  path = os.path.join(workdir, CONFIG)
+  if not os.path.exists(path):
+    raise UserError(f'--workdir={workdir!r}: no {CONFIG} (run main.py first)')
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def read_latest(workdir: str) -> tuple[int, dict]:
+  """``(step, payload)`` of a run's latest checkpoint, restored as saved (numpy arrays):
+  ``payload['state']`` (``params``, ``batch_stats``, ``opt_state``, ``step``),
+  ``payload['masks']`` and ``payload['rng']``."""
+  if not os.path.isdir(os.path.join(workdir, CHECKPOINTS)):
+    raise UserError(f'--workdir={workdir!r}: no {CHECKPOINTS}/ (run main.py first)')
+  ckpt = checkpoints(workdir)
+  step = ckpt.latest_step()
+  if step is None:
+    raise UserError(f'--workdir={workdir!r}: no finished checkpoint yet')
+  return step, ckpt.read(step)

@@ -1,0 +1,93 @@
+"""Counting masks: sizes, nonzeros, the reference network's weights, the per-layer table and
+the units pruning left without input or output (layer collapse).
+
+``masks`` is the ``masks`` collection (one float 0/1 array per prunable kernel, shaped like
+it); skip layers are told apart by :func:`n2nskip_jax.models.is_skip_path`.
+"""
+import jax
+import numpy as np
+from flax import traverse_util
+
+from n2nskip_jax import models
+
+Path = tuple[str, ...]
+
+
+def path_name(path: Path) -> str:
+  """A parameter path as text: ``('a', 'b')`` -> ``'a/b'``."""
+  return '/'.join(path)
+
+
+def count(tree) -> int:
+  """Number of scalars in a pytree."""
+  return sum(int(np.prod(np.shape(x))) for x in jax.tree.leaves(tree))
+
+
+def reference_weights(masks) -> int:
+  """``N_ref``: prunable weights of the reference network (every kernel outside skip layers)."""
+  return sum(int(np.prod(np.shape(m))) for p, m in traverse_util.flatten_dict(masks).items()
+             if not models.is_skip_path(p))
+
+
+def skip_weights(masks) -> int:
+  """Weights the skip layers hold (their capacity)."""
+  return count(masks) - reference_weights(masks)
+
+
+def nonzero(masks, skip: bool | None = None) -> int:
+  """Nonzero mask entries; ``skip=True``/``False`` restricts to skip/sequential layers."""
+  return sum(int(np.count_nonzero(v)) for p, v in traverse_util.flatten_dict(masks).items()
+             if skip is None or models.is_skip_path(p) == skip)
+
+
+def nonzero_weights(params, masks) -> int:
+  """Nonzero entries of ``kernel * mask`` over all masked kernels."""
+  flat_params = traverse_util.flatten_dict(params)
+  return sum(int(np.count_nonzero(np.asarray(flat_params[p]) * np.asarray(m)))
+             for p, m in traverse_util.flatten_dict(masks).items())
+
+
+def layer_table(masks) -> list[dict]:
+  """One row per masked kernel: ``layer``, ``shape``, ``weights``, ``nonzero``, ``density``, ``skip``."""
+  rows = []
+  for p, m in traverse_util.flatten_dict(masks).items():
+    nz = int(np.count_nonzero(m))
+    rows.append({'layer': path_name(p[:-1]), 'shape': list(np.shape(m)),
+                 'weights': int(np.size(m)), 'nonzero': nz,
+                 'density': nz / max(1, int(np.size(m))), 'skip': models.is_skip_path(p)})
+  return rows
+
+
+def format_layers(rows: list[dict]) -> str:
+  """The per-layer density table as text."""
+  lines = [f'{"layer":<34} {"shape":<22} {"weights":>11} {"nonzero":>11} {"density":>8}']
+  for r in rows:
+    lines.append(f'{r["layer"]:<34} {str(tuple(r["shape"])):<22} {r["weights"]:>11,} '
+                 f'{r["nonzero"]:>11,} {r["density"]:>8.4f}')
+  return '\n'.join(lines)
+
+
+def unit_groups(edges, flat_masks) -> dict[str, int]:
+  """Group name -> number of units, in order, for a model's ``edges`` (:func:`models.structure`);
+  ``flat_masks`` maps each layer path to its mask (or kernel)."""
+  sizes = {models.INPUT: np.shape(flat_masks[edges[0].layer])[-2]}
+  for src, dst, layer in edges:
+    sizes.setdefault(dst, np.shape(flat_masks[layer])[-1] if layer else sizes[src])
+  return sizes
+
+
+def dead_units(config, masks) -> int:
+  """Hidden units (neurons, channels) left with no incoming or no outgoing connection, over
+  the model's structure (identity shortcuts count as connections): the layer-collapse count."""
+  flat = {p[:-1]: np.asarray(m) for p, m in traverse_util.flatten_dict(masks).items()}
+  edges = models.structure(config)
+  sizes = unit_groups(edges, flat)
+  fan_in = {g: np.zeros(n, np.int64) for g, n in sizes.items()}
+  fan_out = {g: np.zeros(n, np.int64) for g, n in sizes.items()}
+  for src, dst, layer in edges:
+    linked = (np.eye(sizes[src], dtype=bool) if layer is None else
+              (flat[layer] != 0).reshape(-1, sizes[src], sizes[dst]).any(0))
+    fan_out[src] += linked.sum(1)
+    fan_in[dst] += linked.sum(0)
+  hidden = [g for g in sizes if g not in (models.INPUT, edges[-1].dst)]
+  return int(sum(np.sum((fan_in[g] == 0) | (fan_out[g] == 0)) for g in hidden))
