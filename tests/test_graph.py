@@ -69,15 +69,6 @@ def test_conv_edges_sum_the_kernel_window_and_resnet_shortcuts_are_identity():
   assert len(g.groups) == 2 + 3 * blocks + 1
 
 
-def test_dead_units_counts_hidden_nodes_without_input_or_output():
-  config, v = tiny_mlp(kind='none', density=1.0)
-  masks = {k: {'kernel': np.ones_like(m['kernel'])} for k, m in v['masks'].items()}
-  masks['dense1']['kernel'][:, 0] = 0      # dense1 unit 0: no input
-  masks['dense2']['kernel'][1, :] = 0      # dense1 unit 1: no output
-  masks['head']['kernel'][0, :] = 0        # dense2 unit 0: no output
-  assert sparsity.dead_units(config, masks) == 3
-
-
 def run_analyze(*flags):
   return subprocess.run([sys.executable, '-m', 'n2nskip_jax.analyze', *flags], capture_output=True,
                         text=True, env={**os.environ, 'PYTHONPATH': ROOT})

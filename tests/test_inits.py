@@ -1,10 +1,10 @@
-"""Initializers of the paper's framework (config.init='torch') and pruning.rescale."""
+"""Initializers of the paper's framework (config.init='torch') against their formulas."""
 import numpy as np
 import pytest
 from conftest import make_config
 from flax import traverse_util
 
-from n2nskip_jax import network, pruning
+from n2nskip_jax import network
 
 
 def kernels(config, input_shape):
@@ -80,30 +80,3 @@ def test_flax_init_keeps_lecun_normal():
   w = np.asarray(flat[('dense2', 'kernel')])
   assert_std(w, np.sqrt(1 / w.shape[0]))
   assert not np.any(flat[('dense2', 'bias')])
-
-
-@pytest.mark.parametrize('kind', ['none', 'n2nskip'])
-def test_rescale_restores_per_unit_fan_in_variance_and_keeps_the_count(kind):
-  config = make_config(model='mlp', mlp_hidden=(512, 256, 128, 64), pruning__method='rp',
-                       pruning__density=0.05, skip__kind=kind)
-  _, variables = network.init(config, 10, (40,))
-  masks = pruning.prune(config, variables)
-  plain = traverse_util.flatten_dict(pruning.apply_masks(variables, masks)['params'])
-  scaled = traverse_util.flatten_dict(
-      pruning.apply_masks(variables, masks, rescale=True)['params'])
-  flat_masks = traverse_util.flatten_dict(masks)
-  assert sum(np.count_nonzero(w) for p, w in scaled.items() if p[-1] == 'kernel') == \
-      pruning.budgets(config, masks)['total']
-  x = np.random.default_rng(0).normal(size=(4096, 512))
-  for path, m in flat_masks.items():
-    kernel = np.asarray(traverse_util.flatten_dict(variables['params'])[path])
-    m = np.asarray(m)
-    surviving = m.sum(0)
-    expected = np.where(surviving > 0, np.sqrt(m.shape[0] / np.maximum(surviving, 1)), 0)
-    np.testing.assert_allclose(scaled[path], kernel * m * expected, rtol=1e-6)
-    if path == ('dense2', 'kernel'):  # pre-activation variance per unit, on unit-variance input
-      alive = surviving > 0
-      var = lambda w: (x @ np.asarray(w, np.float64))[:, alive].var(0).mean()
-      dense_var = var(kernel)
-      assert var(scaled[path]) == pytest.approx(dense_var, rel=0.15)
-      assert var(plain[path]) == pytest.approx(m.mean() * dense_var, rel=0.3)  # density x dense
