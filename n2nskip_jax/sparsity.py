@@ -89,5 +89,5 @@ def dead_units(config, masks) -> int:
               (flat[layer] != 0).reshape(-1, sizes[src], sizes[dst]).any(0))
     fan_out[src] += linked.sum(1)
     fan_in[dst] += linked.sum(0)
-  hidden = [g for g in sizes if g not in (models.INPUT, edges[-1].dst)]
+  hidden = list(sizes)[1:-1]  # all groups but the input and the classifier output
   return int(sum(np.sum((fan_in[g] == 0) | (fan_out[g] == 0)) for g in hidden))

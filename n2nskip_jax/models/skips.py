@@ -26,8 +26,8 @@ class Edge(NamedTuple):
   kernel at parameter path ``layer``, or by an identity shortcut (``layer=None``).
 
   Groups are named after the layer whose output units they are (``'input'`` for the input
-  features or channels); a model's edges list every group, in order, as a destination after
-  the input, and the last group is the classifier output.
+  features or channels). In a model's edge list, groups first appear in network order, so the
+  first is the input and the last to appear is the classifier output.
   """
   src: str
   dst: str
