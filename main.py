@@ -10,7 +10,6 @@ Flags:
 """
 import copy
 import os
-import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -26,26 +25,26 @@ flags.mark_flags_as_required(['config'])
 def main(argv):
   del argv
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-  from n2nskip_jax import rundir, train  # after flag parsing: keeps --help fast
+  from n2nskip_jax import cli, rundir, train  # after flag parsing: keeps --help fast
   from n2nskip_jax.config import setup_logging
-  from n2nskip_jax.data import DataError
   from n2nskip_jax.errors import UserError
   setup_logging()
   workdir = FLAGS.workdir or rundir.default_workdir(flags.FLAGS['config'].config_filename,
                                                     FLAGS.config)
   logging.info('workdir: %s', workdir)
   config = FLAGS.config
-  try:
+
+  def run():
     if FLAGS.baseline and config.skip.kind == 'none':
       raise UserError('--baseline compares against a run without skips: set --config.skip.kind')
-    runs = [(config.skip.kind, train.train_and_evaluate(config, workdir))]
+    out = [(config.skip.kind, train.train_and_evaluate(config, workdir))]
     if FLAGS.baseline:
       base = copy.deepcopy(config)
       base.skip.kind = 'none'
-      runs.append(('none', train.train_and_evaluate(base, os.path.join(workdir, 'baseline'))))
-  except (UserError, DataError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
+      out.append(('none', train.train_and_evaluate(base, os.path.join(workdir, 'baseline'))))
+    return out
+
+  runs = cli.user_errors(run)
   print(f'\n{config.model} on {config.dataset}, pruning.method={config.pruning.method}, '
         f'density {config.pruning.density}:')
   for kind, s in runs:
@@ -55,4 +54,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  from n2nskip_jax.cli import parse_flags
+  app.run(main, flags_parser=parse_flags)

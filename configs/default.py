@@ -40,6 +40,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.log_every_steps = 50
   c.checkpoint_every_steps = 0       # 0: at the end of every epoch; > 0: also every N steps
   c.max_checkpoints_to_keep = 2
+  c.restart_on_corrupt = False       # no readable checkpoint left: start over (True) or exit 2
   c.multihost = False                # call jax.distributed.initialize() first
   # --- pruning at initialization (n2nskip_jax.pruning) ----------------------------
   c.pruning = ml_collections.ConfigDict()

@@ -7,11 +7,24 @@ else is needed. Orbax writes to a temporary folder and renames it when complete,
 killed mid-save leaves the previous checkpoint intact.
 """
 import os
+import sys
 
 import jax
+from absl import logging
 import numpy as np
 import orbax.checkpoint as ocp
 from flax import serialization
+
+
+def _quiet_closed_loop(hook):
+  """An ``sys.unraisablehook`` that drops the "Event loop is closed" errors orbax's reader
+  threads raise after a failed restore (noise that would bury the one-line report)."""
+  def quiet(unraisable):
+    if not (isinstance(unraisable.exc_value, RuntimeError)
+            and 'Event loop is closed' in str(unraisable.exc_value)):
+      hook(unraisable)
+  quiet.quiets_closed_loop = True
+  return quiet
 
 
 def _payload(state, rng) -> dict:
@@ -25,9 +38,9 @@ class Checkpoints:
   :class:`n2nskip_jax.steps.TrainState` (masks included), ``rng`` a raw ``uint32`` key."""
 
   def __init__(self, directory: str, max_to_keep: int | None = None):
-    self.manager = ocp.CheckpointManager(
-        os.path.abspath(directory),
-        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
+    self.directory = os.path.abspath(directory)
+    self._options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+    self.manager = ocp.CheckpointManager(self.directory, options=self._options)
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
@@ -46,6 +59,42 @@ class Checkpoints:
   def read(self, step: int) -> dict:
     """The checkpoint at ``step`` as saved, without a target structure (numpy arrays)."""
     return self.manager.restore(step, args=ocp.args.StandardRestore())
+
+  def restore_latest(self, state, rng):
+    """``(step, state, rng)`` from the newest checkpoint that reads, or ``None``: one that
+    fails is reported in one line and moved aside (:meth:`set_aside`)."""
+    return self._newest(lambda step: (step, *self.restore(step, state, rng)))
+
+  def read_latest(self):
+    """``(step, payload)`` of the newest checkpoint that reads (see :meth:`read`), or ``None``."""
+    return self._newest(lambda step: (step, self.read(step)))
+
+  def _newest(self, load):
+    if not getattr(sys.unraisablehook, 'quiets_closed_loop', False):
+      sys.unraisablehook = _quiet_closed_loop(sys.unraisablehook)
+    for step in sorted(self.manager.all_steps(), reverse=True):
+      try:
+        return load(step)
+      except Exception as e:  # noqa: BLE001 (orbax raises many kinds for a damaged step)
+        self.set_aside(step, e)
+    return None
+
+  def set_aside(self, step: int, error: Exception) -> None:
+    """Moves an unreadable ``<step>`` folder to ``corrupt-<step>`` (kept for inspection; a
+    read-only directory is left as it is) and logs one line with the cause."""
+    source = os.path.join(self.directory, str(step))
+    target = os.path.join(self.directory, f'corrupt-{step}')
+    cause = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+    try:
+      os.rename(source, target if not os.path.exists(target) else f'{target}-{os.getpid()}')
+      moved = f'moved to {target}'
+    except OSError as e:
+      moved = f'left in place ({e.strerror})'
+    logging.warning('Checkpoint at step %d (%s) cannot be read: %s: %s; %s.', step, source,
+                    type(error).__name__, cause, moved)
+    # A failed restore can leave the manager expecting another layout: start a fresh one.
+    self.manager.close()
+    self.manager = ocp.CheckpointManager(self.directory, options=self._options)
 
   def close(self) -> None:
     self.manager.wait_until_finished()

@@ -17,7 +17,8 @@ __all__ = ['ConfigError', 'UserError', 'setup_logging', 'validate']
 
 
 def _not_orbax(record) -> bool:
-  return 'orbax' not in record.pathname
+  """Hides orbax's per-checkpoint chatter and JAX's harmless note that there is no TPU."""
+  return 'orbax' not in record.pathname and 'libtpu' not in str(record.msg)
 
 
 def setup_logging() -> None:
@@ -76,7 +77,7 @@ def validate(config, num_devices: int = 1, num_processes: int = 1) -> None:
   _check(config, 'width_multiplier', lambda v: _is_number(v) and v > 0, 'a number > 0')
   _check(config, 'mlp_hidden', lambda v: len(v) > 0 and all(_is_int(w) and w > 0 for w in v),
          'a non-empty sequence of positive integers')
-  for key in ('half_precision', 'download', 'multihost', 'pruning.rescale'):
+  for key in ('half_precision', 'download', 'multihost', 'restart_on_corrupt', 'pruning.rescale'):
     _check(config, key, lambda v: isinstance(v, bool), 'True or False')
   if config.model != 'mlp' and config.dataset not in IMAGE_DATASETS:
     raise ConfigError('dataset', config.dataset,

@@ -13,6 +13,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from n2nskip_jax.errors import UserError
+
 DATASETS = {  # name -> (num_classes, example shape, source)
     'cifar10': (10, (32, 32, 3), 'tfds'),
     'cifar100': (100, (32, 32, 3), 'tfds'),
@@ -29,7 +31,7 @@ _MEAN_STD = {  # per-channel, on [0, 1] pixels
 }
 
 
-class DataError(Exception):
+class DataError(UserError):
   """The data set cannot be read (not prepared, no download allowed)."""
 
 
@@ -142,7 +144,8 @@ def _builder(config):
   builder = tfds.builder(config.dataset, data_dir=data_dir, try_gcs=False)
   if not builder.is_prepared():
     if not config.download:
-      where = config.data_dir or os.path.expanduser('~/tensorflow_datasets')
+      where = config.data_dir or os.environ.get('TFDS_DATA_DIR') or os.path.expanduser(
+          '~/tensorflow_datasets')
       manual = ('ImageNet cannot be downloaded: put the ILSVRC2012 tar files in '
                 f'{os.path.join(where, "downloads", "manual")} and prepare with download=True; '
                 if config.dataset == 'imagenet2012' else '')

@@ -12,3 +12,23 @@ class ConfigError(UserError):
   def __init__(self, key: str, value: Any, allowed: str):
     super().__init__(f'config.{key}={value!r}: expected {allowed}')
     self.key, self.value = key, value
+
+
+class Diverged(Exception):
+  """Training produced a non-finite loss or weights (exit 3)."""
+
+  def __init__(self, step: int, last_good: int | None, what: str = 'loss'):
+    where = (f'the last good checkpoint is at step {last_good}' if last_good
+             else 'no checkpoint was written')
+    super().__init__(f'training diverged: non-finite {what} at step {step}; {where}. '
+                     'Lower --config.learning_rate (or check the data) and rerun.')
+    self.step, self.last_good = step, last_good
+
+
+class Interrupted(Exception):
+  """Training was interrupted by the user (Ctrl-C, exit 130)."""
+
+  def __init__(self, step: int, resume_step: int | None):
+    where = (f'rerun the same command to resume from step {resume_step}' if resume_step
+             else 'no checkpoint yet: rerunning the same command starts over')
+    super().__init__(f'interrupted at step {step}; {where}.')

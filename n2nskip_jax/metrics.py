@@ -16,6 +16,14 @@ def write_json(path: str, obj) -> None:
   os.replace(tmp, path)
 
 
+def _step(line: str) -> int | None:
+  """The step of one ``metrics.jsonl`` line; ``None`` for a line torn by a kill mid-write."""
+  try:
+    return int(json.loads(line)['step'])
+  except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+    return None
+
+
 class MetricsWriter:
   """Appends scalars per step. On resume at ``resume_step``, lines written after that step
   by the interrupted run are dropped first, so the file never repeats a step."""
@@ -27,17 +35,19 @@ class MetricsWriter:
     self.path = os.path.join(workdir, 'metrics.jsonl')
     if os.path.exists(self.path):
       with open(self.path) as f:
-        kept = [line for line in f if line.strip() and json.loads(line)['step'] <= resume_step]
+        kept = [line for line in f if _step(line) is not None and _step(line) <= resume_step]
       with open(self.path, 'w') as f:
         f.writelines(kept)
-    self._tb = tensorboardX.SummaryWriter(os.path.join(workdir, 'tensorboard'))
+    # TensorBoard hides the interrupted run's events after the resumed step.
+    self._tb = tensorboardX.SummaryWriter(os.path.join(workdir, 'tensorboard'),
+                                          purge_step=resume_step + 1 if resume_step else None)
 
   def write(self, step: int, **scalars) -> None:
     if not self.enabled:
       return
     scalars = {k: float(v) for k, v in scalars.items()}
     with open(self.path, 'a') as f:
-      f.write(json.dumps({'step': step, **scalars}) + '\n')
+      f.write(json.dumps({'step': step, **scalars}, allow_nan=False) + '\n')
     for k, v in scalars.items():
       self._tb.add_scalar(k, v, step)
     self._tb.flush()

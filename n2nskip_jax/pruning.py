@@ -134,11 +134,27 @@ def budgets(config, masks) -> dict:
 
 
 def check_budget(config) -> dict | None:
-  """:func:`budgets` from shapes alone (``jax.eval_shape``): a budget the skip layers cannot
-  hold raises a ``ConfigError`` before anything is compiled; ``None`` for a dense run."""
+  """:func:`budgets` from shapes alone (``jax.eval_shape``), before anything is compiled;
+  ``None`` for a dense run. Raises a ``ConfigError`` for a budget the skip layers cannot hold,
+  and for one that cannot train: 0 weights, or fewer sequential weights than sequential
+  layers (some layer of the sequential path would keep no weight at all)."""
   if config.pruning.method == 'dense':
     return None
-  return budgets(config, network.abstract_variables(config, *data.spec(config))['masks'])
+  masks = network.abstract_variables(config, *data.spec(config))['masks']
+  b = budgets(config, masks)
+  layers = sum(1 for p in traverse_util.flatten_dict(masks) if not models.is_skip_path(p))
+  if b['sequential'] < layers:
+    raise ConfigError('pruning.density', config.pruning.density,
+                      f'a density whose budget round(density * {b["reference"]}) = {b["total"]} '
+                      f'leaves at least one weight in each of the {layers} sequential layers '
+                      f'(sequential budget: {b["sequential"]})')
+  return b
+
+
+def empty_layers(masks) -> list[str]:
+  """Sequential layers (not skips) that pruning left with no weight: the network cannot train."""
+  return [sparsity.path_name(p[:-1]) for p, m in traverse_util.flatten_dict(masks).items()
+          if not models.is_skip_path(p) and not np.any(m)]
 
 
 @functools.partial(jax.jit, static_argnums=0)

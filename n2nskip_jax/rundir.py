@@ -12,11 +12,12 @@ import ml_collections
 
 from n2nskip_jax.checkpoints import Checkpoints
 from n2nskip_jax.errors import UserError
+from n2nskip_jax.metrics import write_json
 
 # Keys a resumed run may change: they do not alter the trajectory of the run.
 RESUMABLE_KEYS = ('num_epochs', 'log_every_steps', 'eval_every_epochs', 'eval_batch_size',
                   'checkpoint_every_steps', 'max_checkpoints_to_keep', 'data_dir',
-                  'download', 'multihost')
+                  'download', 'multihost', 'restart_on_corrupt')
 CONFIG, SUMMARY, CHECKPOINTS = 'config.json', 'summary.json', 'checkpoints'
 
 
@@ -40,6 +41,16 @@ def changed_keys(old: dict, new: dict, prefix: str = '') -> list[str]:
   return keys
 
 
+def check_writable(workdir: str) -> None:
+  """Raises a ``UserError`` if ``workdir`` (or, if it does not exist yet, the nearest
+  existing folder above it) cannot be written; writes nothing."""
+  folder = os.path.abspath(workdir)
+  while not os.path.exists(folder):
+    folder = os.path.dirname(folder)
+  if not os.path.isdir(folder) or not os.access(folder, os.W_OK | os.X_OK):
+    raise UserError(f'--workdir={workdir!r}: {folder} is not a writable directory')
+
+
 def prepare(workdir: str, config) -> None:
   """Creates ``workdir`` (checking it is writable) and pins the run's config in it."""
   try:
@@ -52,15 +63,26 @@ def prepare(workdir: str, config) -> None:
     raise UserError(f'--workdir={workdir!r}: not a writable directory ({e.strerror})') from None
   path = os.path.join(workdir, CONFIG)
   current = json.loads(config.to_json())
-  if os.path.exists(path):
-    with open(path) as f:
-      stored = json.load(f)
+  if os.path.exists(path) and latest_step(workdir):
+    try:
+      with open(path) as f:
+        stored = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+      raise UserError(f'{path} is not valid JSON ({e}): it pins the config of the checkpoints '
+                      'beside it; restore it, or delete it if you are sure this command has '
+                      'the same config') from None
     changed = [k for k in changed_keys(stored, current) if k not in RESUMABLE_KEYS]
     if changed:
       raise UserError(f'--workdir={workdir!r} holds a run with a different config '
                       f'(keys {changed}); use another workdir or the original config.')
-  with open(path, 'w') as f:
-    json.dump(current, f, indent=2)
+  write_json(path, current)
+
+
+def latest_step(workdir: str) -> int | None:
+  """The newest checkpoint step in ``workdir`` (readable or not), without touching it."""
+  folder = os.path.join(workdir, CHECKPOINTS)
+  steps = [int(n) for n in os.listdir(folder) if n.isdigit()] if os.path.isdir(folder) else []
+  return max(steps, default=None)
 
 
 def checkpoints(workdir: str, max_to_keep: int | None = None) -> Checkpoints:
@@ -72,18 +94,20 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
   path = os.path.join(workdir, CONFIG)
   if not os.path.exists(path):
     raise UserError(f'--workdir={workdir!r}: no {CONFIG} (run main.py first)')
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+  try:
+    with open(path) as f:
+      return ml_collections.ConfigDict(json.load(f))
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise UserError(f'{path} is not valid JSON ({e})') from None
 
 
 def read_latest(workdir: str) -> tuple[int, dict]:
   """``(step, payload)`` of a run's latest checkpoint, restored as saved (numpy arrays):
   ``payload['state']`` (``params``, ``batch_stats``, ``opt_state``, ``step``),
   ``payload['masks']`` and ``payload['rng']``."""
-  if not os.path.isdir(os.path.join(workdir, CHECKPOINTS)):
-    raise UserError(f'--workdir={workdir!r}: no {CHECKPOINTS}/ (run main.py first)')
-  ckpt = checkpoints(workdir)
-  step = ckpt.latest_step()
-  if step is None:
-    raise UserError(f'--workdir={workdir!r}: no finished checkpoint yet')
-  return step, ckpt.read(step)
+  if latest_step(workdir) is None:
+    raise UserError(f'--workdir={workdir!r}: no finished checkpoint (run main.py first)')
+  found = checkpoints(workdir).read_latest()
+  if found is None:
+    raise UserError(f'--workdir={workdir!r}: no checkpoint can be read (see the lines above)')
+  return found

@@ -91,3 +91,9 @@ def dead_units(config, masks) -> int:
     fan_in[dst] += linked.sum(0)
   hidden = list(sizes)[1:-1]  # all groups but the input and the classifier output
   return int(sum(np.sum((fan_in[g] == 0) | (fan_out[g] == 0)) for g in hidden))
+
+
+def hidden_units(config, masks) -> int:
+  """Units of every group but the input and the classifier output."""
+  flat = {p[:-1]: m for p, m in traverse_util.flatten_dict(masks).items()}
+  return sum(list(unit_groups(models.structure(config), flat).values())[1:-1])

@@ -19,7 +19,7 @@ from jax.experimental import multihost_utils
 from n2nskip_jax import data as data_lib
 from n2nskip_jax import network, pruning, rundir, sparsity
 from n2nskip_jax.config import setup_logging, validate
-from n2nskip_jax.errors import UserError
+from n2nskip_jax.errors import Diverged, Interrupted, UserError
 from n2nskip_jax.metrics import MetricsWriter, Progress, write_json
 from n2nskip_jax.steps import AXIS, TrainState, create_optimizer, learning_rate_schedule
 from n2nskip_jax.steps import p_eval_step, p_train_step
@@ -80,13 +80,61 @@ def _initial_state(config, data, masks=None, prune: bool = True) -> TrainState:
                            batch_stats=variables.get('batch_stats', {}), masks=variables['masks'])
 
 
-def _restore(config, data, ckpt, step, rng, masks):
-  state, rng = ckpt.restore(step, _initial_state(config, data, prune=False), rng)
-  logging.info('Resuming from checkpoint at step %d.', step)
-  if masks is not None and not all(np.array_equal(a, b) for a, b in zip(
-      jax.tree.leaves(masks), jax.tree.leaves(state.masks))):
-    raise UserError('masks: differ from the masks this run was started with; use another workdir')
-  return state, rng
+def _check_masks_train(config, masks) -> list[str]:
+  """Refuses masks that leave a sequential layer empty; returns warnings for masks expected
+  to leave most units dead."""
+  empty = pruning.empty_layers(masks)
+  if empty:
+    raise UserError(f'config.pruning.density={config.pruning.density}: pruning left layer(s) '
+                    f'{", ".join(empty)} with no weight at all; the network cannot train '
+                    '(raise the density)')
+  dead, hidden = sparsity.dead_units(config, masks), sparsity.hidden_units(config, masks)
+  if dead > hidden / 2:
+    warning = (f'{dead} of {hidden} hidden units ({dead / hidden:.0%}) have no input or no '
+               f'output at density {config.pruning.density}: most of the network is dead')
+    logging.warning(warning)
+    return [warning]
+  return []
+
+
+def _start(config, data, workdir, masks, rng):
+  """``(state, rng, step, checkpoints, warnings)``: restored from the newest readable
+  checkpoint, or initialized and pruned. Nothing is written to ``workdir`` before the masks
+  are checked."""
+  check = lambda s: _check_masks_train(config, s.masks) if config.pruning.method != 'dense' else []
+  total = config.num_epochs * data.steps_per_epoch
+  latest = rundir.latest_step(workdir)
+  if latest and latest > total:
+    raise UserError(f'config.num_epochs={config.num_epochs}: {workdir} holds a checkpoint at '
+                    f'step {latest} (epoch {latest // data.steps_per_epoch}); use num_epochs >= '
+                    f'{-(-latest // data.steps_per_epoch)} or another workdir')
+  if latest:
+    rundir.prepare(workdir, config)
+    ckpt = rundir.checkpoints(workdir, config.max_checkpoints_to_keep)
+    found = ckpt.restore_latest(_initial_state(config, data, prune=False), rng)
+    if found:
+      step, state, rng = found
+      logging.info('Resuming from checkpoint at step %d.', step)
+      if masks is not None and not all(np.array_equal(a, b) for a, b in zip(
+          jax.tree.leaves(masks), jax.tree.leaves(state.masks))):
+        raise UserError('masks: differ from the masks this run was started with; use another workdir')
+      return state, rng, step, ckpt, check(state)
+    if not config.restart_on_corrupt:
+      raise UserError(f'no checkpoint in {ckpt.directory} can be read (set aside as corrupt-<step>); '
+                      'rerun with --config.restart_on_corrupt=True to start the run over')
+    logging.warning('No readable checkpoint: starting over (restart_on_corrupt=True).')
+  state = _initial_state(config, data, masks)
+  warnings = check(state)
+  rundir.prepare(workdir, config)
+  return state, rng, 0, rundir.checkpoints(workdir, config.max_checkpoints_to_keep), warnings
+
+
+def _save(ckpt, step: int, p_state, rng) -> None:
+  """Saves a checkpoint, never one holding non-finite values."""
+  state = jax.device_get(jax_utils.unreplicate(p_state))
+  if not all(np.all(np.isfinite(x)) for x in jax.tree.leaves((state.params, state.batch_stats))):
+    raise Diverged(step, ckpt.latest_step(), 'weights')
+  ckpt.save(step, state, rng)
 
 
 def train_and_evaluate(config, workdir: str, masks=None) -> dict:
@@ -97,6 +145,13 @@ def train_and_evaluate(config, workdir: str, masks=None) -> dict:
     workdir: the run directory.
     masks: the ``masks`` collection to train (e.g. from :func:`pruning.prune`); ``None``
       prunes by ``config.pruning``. On resume they must equal the checkpoint's masks.
+
+  Raises:
+    UserError: a config, data or run directory the run cannot use (nothing is written to
+      ``workdir`` before the config, the data and the masks have been checked).
+    Diverged: a non-finite loss or weights (checked at every log step and before every
+      checkpoint); no summary is written.
+    Interrupted: Ctrl-C; says from which step a rerun resumes.
   """
   setup_logging()
   if config.multihost:
@@ -104,17 +159,12 @@ def train_and_evaluate(config, workdir: str, masks=None) -> dict:
   validate(config, jax.device_count(), jax.process_count())
   is_main = jax.process_index() == 0
   budget = pruning.check_budget(config)  # budget errors before anything is compiled
-  rundir.prepare(workdir, config)
+  rundir.check_writable(workdir)
   data = data_lib.load(config, jax.process_index(), jax.process_count())
   if data.steps_per_epoch == 0:
     raise UserError(f'config.batch_size={config.batch_size}: larger than the training set')
   rng = np.asarray(jax.random.PRNGKey(config.seed))
-  ckpt = rundir.checkpoints(workdir, config.max_checkpoints_to_keep)
-  step = ckpt.latest_step() or 0
-  if step:
-    state, rng = _restore(config, data, ckpt, step, rng, masks)
-  else:
-    state = _initial_state(config, data, masks)
+  state, rng, step, ckpt, warnings = _start(config, data, workdir, masks, rng)
   layers = sparsity.layer_table(state.masks)
   logging.info('Masked layers (density against each layer):\n%s', sparsity.format_layers(layers))
   if budget:
@@ -130,32 +180,40 @@ def train_and_evaluate(config, workdir: str, masks=None) -> dict:
   start_time = time.time()
   progress = Progress(total, step, config.batch_size)
   final, final_step = None, None
-  for epoch in range(step // steps_per_epoch, config.num_epochs):
-    for batch in data.train_batches(epoch, step - epoch * steps_per_epoch):
-      p_state, metrics = p_train_step(p_state, shard(batch))
-      if block:
-        jax.block_until_ready(metrics)
-      step += 1
-      progress.step(step)
-      if step % config.log_every_steps == 0 or step == total:
-        m = jax_utils.unreplicate(metrics)
-        scalars = {'train_loss': m['loss'], 'train_accuracy': m['accuracy'],
-                   'learning_rate': lr(step - 1), **progress.rates()}
-        logging.info('epoch %d/%d step %d/%d loss %.4f acc %.4f lr %.4g %s', epoch + 1,
-                     config.num_epochs, step, total, m['loss'], m['accuracy'], lr(step - 1),
-                     progress.text())
-        writer.write(step, **scalars)
-      if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0:
-        ckpt.save(step, jax_utils.unreplicate(p_state), rng)
-    if (epoch + 1) % config.eval_every_epochs == 0 or epoch + 1 == config.num_epochs:
-      result = evaluate(p_state, data)
-      logging.info('epoch %d: test accuracy %.4f, loss %.4f', epoch + 1,
-                   result['test_accuracy'], result['test_loss'])
-      writer.write(step, **result)
-      final, final_step = result, step
-    ckpt.save(step, jax_utils.unreplicate(p_state), rng)
-  ckpt.close()
-  writer.close()
+  try:
+    for epoch in range(step // steps_per_epoch, config.num_epochs):
+      for batch in data.train_batches(epoch, step - epoch * steps_per_epoch):
+        p_state, metrics = p_train_step(p_state, shard(batch))
+        if block:
+          jax.block_until_ready(metrics)
+        step += 1
+        progress.step(step)
+        if step % config.log_every_steps == 0 or step == total:
+          m = jax_utils.unreplicate(metrics)
+          if not np.isfinite(m['loss']):
+            raise Diverged(step, ckpt.latest_step())
+          scalars = {'train_loss': m['loss'], 'train_accuracy': m['accuracy'],
+                     'learning_rate': lr(step - 1), **progress.rates()}
+          logging.info('epoch %d/%d step %d/%d loss %.4f acc %.4f lr %.4g %s', epoch + 1,
+                       config.num_epochs, step, total, m['loss'], m['accuracy'], lr(step - 1),
+                       progress.text())
+          writer.write(step, **scalars)
+        if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0:
+          _save(ckpt, step, p_state, rng)
+      if (epoch + 1) % config.eval_every_epochs == 0 or epoch + 1 == config.num_epochs:
+        result = evaluate(p_state, data)
+        logging.info('epoch %d: test accuracy %.4f, loss %.4f', epoch + 1,
+                     result['test_accuracy'], result['test_loss'])
+        if not np.isfinite(result['test_loss']):
+          raise Diverged(step, ckpt.latest_step(), 'test loss')
+        writer.write(step, **result)
+        final, final_step = result, step
+      _save(ckpt, step, p_state, rng)
+  except KeyboardInterrupt:
+    raise Interrupted(step, ckpt.latest_step()) from None
+  finally:
+    ckpt.close()
+    writer.close()
 
   if final_step != step:  # resumed a finished run: nothing was evaluated above
     final = evaluate(p_state, data)
@@ -173,6 +231,7 @@ def train_and_evaluate(config, workdir: str, masks=None) -> dict:
       'params_nonzero_skip': sparsity.nonzero(state.masks, skip=True),
       'dead_units': sparsity.dead_units(config, state.masks),
       'budget': budget,
+      'warnings': warnings,
       'layers': layers,
       'train_seconds': time.time() - start_time,
       'config': json.loads(config.to_json()),

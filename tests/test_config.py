@@ -1,4 +1,6 @@
 """Bad input fails fast with the key, the value and what is allowed; the CLI exits 2."""
+import os
+
 import pytest
 from conftest import make_config, run_main
 
@@ -76,5 +78,6 @@ def test_cli_rejects_unwritable_workdir(tmp_path):
 def test_cli_refuses_a_workdir_of_another_config(tmp_path):
   from configs import quickstart
   (tmp_path / 'config.json').write_text(quickstart.get_config().to_json())
+  os.makedirs(tmp_path / 'checkpoints' / '31')  # the config binds once a checkpoint exists
   r = run_main('--config=configs/quickstart.py', f'--workdir={tmp_path}', '--config.seed=7')
   assert r.returncode == 2 and "different config (keys ['seed'])" in r.stderr

@@ -80,12 +80,13 @@ def test_analyze_cli_writes_json_and_plots(tmp_path):
   assert run_main(*flags).returncode == 0
   r = run_analyze(f'--workdir={tmp_path}', '--weights=initial', '--num_times=5')
   assert r.returncode == 0, r.stderr
-  out = json.loads((tmp_path / 'connectivity.json').read_text())
+  out = json.loads((tmp_path / 'connectivity-initial-weighted.json').read_text())
   assert out['nodes'] == 64 + 32 + 16 + 8 + 10 and len(out['F_grid']) == 5
   assert out['weights'] == 'initial' and out['t_star'] > 0 and out['F_t_star'] > 0
   assert (out['F_inf'] == 0) == (out['components'] == 1)
   assert len(out['scree']['curves']) == 3 and 0 < out['scatter']['network_forward'] <= 1
-  assert (tmp_path / 'adjacency.png').stat().st_size > 0 and (tmp_path / 'scree.png').stat().st_size > 0
+  assert (tmp_path / 'adjacency-initial-weighted.png').stat().st_size > 0
+  assert (tmp_path / 'scree-initial-weighted.png').stat().st_size > 0
 
 
 def test_analyze_cli_without_a_run_fails_cleanly(tmp_path):

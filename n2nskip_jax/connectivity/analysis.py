@@ -9,11 +9,13 @@ scree (Eq. 7) where the full spectrum is computed, and scatter; ``arrays`` what 
 """
 import time
 
+import jax
 import numpy as np
 from scipy.sparse.csgraph import connected_components
 
 from n2nskip_jax import data as data_lib
 from n2nskip_jax import network, pruning, rundir, sparsity
+from n2nskip_jax.errors import UserError
 from n2nskip_jax.connectivity import heat, scatter
 from n2nskip_jax.connectivity.graph import network_graph
 
@@ -25,8 +27,11 @@ def load_run(workdir: str, weights: str = 'final'):
   weights, or (``weights='initial'``) the weights it was initialized and pruned with; the
   reference parameters are the unpruned initial weights."""
   config = rundir.read_config(workdir)
-  _, restored = rundir.read_latest(workdir)
+  step, restored = rundir.read_latest(workdir)
   masks = restored['masks']
+  if not all(np.all(np.isfinite(x)) for x in jax.tree.leaves(restored['state']['params'])):
+    raise UserError(f'--workdir={workdir!r}: the weights at step {step} are not finite '
+                    '(the run diverged); nothing to analyze')
   _, initial = network.init(config, *data_lib.spec(config))  # unpruned initial weights
   params = (restored['state']['params'] if weights == 'final'
             else pruning.apply_masks(initial, masks, config.pruning.rescale)['params'])

@@ -12,7 +12,6 @@ Rerunning the same command skips finished runs and resumes an interrupted one.
 """
 import os
 import shlex
-import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -53,9 +52,8 @@ def _main_command(config_path: str, study, workdir: str, run) -> str:
 def main(argv):
   del argv
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  from n2nskip_jax import cli
   from n2nskip_jax.config import setup_logging
-  from n2nskip_jax.data import DataError
-  from n2nskip_jax.errors import UserError
   from n2nskip_jax.study import aggregate, grid
   from n2nskip_jax.study import run as run_lib
   setup_logging()
@@ -63,7 +61,7 @@ def main(argv):
   name = os.path.splitext(os.path.basename(config_path.split(':')[0]))[0]
   workdir = FLAGS.workdir or os.path.join('runs', 'studies', name)
   study = FLAGS.config
-  try:
+  def run():
     if FLAGS.dry_run:
       runs = grid.shard(grid.runs(study), FLAGS.shard)
       for r in runs:
@@ -72,12 +70,11 @@ def main(argv):
       return
     if not FLAGS.aggregate_only:
       run_lib.run_study(study, workdir, FLAGS.shard)
-    written = aggregate.aggregate(study, workdir)
-  except (UserError, DataError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
-  logging.info('Wrote %s', ', '.join(written))
+    logging.info('Wrote %s', ', '.join(aggregate.aggregate(study, workdir)))
+
+  cli.user_errors(run)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  from n2nskip_jax.cli import parse_flags
+  app.run(main, flags_parser=parse_flags)

@@ -1,0 +1,91 @@
+"""What the command-line tools share: flag parsing that reports a user's mistake in one line,
+and the exit codes every tool uses.
+
+Exit codes: 0 success; 2 a user's mistake (bad flag, config key or value, missing data,
+unreadable checkpoints, unwritable directory); 3 training diverged; 130 interrupted (Ctrl-C).
+"""
+import difflib
+import os
+import runpy
+import sys
+
+from absl import flags
+
+from n2nskip_jax.errors import UserError
+
+EXIT_USER, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 130
+
+
+def fail(message: str, code: int = EXIT_USER):
+  print(f'error: {message}', file=sys.stderr)
+  sys.exit(code)
+
+
+def _config_path(argv) -> str | None:
+  for i, arg in enumerate(argv):
+    if arg.startswith('--config='):
+      return arg.split('=', 1)[1]
+    if arg == '--config' and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def _dotted_keys(tree, prefix='') -> list[str]:
+  out = []
+  for k, v in tree.items():
+    out += _dotted_keys(v, f'{prefix}{k}.') if hasattr(v, 'items') else [f'{prefix}{k}']
+  return out
+
+
+def _explain(argv, error: Exception) -> str:
+  """One line for an error raised while reading ``--config`` and its overrides."""
+  path = _config_path(argv)
+  if path is None:
+    return f'{error}'
+  file, _, arg = path.partition(':')
+  if not os.path.exists(file):
+    return f'--config={path}: no such file'
+  try:
+    module = runpy.run_path(file)
+    config = module['get_config'](arg) if arg else module['get_config']()
+  except Exception as e:  # noqa: BLE001 (a user's config file can raise anything)
+    return f'--config={path}: cannot load it: {type(e).__name__}: {e}'
+  known = _dotted_keys(config)
+  for a in argv:
+    if a.startswith('--config.'):
+      key = a[len('--config.'):].split('=', 1)[0]
+      if key not in known and not any(k.startswith(key + '.') for k in known):
+        close = difflib.get_close_matches(key, known, n=1)
+        hint = f'; did you mean --config.{close[0]}?' if close else ''
+        return f'--config.{key}: no such key in {file}{hint}'
+  return f'{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ""}'
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """``app.run``'s ``flags_parser``: parses ``argv``, and reports a bad flag, a missing or
+  broken config file or an unknown config key in one line (exit 2), with a suggestion."""
+  try:
+    rest = flags.FLAGS(argv)
+    if 'config' in flags.FLAGS:
+      flags.FLAGS.config.keys()  # config_flags defers some load errors to the first access
+    return rest
+  except flags.Error as e:
+    fail(str(e).splitlines()[0])
+  except Exception as e:  # noqa: BLE001 (config_flags raises what the config file raises)
+    fail(_explain(argv, e))
+
+
+def user_errors(fn):
+  """Runs ``fn()`` and turns a user's mistake, a divergence or Ctrl-C into one line and an
+  exit code instead of a traceback."""
+  from n2nskip_jax.errors import Diverged, Interrupted
+  try:
+    return fn()
+  except Diverged as e:
+    fail(str(e), EXIT_DIVERGED)
+  except Interrupted as e:
+    fail(str(e), EXIT_INTERRUPTED)
+  except KeyboardInterrupt:
+    fail('interrupted', EXIT_INTERRUPTED)
+  except UserError as e:
+    fail(str(e))

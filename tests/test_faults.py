@@ -1,0 +1,237 @@
+"""Faults and bad input: checkpoints that heal, divergence, untrainable budgets, nothing
+written before the checks, no traceback for a user's mistake, resume edge cases."""
+import json
+import os
+import shutil
+import signal
+import stat
+import time
+
+import numpy as np
+import pytest
+from conftest import make_config, read_jsonl, run_main
+
+from n2nskip_jax import pruning, rundir, train
+from n2nskip_jax.errors import ConfigError, Diverged, UserError
+from n2nskip_jax.metrics import MetricsWriter
+
+TINY = dict(model='mlp', dataset='digits', mlp_hidden=(32, 16, 8), num_epochs=2, batch_size=64,
+            eval_batch_size=120, lr_decay_epochs=10, log_every_steps=5, pruning__method='rp',
+            pruning__density=0.3)  # 1437 training digits: 22 steps per epoch
+QUICK = ['--config=configs/quickstart.py', '--config.dataset=digits', '--config.num_epochs=2']
+
+
+def tiny(**overrides):
+  return make_config(**{**TINY, **overrides})
+
+
+def largest_file(folder):
+  files = [os.path.join(d, f) for d, _, names in os.walk(folder) for f in names]
+  return max(files, key=os.path.getsize)
+
+
+@pytest.fixture(scope='module')
+def two_epochs(tmp_path_factory):
+  """A finished 2-epoch run (checkpoints at steps 22 and 44) and its 3-epoch continuation."""
+  root = tmp_path_factory.mktemp('faults')
+  train.train_and_evaluate(tiny(), str(root / 'run'))
+  train.train_and_evaluate(tiny(num_epochs=3), str(root / 'whole'))
+  return root
+
+
+def copy_run(two_epochs, tmp_path):
+  shutil.copytree(two_epochs / 'run', tmp_path / 'run')
+  return tmp_path / 'run'
+
+
+@pytest.mark.parametrize('damage', ['truncate', 'delete_default'])
+def test_a_damaged_checkpoint_is_set_aside_and_the_previous_one_resumes(two_epochs, tmp_path,
+                                                                        damage, caplog):
+  workdir = copy_run(two_epochs, tmp_path)
+  if damage == 'truncate':
+    os.truncate(largest_file(workdir / 'checkpoints' / '44'), 100)
+  else:
+    shutil.rmtree(workdir / 'checkpoints' / '44' / 'default')
+  summary = train.train_and_evaluate(tiny(num_epochs=3), str(workdir))
+  assert (workdir / 'checkpoints' / 'corrupt-44').is_dir()
+  assert 'Checkpoint at step 44' in caplog.text and 'corrupt-44' in caplog.text
+  assert summary['steps'] == 66
+  _, got = rundir.read_latest(str(workdir))
+  _, want = rundir.read_latest(str(two_epochs / 'whole'))
+  for a, b in zip(jax_leaves(got['state']['params']), jax_leaves(want['state']['params'])):
+    np.testing.assert_array_equal(a, b)  # resumed from step 22: the uninterrupted trajectory
+
+
+def jax_leaves(tree):
+  import jax
+  return jax.tree.leaves(tree)
+
+
+def test_no_readable_checkpoint_exits_unless_restart_is_asked(two_epochs, tmp_path):
+  workdir = copy_run(two_epochs, tmp_path)
+  for step in ('22', '44'):
+    shutil.rmtree(workdir / 'checkpoints' / step / 'default')
+  with pytest.raises(UserError, match='restart_on_corrupt=True'):
+    train.train_and_evaluate(tiny(), str(workdir))
+  summary = train.train_and_evaluate(tiny(restart_on_corrupt=True), str(workdir))
+  assert summary['steps'] == 44
+
+
+def test_analyze_reads_the_newest_readable_checkpoint(two_epochs, tmp_path):
+  from n2nskip_jax.connectivity import load_run
+  workdir = copy_run(two_epochs, tmp_path)
+  shutil.rmtree(workdir / 'checkpoints' / '44' / 'default')
+  config, params, masks, _ = load_run(str(workdir), 'final')
+  _, at_22 = two_epochs_checkpoint(two_epochs, 22)
+  np.testing.assert_array_equal(params['dense1']['kernel'], at_22['state']['params']['dense1']['kernel'])
+
+
+def two_epochs_checkpoint(two_epochs, step):
+  return step, rundir.checkpoints(str(two_epochs / 'run')).read(step)
+
+
+def test_divergence_stops_without_summary_or_non_finite_checkpoint(tmp_path):
+  with pytest.raises(Diverged, match='Lower --config.learning_rate'):
+    train.train_and_evaluate(tiny(learning_rate=1e4, num_epochs=3), str(tmp_path))
+  assert not (tmp_path / 'summary.json').exists()
+  for step in rundir.checkpoints(str(tmp_path)).manager.all_steps():
+    payload = rundir.checkpoints(str(tmp_path)).read(step)
+    assert all(np.all(np.isfinite(x)) for x in jax_leaves(payload['state']['params']))
+  metrics = tmp_path / 'metrics.jsonl'
+  for line in open(metrics) if metrics.exists() else []:
+    json.loads(line, parse_constant=lambda c: pytest.fail(f'non-strict JSON: {c}'))
+
+
+@pytest.mark.parametrize('density', [1e-7, 1e-5])
+def test_budgets_that_cannot_train_are_refused_before_anything_is_written(tmp_path, density):
+  with pytest.raises(ConfigError, match='sequential layers') as e:
+    train.train_and_evaluate(tiny(pruning__density=density), str(tmp_path / 'run'))
+  assert e.value.key == 'pruning.density'
+  assert not (tmp_path / 'run').exists()
+
+
+def test_an_empty_sequential_layer_is_refused_and_most_units_dead_is_a_warning(tmp_path):
+  from n2nskip_jax import network
+  config = tiny()
+  _, variables = network.init(config, 10, (8, 8, 1))
+  masks = pruning.prune(config, variables)
+  masks['dense2']['kernel'] = np.zeros_like(masks['dense2']['kernel'])
+  with pytest.raises(UserError, match='dense2 with no weight'):
+    train.train_and_evaluate(config, str(tmp_path / 'empty'), masks)
+  assert not (tmp_path / 'empty').exists()
+  summary = train.train_and_evaluate(tiny(pruning__density=0.05, num_epochs=1), str(tmp_path / 'dead'))  # 30 of 56 dead
+  assert summary['warnings'] and 'most of the network is dead' in summary['warnings'][0]
+
+
+def test_a_failed_start_leaves_nothing_that_blocks_the_corrected_command(tmp_path):
+  with pytest.raises(UserError, match='larger than the training set'):
+    train.train_and_evaluate(tiny(batch_size=5000), str(tmp_path))
+  assert not os.listdir(tmp_path)
+  assert train.train_and_evaluate(tiny(num_epochs=1), str(tmp_path))['steps'] == 22
+
+
+def test_shrinking_num_epochs_below_the_checkpoint_is_refused(two_epochs, tmp_path):
+  workdir = copy_run(two_epochs, tmp_path)
+  with pytest.raises(UserError, match='num_epochs=1: .* step 44 .* num_epochs >= 2'):
+    train.train_and_evaluate(tiny(num_epochs=1), str(workdir))
+
+
+def test_torn_metrics_line_is_dropped_and_broken_config_json_is_named(tmp_path):
+  (tmp_path / 'metrics.jsonl').write_text('{"step": 5, "train_loss": 1.0}\n{"step": 10, "tr')
+  MetricsWriter(str(tmp_path), resume_step=10).close()
+  assert read_jsonl(tmp_path / 'metrics.jsonl') == [{'step': 5, 'train_loss': 1.0}]
+  os.makedirs(tmp_path / 'checkpoints' / '22')
+  (tmp_path / 'config.json').write_text('{"model": "ml')
+  with pytest.raises(UserError, match='config.json is not valid JSON'):
+    rundir.prepare(str(tmp_path), tiny())
+
+
+def tensorboard_scalars(folder) -> dict[int, float]:
+  """``train_loss`` by step as TensorBoard shows it: a START marker at step ``s`` (written on
+  resume) hides the earlier files' events at steps ``>= s``."""
+  import tensorflow as tf
+  shown = {}
+  for name in sorted(os.listdir(folder)):
+    for event in tf.compat.v1.train.summary_iterator(os.path.join(folder, name)):
+      if event.HasField('session_log') and event.session_log.status == event.session_log.START:
+        shown = {s: v for s, v in shown.items() if s < event.step}
+      for value in event.summary.value:
+        shown[event.step] = value.simple_value
+  return shown
+
+
+def test_tensorboard_and_metrics_agree_after_a_resume(tmp_path):
+  w = MetricsWriter(str(tmp_path))
+  for step in (5, 10, 15):
+    w.write(step, train_loss=float(step))
+  w.close()
+  time.sleep(1.1)  # event files are named by the second they are opened in
+  w = MetricsWriter(str(tmp_path), resume_step=10)
+  w.write(15, train_loss=-1.0)
+  w.close()
+  from_metrics = {m['step']: m['train_loss'] for m in read_jsonl(tmp_path / 'metrics.jsonl')}
+  assert from_metrics == {5: 5.0, 10: 10.0, 15: -1.0}
+  assert tensorboard_scalars(tmp_path / 'tensorboard') == from_metrics
+
+
+def test_missing_tfds_data_names_tfds_data_dir(tmp_path, monkeypatch):
+  from n2nskip_jax import data
+  monkeypatch.setenv('TFDS_DATA_DIR', str(tmp_path))
+  with pytest.raises(data.DataError, match=str(tmp_path)):
+    data.load(make_config())
+
+
+# --- the command line: one line and an exit code, never a traceback -------------------------
+
+@pytest.mark.parametrize('flags,code,message', [
+    (['--config=configs/quickstart.py', '--config.foo=1'], 2, '--config.foo: no such key'),
+    (['--config=configs/quickstart.py', '--config.pruning.densty=0.1'], 2,
+     'did you mean --config.pruning.density?'),
+    (['--config=configs/nope.py'], 2, '--config=configs/nope.py: no such file'),
+    (['--config=configs/quickstart.py', '--config.num_epochs=abc'], 2, 'num_epochs=abc'),
+    ([*QUICK, '--config.learning_rate=1e4'], 3, 'training diverged'),
+    ([*QUICK, '--config.pruning.density=1e-7'], 2, 'config.pruning.density=1e-07'),
+])
+def test_cli_errors_are_one_line(tmp_path, flags, code, message):
+  r = run_main(*flags, f'--workdir={tmp_path / "run"}')
+  assert r.returncode == code, r.stderr[-2000:]
+  assert message in r.stderr and 'Traceback' not in r.stderr and 'libtpu' not in r.stderr
+
+
+def test_ctrl_c_says_where_to_resume(tmp_path):
+  proc = run_main(*QUICK, '--config.num_epochs=30', f'--workdir={tmp_path}', wait=False)
+  deadline = time.time() + 120
+  while time.time() < deadline and rundir.latest_step(str(tmp_path)) is None:
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGINT)
+  out, _ = proc.communicate(timeout=60)
+  assert proc.returncode == 130, out[-2000:]
+  assert 'interrupted at step' in out and 'rerun the same command to resume from step' in out
+  assert 'Traceback' not in out
+
+
+def test_analyze_names_outputs_and_refuses_a_read_only_directory(two_epochs, tmp_path):
+  from test_graph import run_analyze
+  workdir = copy_run(two_epochs, tmp_path)
+  for weights in ('final', 'initial'):
+    r = run_analyze(f'--workdir={workdir}', f'--weights={weights}', '--num_times=3')
+    assert r.returncode == 0, r.stderr[-2000:]
+  assert (workdir / 'connectivity-final-weighted.json').exists()
+  assert (workdir / 'connectivity-initial-weighted.json').exists()
+  os.chmod(workdir, stat.S_IRUSR | stat.S_IXUSR)
+  try:
+    if os.access(workdir, os.W_OK):
+      pytest.skip('running as a user who can write anywhere (root)')
+    r = run_analyze(f'--workdir={workdir}')
+    assert r.returncode == 2 and 'not a writable directory' in r.stderr and 'Traceback' not in r.stderr
+  finally:
+    os.chmod(workdir, stat.S_IRWXU)
+
+
+def test_cli_reports_a_corrupt_checkpoint_in_one_line(tmp_path):
+  assert run_main(*QUICK, f'--workdir={tmp_path}').returncode == 0
+  os.truncate(largest_file(tmp_path / 'checkpoints' / '22'), 1000)
+  r = run_main(*QUICK, f'--workdir={tmp_path}')
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert 'Checkpoint at step 22' in r.stderr and 'corrupt-22' in r.stderr
+  assert 'Traceback' not in r.stderr and 'Event loop is closed' not in r.stderr
