@@ -80,28 +80,28 @@ def _initial_state(config, data, masks=None, prune: bool = True) -> TrainState:
                            batch_stats=variables.get('batch_stats', {}), masks=variables['masks'])
 
 
-def _check_masks_train(config, masks) -> list[str]:
-  """Refuses masks that leave a sequential layer empty; returns warnings for masks expected
-  to leave most units dead."""
+def _mask_warnings(config, masks) -> list[str]:
+  """Warnings (logged, and kept in the summary) for masks that leave a sequential layer with
+  no weight (layer collapse: the network cannot learn) or most hidden units dead."""
+  warnings = []
   empty = pruning.empty_layers(masks)
   if empty:
-    raise UserError(f'config.pruning.density={config.pruning.density}: pruning left layer(s) '
-                    f'{", ".join(empty)} with no weight at all; the network cannot train '
-                    '(raise the density)')
+    warnings.append(f'layer collapse: pruning left {", ".join(empty)} with no weight at all '
+                    f'at density {config.pruning.density}; the network cannot learn')
   dead, hidden = sparsity.dead_units(config, masks), sparsity.hidden_units(config, masks)
   if dead > hidden / 2:
-    warning = (f'{dead} of {hidden} hidden units ({dead / hidden:.0%}) have no input or no '
-               f'output at density {config.pruning.density}: most of the network is dead')
-    logging.warning(warning)
-    return [warning]
-  return []
+    warnings.append(f'{dead} of {hidden} hidden units ({dead / hidden:.0%}) have no input or '
+                    f'no output at density {config.pruning.density}: most of the network is dead')
+  for w in warnings:
+    logging.warning(w)
+  return warnings
 
 
 def _start(config, data, workdir, masks, rng):
   """``(state, rng, step, checkpoints, warnings)``: restored from the newest readable
   checkpoint, or initialized and pruned. Nothing is written to ``workdir`` before the masks
   are checked."""
-  check = lambda s: _check_masks_train(config, s.masks) if config.pruning.method != 'dense' else []
+  check = lambda s: _mask_warnings(config, s.masks) if config.pruning.method != 'dense' else []
   total = config.num_epochs * data.steps_per_epoch
   latest = rundir.latest_step(workdir)
   if latest and latest > total:
