@@ -41,7 +41,12 @@ def get_config() -> ml_collections.ConfigDict:
   c.checkpoint_every_steps = 0       # 0: at the end of every epoch; > 0: also every N steps
   c.max_checkpoints_to_keep = 2
   c.restart_on_corrupt = False       # no readable checkpoint left: start over (True) or exit 2
-  c.multihost = False                # call jax.distributed.initialize() first
+  c.multihost = False                # several processes: call jax.distributed.initialize() first
+  c.coordinator_address = ''         # 'host:port' of process 0; '' lets JAX read the cluster's
+                                     # environment (SLURM, Open MPI, Kubernetes, Cloud TPU)
+  c.num_processes = 0                # 0: from the environment
+  c.process_id = -1                  # -1: from the environment
+  c.heartbeat_timeout = 100          # seconds without a peer before the others stop
   # --- pruning at initialization (n2nskip_jax.pruning) ----------------------------
   c.pruning = ml_collections.ConfigDict()
   c.pruning.method = 'dense'         # 'dense' | 'rp' | 'csp' (SNIP) | 'structured'

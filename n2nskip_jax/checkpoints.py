@@ -14,6 +14,7 @@ from absl import logging
 import numpy as np
 import orbax.checkpoint as ocp
 from flax import serialization
+from jax.experimental import multihost_utils
 
 
 def _quiet_closed_loop(hook):
@@ -62,8 +63,16 @@ class Checkpoints:
 
   def restore_latest(self, state, rng):
     """``(step, state, rng)`` from the newest checkpoint that reads, or ``None``: one that
-    fails is reported in one line and moved aside (:meth:`set_aside`)."""
-    return self._newest(lambda step: (step, *self.restore(step, state, rng)))
+    fails is reported in one line and moved aside (:meth:`set_aside`). In a multi-process
+    run, every process restores the step process 0 found (only process 0 moves folders)."""
+    found = self._newest(lambda step: (step, *self.restore(step, state, rng)))
+    if jax.process_count() == 1:
+      return found
+    mine = found[0] if found else -1
+    agreed = int(multihost_utils.broadcast_one_to_all(np.int64(mine)))
+    if agreed == mine:
+      return found
+    return (agreed, *self.restore(agreed, state, rng)) if agreed >= 0 else None
 
   def read_latest(self):
     """``(step, payload)`` of the newest checkpoint that reads (see :meth:`read`), or ``None``."""
@@ -85,11 +94,14 @@ class Checkpoints:
     source = os.path.join(self.directory, str(step))
     target = os.path.join(self.directory, f'corrupt-{step}')
     cause = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-    try:
-      os.rename(source, target if not os.path.exists(target) else f'{target}-{os.getpid()}')
-      moved = f'moved to {target}'
-    except OSError as e:
-      moved = f'left in place ({e.strerror})'
+    if jax.process_index() != 0:  # process 0 moves it; the others only skip it
+      moved = 'skipped'
+    else:
+      try:
+        os.rename(source, target if not os.path.exists(target) else f'{target}-{os.getpid()}')
+        moved = f'moved to {target}'
+      except OSError as e:
+        moved = f'left in place ({e.strerror})'
     logging.warning('Checkpoint at step %d (%s) cannot be read: %s: %s; %s.', step, source,
                     type(error).__name__, cause, moved)
     # A failed restore can leave the manager expecting another layout: start a fresh one.

@@ -89,6 +89,11 @@ def validate(config, num_devices: int = 1, num_processes: int = 1) -> None:
     positive_int(key)
   _check(config, 'checkpoint_every_steps', lambda v: _is_int(v) and v >= 0, 'an integer >= 0')
   _check(config, 'seed', _is_int, 'an integer')
+  _check(config, 'coordinator_address', lambda v: v == '' or re.fullmatch(r'[^:\s]+:\d+', v),
+         "'' or 'host:port'")
+  _check(config, 'num_processes', lambda v: _is_int(v) and v >= 0, 'an integer >= 0 (0: from the environment)')
+  _check(config, 'process_id', lambda v: _is_int(v) and v >= -1, 'an integer >= -1 (-1: from the environment)')
+  _check(config, 'heartbeat_timeout', lambda v: _is_int(v) and v > 0, 'an integer >= 1 (seconds)')
   _check(config, 'learning_rate', lambda v: _is_number(v) and v > 0, 'a number > 0')
   _check(config, 'momentum', lambda v: _is_number(v) and 0 <= v < 1, 'a number in [0, 1)')
   _check(config, 'weight_decay', lambda v: _is_number(v) and v >= 0, 'a number >= 0')

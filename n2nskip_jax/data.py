@@ -114,9 +114,9 @@ def _from_arrays(x, y, x_test, y_test, config, process_index, process_count) -> 
   shard = slice(process_index, None, process_count)
   xt, yt = x_test[shard], y_test[shard]
 
-  def eval_batches():
+  def eval_batches():  # as many batches on every process (collectives must match)
     bs = config.eval_batch_size // process_count
-    for i in range(0, len(xt), bs):
+    for i in range(0, -(-len(x_test) // process_count), bs):
       yield _pad({'image': xt[i:i + bs], 'label': yt[i:i + bs]}, bs)
 
   num_classes, shape, _ = DATASETS[config.dataset]

@@ -10,7 +10,7 @@ import tensorboardX
 def write_json(path: str, obj) -> None:
   """Writes ``obj`` as strict JSON (no NaN literals) to a temporary file, then renames it into
   place, so a reader never sees a torn file."""
-  tmp = f'{path}.tmp'
+  tmp = f'{path}.{os.getpid()}.tmp'  # processes of one multi-process run share the folder
   with open(tmp, 'w') as f:
     json.dump(obj, f, indent=2, allow_nan=False)
   os.replace(tmp, path)

@@ -17,7 +17,8 @@ from n2nskip_jax.metrics import write_json
 # Keys a resumed run may change: they do not alter the trajectory of the run.
 RESUMABLE_KEYS = ('num_epochs', 'log_every_steps', 'eval_every_epochs', 'eval_batch_size',
                   'checkpoint_every_steps', 'max_checkpoints_to_keep', 'data_dir',
-                  'download', 'multihost', 'restart_on_corrupt')
+                  'download', 'multihost', 'restart_on_corrupt', 'coordinator_address',
+                  'num_processes', 'process_id', 'heartbeat_timeout')
 CONFIG, SUMMARY, CHECKPOINTS = 'config.json', 'summary.json', 'checkpoints'
 
 
@@ -55,7 +56,7 @@ def prepare(workdir: str, config) -> None:
   """Creates ``workdir`` (checking it is writable) and pins the run's config in it."""
   try:
     os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, '.write_test')
+    probe = os.path.join(workdir, f'.write_test.{os.getpid()}')  # processes may share workdir
     with open(probe, 'w') as f:
       f.write('ok')
     os.remove(probe)

@@ -80,6 +80,23 @@ def _initial_state(config, data, masks=None, prune: bool = True) -> TrainState:
                            batch_stats=variables.get('batch_stats', {}), masks=variables['masks'])
 
 
+def _initialize_distributed(config) -> None:
+  """Joins a multi-process run: ``config.coordinator_address``, ``num_processes`` and
+  ``process_id`` where set, else what JAX reads from the cluster's environment. On CPU the
+  processes' collectives go through gloo. A process that loses a peer for
+  ``heartbeat_timeout`` seconds stops instead of waiting forever."""
+  if jax.distributed.is_initialized():
+    return
+  jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+  given = {'coordinator_address': config.coordinator_address or None,
+           'num_processes': config.num_processes or None,
+           'process_id': config.process_id if config.process_id >= 0 else None}
+  jax.distributed.initialize(**{k: v for k, v in given.items() if v is not None},
+                             heartbeat_timeout_seconds=config.heartbeat_timeout)
+  logging.info('Process %d of %d, %d local of %d devices.', jax.process_index(),
+               jax.process_count(), jax.local_device_count(), jax.device_count())
+
+
 def _mask_warnings(config, masks) -> list[str]:
   """Warnings (logged, and kept in the summary) for masks that leave a sequential layer with
   no weight (layer collapse: the network cannot learn) or most hidden units dead."""
@@ -155,7 +172,8 @@ def train_and_evaluate(config, workdir: str, masks=None) -> dict:
   """
   setup_logging()
   if config.multihost:
-    jax.distributed.initialize()
+    validate(config)  # the process keys, before they are used
+    _initialize_distributed(config)
   validate(config, jax.device_count(), jax.process_count())
   is_main = jax.process_index() == 0
   budget = pruning.check_budget(config)  # budget errors before anything is compiled
