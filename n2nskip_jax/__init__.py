@@ -1,8 +1,11 @@
 """n2nskip_jax: N2NSkip (BMVC 2020) in JAX/Flax.
 
-Modules: ``layers`` (masked Dense/Conv), ``models`` (MLP, VGG19, ResNet50 with skips),
-``pruning`` (RP, SNIP, structured; budgets), ``network`` (build/prune/inspect from Python),
-``data``, ``steps`` and ``train`` (pmapped training with orbax resume), ``connectivity``
-(channel graphs, heat diffusion, scatter) and ``analyze`` (the analysis CLI).
+Modules, in the order data flows (docs/DESIGN.md): ``config`` and ``errors``; ``data``;
+``models`` (MLP, VGG19, ResNet50 with skips, their structure and initializers) and ``layers``
+(masked Dense/Conv); ``network`` (build and initialize); ``pruning`` (the masks: RP, SNIP,
+structured, budgets, a registry of methods) and ``sparsity`` (counting); ``steps`` and
+``train`` (pmapped training, resumable) with ``rundir`` and ``checkpoints``;
+``connectivity`` (channel graphs, heat diffusion, scatter, the analysis library);
+``study`` (grids of runs with statistics); ``analyze`` and ``cli`` (command lines).
 """
 __version__ = '0.1.0'
