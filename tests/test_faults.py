@@ -7,6 +7,7 @@ import signal
 import stat
 import time
 
+import jax
 import numpy as np
 import pytest
 from conftest import make_config, read_jsonl, run_main
@@ -58,13 +59,9 @@ def test_a_damaged_checkpoint_is_set_aside_and_the_previous_one_resumes(two_epoc
   assert summary['steps'] == 66
   _, got = rundir.read_latest(str(workdir))
   _, want = rundir.read_latest(str(two_epochs / 'whole'))
-  for a, b in zip(jax_leaves(got['state']['params']), jax_leaves(want['state']['params'])):
+  for a, b in zip(jax.tree.leaves(got['state']['params']), jax.tree.leaves(want['state']['params'])):
     np.testing.assert_array_equal(a, b)  # resumed from step 22: the uninterrupted trajectory
 
-
-def jax_leaves(tree):
-  import jax
-  return jax.tree.leaves(tree)
 
 
 def test_no_readable_checkpoint_exits_unless_restart_is_asked(two_epochs, tmp_path):
@@ -82,12 +79,9 @@ def test_analyze_reads_the_newest_readable_checkpoint(two_epochs, tmp_path):
   workdir = copy_run(two_epochs, tmp_path)
   shutil.rmtree(workdir / 'checkpoints' / '44' / 'default')
   config, params, masks, _ = load_run(str(workdir), 'final')
-  _, at_22 = two_epochs_checkpoint(two_epochs, 22)
+  at_22 = rundir.checkpoints(str(two_epochs / 'run')).read(22)
   np.testing.assert_array_equal(params['dense1']['kernel'], at_22['state']['params']['dense1']['kernel'])
 
-
-def two_epochs_checkpoint(two_epochs, step):
-  return step, rundir.checkpoints(str(two_epochs / 'run')).read(step)
 
 
 def test_divergence_stops_without_summary_or_non_finite_checkpoint(tmp_path):
@@ -96,7 +90,7 @@ def test_divergence_stops_without_summary_or_non_finite_checkpoint(tmp_path):
   assert not (tmp_path / 'summary.json').exists()
   for step in rundir.checkpoints(str(tmp_path)).manager.all_steps():
     payload = rundir.checkpoints(str(tmp_path)).read(step)
-    assert all(np.all(np.isfinite(x)) for x in jax_leaves(payload['state']['params']))
+    assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(payload['state']['params']))
   metrics = tmp_path / 'metrics.jsonl'
   for line in open(metrics) if metrics.exists() else []:
     json.loads(line, parse_constant=lambda c: pytest.fail(f'non-strict JSON: {c}'))

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 from conftest import ROOT, make_config, run_main
 
-from n2nskip_jax import network, pruning, sparsity
+from n2nskip_jax import network, pruning
 from n2nskip_jax.connectivity import network_graph
 
 

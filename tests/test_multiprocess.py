@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import jax
 import numpy as np
 from conftest import ROOT, read_jsonl, run_main
 
@@ -53,13 +54,9 @@ def test_two_processes_train_like_one_process_with_two_devices(tmp_path):
   np.testing.assert_allclose(multi_loss, single_loss, rtol=2e-4)
   _, multi = rundir.read_latest(str(tmp_path / 'multi'))
   _, one = rundir.read_latest(str(tmp_path / 'single'))
-  for a, b in zip(jax_leaves(multi['masks']), jax_leaves(one['masks'])):
+  for a, b in zip(jax.tree.leaves(multi['masks']), jax.tree.leaves(one['masks'])):
     np.testing.assert_array_equal(a, b)
 
-
-def jax_leaves(tree):
-  import jax
-  return jax.tree.leaves(tree)
 
 
 def test_a_killed_process_fails_its_peer_in_bounded_time_and_both_resume(tmp_path):
