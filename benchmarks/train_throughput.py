@@ -2,6 +2,7 @@
 
     python benchmarks/train_throughput.py --model=resnet50 --batch=128
     python benchmarks/train_throughput.py --model=mlp --density=0.05 --skip=n2nskip
+    python benchmarks/train_throughput.py --model=vgg19 --vgg_head=cifar --batch=32 --conv_impl=xla
 
 Prints one JSON object per variant. ``masked`` multiplies every kernel by its mask each
 step; ``plain`` is the same architecture built from ``flax.linen.Dense``/``Conv``.
@@ -29,6 +30,7 @@ def make_config(args):
   if args.density < 1:
     c.pruning.method, c.pruning.density = 'rp', args.density
   c.skip.kind = args.skip
+  c.conv_impl = args.conv_impl
   return c
 
 
@@ -63,6 +65,7 @@ def bench(config, plain: bool, batch: int, warmup: int, iters: int) -> dict:
   return {'benchmark': 'train_throughput', 'model': config.model, 'variant':
           'plain' if plain else 'masked', 'skip': config.skip.kind, 'density': config.pruning.density,
           'width_multiplier': config.width_multiplier, 'bf16': config.half_precision,
+          'conv_impl': config.conv_impl,
           'batch': batch, 'step_ms': 1e3 * seconds, 'images_per_s': batch / seconds,
           'params_total': sparsity.count(variables['params']), **device_info()}
 
@@ -76,6 +79,7 @@ def parser(description: str) -> argparse.ArgumentParser:
   p.add_argument('--density', type=float, default=1.0, help='< 1 prunes randomly (rp)')
   p.add_argument('--skip', default='none', choices=['none', 'n2nskip', 'resskip'])
   p.add_argument('--bf16', action='store_true')
+  p.add_argument('--conv_impl', default='auto', choices=['auto', 'xla', 'patches'])
   p.add_argument('--warmup', type=int, default=2)
   p.add_argument('--iters', type=int, default=10)
   return p

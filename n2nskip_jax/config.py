@@ -8,6 +8,7 @@ import re
 from n2nskip_jax import models, pruning
 from n2nskip_jax.data import DATASETS, IMAGE_DATASETS
 from n2nskip_jax.errors import ConfigError, UserError
+from n2nskip_jax.layers import CONV_IMPLS
 from n2nskip_jax.models import MODELS, SKIP_KINDS
 from n2nskip_jax.models.inits import INITS
 from n2nskip_jax.models.resnet import STEMS
@@ -74,6 +75,7 @@ def validate(config, num_devices: int = 1, num_processes: int = 1) -> None:
   choice('resnet_stem', STEMS)
   choice('vgg_head', HEADS)
   choice('init', INITS)
+  choice('conv_impl', CONV_IMPLS)
   _check(config, 'width_multiplier', lambda v: _is_number(v) and v > 0, 'a number > 0')
   _check(config, 'mlp_hidden', lambda v: len(v) > 0 and all(_is_int(w) and w > 0 for w in v),
          'a non-empty sequence of positive integers')

@@ -14,6 +14,7 @@ import functools
 from typing import Any, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 from jax import lax
 
@@ -53,8 +54,36 @@ class MaskedDense(nn.Module):
     return y if bias is None else y + bias
 
 
+CONV_IMPLS = ('auto', 'xla', 'patches')
+# 'auto' uses the patches matmul on the CPU backend for output maps of at most this many
+# positions, where XLA:CPU's convolution is slowest (README, Performance).
+PATCHES_MAX_POSITIONS = 16
+
+
+def conv_patches(x, kernel, strides, padding):
+  """The convolution as one matmul: the ``kh * kw`` shifted, strided views of the padded
+  input concatenated along channels (order ``dy, dx, c``, as the HWIO kernel flattens), times
+  the ``(kh * kw * in, out)`` kernel. Equal to ``lax.conv_general_dilated`` in NHWC/HWIO."""
+  kh, kw, _, out = kernel.shape
+  if isinstance(padding, str):
+    padding = lax.padtype_to_pads(x.shape[1:3], (kh, kw), strides, padding)
+  x = jnp.pad(x, ((0, 0), *padding, (0, 0)))
+  ho = (x.shape[1] - kh) // strides[0] + 1
+  wo = (x.shape[2] - kw) // strides[1] + 1
+  views = [x[:, dy:dy + (ho - 1) * strides[0] + 1:strides[0],
+             dx:dx + (wo - 1) * strides[1] + 1:strides[1]]
+           for dy in range(kh) for dx in range(kw)]
+  patches = jnp.concatenate(views, axis=-1) if len(views) > 1 else views[0]
+  return jnp.einsum('nhwk,ko->nhwo', patches, kernel.reshape(-1, out))
+
+
 class MaskedConv(nn.Module):
-  """2-D convolution, NHWC, with kernel ``(kh, kw, in, out) * mask``."""
+  """2-D convolution, NHWC, with kernel ``(kh, kw, in, out) * mask``.
+
+  ``impl``: ``'xla'`` (``lax.conv_general_dilated``), ``'patches'`` (:func:`conv_patches`,
+  one matmul) or ``'auto'`` (patches on the CPU backend for output maps of at most
+  ``PATCHES_MAX_POSITIONS`` positions, XLA's convolution elsewhere).
+  """
   features: int
   kernel_size: Sequence[int]
   strides: int | Sequence[int] = 1
@@ -63,11 +92,18 @@ class MaskedConv(nn.Module):
   dtype: Any = None
   kernel_init: Any = default_kernel_init
   bias_init: Any = nn.initializers.zeros
+  impl: str = 'xla'
 
   @nn.compact
   def __call__(self, x):
     strides = (self.strides,) * 2 if isinstance(self.strides, int) else tuple(self.strides)
     x, kernel, bias = _operands(self, x, (*self.kernel_size, x.shape[-1], self.features))
-    y = lax.conv_general_dilated(
-        x, kernel, strides, self.padding, dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    positions = -(-x.shape[1] // strides[0]) * -(-x.shape[2] // strides[1])
+    patches = self.impl == 'patches' or (self.impl == 'auto' and jax.default_backend() == 'cpu'
+                                         and positions <= PATCHES_MAX_POSITIONS)
+    if patches:
+      y = conv_patches(x, kernel, strides, self.padding)
+    else:
+      y = lax.conv_general_dilated(
+          x, kernel, strides, self.padding, dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
     return y if bias is None else y + bias

@@ -94,3 +94,38 @@ def test_bf16_compute_keeps_float32_params():
   model, variables = network.init(config, 3, (5,))
   assert all(v.dtype == jnp.float32 for v in jax.tree.leaves(variables['params']))
   assert model.apply(variables, jnp.ones((2, 5))).dtype == jnp.bfloat16
+
+
+@pytest.mark.parametrize('size,channels,kernel,stride,padding', [
+    (2, 8, 3, 1, 'SAME'), (5, 4, 3, 2, 'SAME'), (8, 3, 7, 2, [(3, 3), (3, 3)]),
+    (4, 8, 1, 2, 'SAME'), (6, 5, 3, 1, 'VALID')])
+def test_conv_as_patches_matmul_equals_xla_conv_and_its_gradients(size, channels, kernel, stride,
+                                                                  padding):
+  from jax import lax
+
+  from n2nskip_jax.layers import conv_patches
+  rng = np.random.default_rng(size + channels)
+  x = jnp.asarray(rng.normal(size=(3, size, size, channels)), jnp.float32)
+  w = jnp.asarray(rng.normal(size=(kernel, kernel, channels, 6)), jnp.float32)
+  xla = lambda x, w: lax.conv_general_dilated(x, w, (stride, stride), padding,
+                                              dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  mine = lambda x, w: conv_patches(x, w, (stride, stride), padding)
+  np.testing.assert_allclose(mine(x, w), xla(x, w), rtol=1e-5, atol=1e-5)
+  loss = lambda f: lambda x, w: jnp.sum(f(x, w) ** 2)
+  for a, b in zip(jax.grad(loss(mine), (0, 1))(x, w), jax.grad(loss(xla), (0, 1))(x, w)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_vgg_with_patches_convs_equals_xla_convs():
+  """conv_impl changes how convolutions run, not what they compute (skips included)."""
+  outs = {}
+  for impl in ('xla', 'patches'):
+    config = make_config(model='vgg19', vgg_head='cifar', width_multiplier=1 / 16,
+                         skip__kind='n2nskip', conv_impl=impl)
+    model, variables = network.init(config, 10, (32, 32, 3))
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(4, 32, 32, 3)), jnp.float32)
+    loss = lambda p: jnp.sum(model.apply({**variables, 'params': p}, x, train=False) ** 2)
+    outs[impl] = (model.apply(variables, x, train=False), jax.grad(loss)(variables['params']))
+  np.testing.assert_allclose(outs['patches'][0], outs['xla'][0], rtol=1e-4, atol=1e-4)
+  for a, b in zip(jax.tree.leaves(outs['patches'][1]), jax.tree.leaves(outs['xla'][1])):
+    np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-3)

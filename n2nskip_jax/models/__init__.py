@@ -5,6 +5,7 @@ unit groups and the kernels or identities joining them, skips included), :func:`
 (the network density is counted against), :func:`max_skip_span` and :func:`is_skip_path`.
 """
 import copy
+import functools
 import math
 
 import flax.linen as nn
@@ -12,6 +13,7 @@ import jax.numpy as jnp
 from flax import traverse_util
 
 from n2nskip_jax import data
+from n2nskip_jax.layers import MaskedConv
 from n2nskip_jax.models import mlp, resnet, vgg
 from n2nskip_jax.models.mlp import MLP
 from n2nskip_jax.models.resnet import ResNet
@@ -41,10 +43,16 @@ def create_model(config, num_classes: int, *, bn_axis_name: str | None = None,
 _INTERNED: dict = {}
 
 
+@functools.lru_cache(maxsize=None)
+def _masked_conv(impl: str):
+  """``MaskedConv`` with its ``impl`` bound; one object per ``impl``, so models compare equal."""
+  return functools.partial(MaskedConv, impl=impl)
+
+
 def _build(config, num_classes, bn_axis_name, plain) -> nn.Module:
   dtype = jnp.bfloat16 if config.half_precision else None
   kind = config.skip.kind
-  layers = dict(conv=nn.Conv, dense=nn.Dense) if plain else {}
+  layers = dict(conv=nn.Conv, dense=nn.Dense) if plain else {'conv': _masked_conv(config.conv_impl)}
   if config.model == 'mlp':
     return MLP(hidden=tuple(config.mlp_hidden), num_classes=num_classes, skip_kind=kind,
                skip_span=config.skip.span, dtype=dtype, init_scheme=config.init,
