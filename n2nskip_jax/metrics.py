@@ -16,12 +16,22 @@ def write_json(path: str, obj) -> None:
   os.replace(tmp, path)
 
 
-def _step(line: str) -> int | None:
-  """The step of one ``metrics.jsonl`` line; ``None`` for a line torn by a kill mid-write."""
-  try:
-    return int(json.loads(line)['step'])
-  except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-    return None
+METRICS_FILE = 'metrics.jsonl'
+
+
+def read_metrics(path: str) -> list[dict]:
+  """The records of a ``metrics.jsonl`` file (none if it does not exist); a line torn by a
+  kill during a write is skipped."""
+  if not os.path.exists(path):
+    return []
+  records = []
+  with open(path) as f:
+    for line in f:
+      try:
+        records.append(json.loads(line))
+      except json.JSONDecodeError:
+        continue
+  return records
 
 
 class MetricsWriter:
@@ -32,12 +42,11 @@ class MetricsWriter:
     self.enabled = enabled
     if not enabled:
       return
-    self.path = os.path.join(workdir, 'metrics.jsonl')
+    self.path = os.path.join(workdir, METRICS_FILE)
     if os.path.exists(self.path):
-      with open(self.path) as f:
-        kept = [line for line in f if _step(line) is not None and _step(line) <= resume_step]
+      kept = [r for r in read_metrics(self.path) if r.get('step', resume_step + 1) <= resume_step]
       with open(self.path, 'w') as f:
-        f.writelines(kept)
+        f.writelines(json.dumps(r) + '\n' for r in kept)
     # TensorBoard hides the interrupted run's events after the resumed step.
     self._tb = tensorboardX.SummaryWriter(os.path.join(workdir, 'tensorboard'),
                                           purge_step=resume_step + 1 if resume_step else None)

@@ -65,18 +65,22 @@ def prepare(workdir: str, config) -> None:
   path = os.path.join(workdir, CONFIG)
   current = json.loads(config.to_json())
   if os.path.exists(path) and latest_step(workdir):
-    try:
-      with open(path) as f:
-        stored = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-      raise UserError(f'{path} is not valid JSON ({e}): it pins the config of the checkpoints '
-                      'beside it; restore it, or delete it if you are sure this command has '
-                      'the same config') from None
+    stored = _load_json(path, ': it pins the config of the checkpoints beside it; restore it, '
+                        'or delete it if you are sure this command has the same config')
     changed = [k for k in changed_keys(stored, current) if k not in RESUMABLE_KEYS]
     if changed:
       raise UserError(f'--workdir={workdir!r} holds a run with a different config '
                       f'(keys {changed}); use another workdir or the original config.')
   write_json(path, current)
+
+
+def _load_json(path: str, hint: str = ''):
+  """A JSON file, or a ``UserError`` naming it if it is not valid JSON (e.g. torn)."""
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise UserError(f'{path} is not valid JSON ({e}){hint}') from None
 
 
 def latest_step(workdir: str) -> int | None:
@@ -95,11 +99,7 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
   path = os.path.join(workdir, CONFIG)
   if not os.path.exists(path):
     raise UserError(f'--workdir={workdir!r}: no {CONFIG} (run main.py first)')
-  try:
-    with open(path) as f:
-      return ml_collections.ConfigDict(json.load(f))
-  except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise UserError(f'{path} is not valid JSON ({e})') from None
+  return ml_collections.ConfigDict(_load_json(path))
 
 
 def read_latest(workdir: str) -> tuple[int, dict]:

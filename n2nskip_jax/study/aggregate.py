@@ -15,7 +15,8 @@ import os
 import numpy as np
 from scipy import stats
 
-from n2nskip_jax.metrics import write_json
+from n2nskip_jax import rundir
+from n2nskip_jax.metrics import METRICS_FILE, read_metrics, write_json
 from n2nskip_jax.study import grid
 from n2nskip_jax.study.run import CONNECTIVITY, run_dir
 
@@ -31,19 +32,6 @@ def _read_json(path):
     return json.load(f)
 
 
-def _read_jsonl(path) -> list[dict]:
-  if not os.path.exists(path):
-    return []
-  out = []
-  with open(path) as f:
-    for line in f:
-      try:
-        out.append(json.loads(line))
-      except json.JSONDecodeError:  # a line torn by a kill during a write
-        continue
-  return out
-
-
 def collect(study, workdir: str) -> tuple[list[dict], int]:
   """``(rows, missing)``: one row per finished run (axis values, ``seed``, figures, and the
   run's ``curve``: test accuracy per evaluated epoch), and the number of unfinished runs."""
@@ -51,7 +39,7 @@ def collect(study, workdir: str) -> tuple[list[dict], int]:
   rows, missing = [], 0
   for run in grid.runs(study):
     directory = run_dir(workdir, run.name)
-    summary = _read_json(os.path.join(directory, 'summary.json'))
+    summary = _read_json(os.path.join(directory, rundir.SUMMARY))
     if summary is None:
       missing += 1
       continue
@@ -59,7 +47,7 @@ def collect(study, workdir: str) -> tuple[list[dict], int]:
     row = {k: grid.value_at(config, k) for k in keys}
     row['seed'] = run.seed
     row['run'] = run.name
-    evals = [m for m in _read_jsonl(os.path.join(directory, 'metrics.jsonl'))
+    evals = [m for m in read_metrics(os.path.join(directory, METRICS_FILE))
              if 'test_accuracy' in m]
     steps_per_epoch = summary['steps'] / summary['epochs']
     row['curve'] = [(m['step'] / steps_per_epoch, m['test_accuracy']) for m in evals]
