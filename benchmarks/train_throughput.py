@@ -31,6 +31,7 @@ def make_config(args):
     c.pruning.method, c.pruning.density = 'rp', args.density
   c.skip.kind = args.skip
   c.conv_impl = args.conv_impl
+  c.skip.execution = args.execution
   return c
 
 
@@ -45,7 +46,8 @@ def make_step(config, plain: bool, batch: int):
     masks = {}
   state = TrainState.create(apply_fn=model.apply, params=variables['params'],
                             tx=create_optimizer(config, 100),
-                            batch_stats=variables.get('batch_stats', {}), masks=masks)
+                            batch_stats=variables.get('batch_stats', {}), masks=masks,
+                            nonzeros=network.sparse_execution(config, masks))
   n = jax.local_device_count()
   rng = np.random.default_rng(0)
   data = {'image': jnp.asarray(rng.normal(size=(n, batch // n, *shape)), jnp.float32),
@@ -62,10 +64,10 @@ def make_step(config, plain: bool, batch: int):
 def bench(config, plain: bool, batch: int, warmup: int, iters: int) -> dict:
   step, variables = make_step(config, plain, batch)
   seconds = timed(step, warmup, iters)
-  return {'benchmark': 'train_throughput', 'model': config.model, 'variant':
+  return {'benchmark': 'train_throughput', 'framework': 'jax', 'model': config.model, 'variant':
           'plain' if plain else 'masked', 'skip': config.skip.kind, 'density': config.pruning.density,
           'width_multiplier': config.width_multiplier, 'bf16': config.half_precision,
-          'conv_impl': config.conv_impl,
+          'conv_impl': config.conv_impl, 'execution': config.skip.execution,
           'batch': batch, 'step_ms': 1e3 * seconds, 'images_per_s': batch / seconds,
           'params_total': sparsity.count(variables['params']), **device_info()}
 
@@ -80,6 +82,8 @@ def parser(description: str) -> argparse.ArgumentParser:
   p.add_argument('--skip', default='none', choices=['none', 'n2nskip', 'resskip'])
   p.add_argument('--bf16', action='store_true')
   p.add_argument('--conv_impl', default='auto', choices=['auto', 'xla', 'patches'])
+  p.add_argument('--execution', default='auto', choices=['auto', 'dense', 'sparse'],
+                 help='skip layers: dense-shaped, or by their nonzeros')
   p.add_argument('--warmup', type=int, default=2)
   p.add_argument('--iters', type=int, default=10)
   return p

@@ -64,4 +64,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.skip.fraction = 0.5              # share of the budget given to skip weights (n2nskip), [0, 1)
   c.skip.span = 3                    # k: layers a skip spans (ResNet50: must be 3, one bottleneck)
   c.skip.kernel_size = 3             # f: conv skip kernel is f x f (odd)
+  c.skip.execution = 'auto'          # 'dense': skip layers as masked dense-shaped kernels | 'sparse':
+                                     # by their nonzeros (work scales with them) | 'auto': sparse on
+                                     # CPU for skip kernels <= 2 % nonzero (README, Performance)
   return c

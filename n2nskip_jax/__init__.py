@@ -1,8 +1,9 @@
 """n2nskip_jax: N2NSkip (BMVC 2020) in JAX/Flax.
 
 Modules, in the order data flows (docs/DESIGN.md): ``config`` and ``errors``; ``data``;
-``models`` (MLP, VGG19, ResNet50 with skips, their structure and initializers) and ``layers``
-(masked Dense/Conv); ``network`` (build and initialize); ``pruning`` (the masks: RP, SNIP,
+``models`` (MLP, VGG19, ResNet50 with skips, their structure and initializers), ``layers``
+(masked Dense/Conv) and ``sparse`` (masked kernels run by their nonzeros); ``network`` (build
+and initialize, and which skip layers run by their nonzeros); ``pruning`` (the masks: RP, SNIP,
 structured, budgets, a registry of methods) and ``sparsity`` (counting); ``steps`` and
 ``train`` (pmapped training, resumable) with ``rundir`` and ``checkpoints``;
 ``connectivity`` (channel graphs, heat diffusion, scatter, the analysis library);

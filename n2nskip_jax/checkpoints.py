@@ -31,6 +31,7 @@ def _quiet_closed_loop(hook):
 def _payload(state, rng) -> dict:
   state_dict = serialization.to_state_dict(state)
   masks = state_dict.pop('masks')
+  state_dict.pop('nonzeros')  # derived from the masks
   return jax.device_get({'state': state_dict, 'masks': masks, 'rng': np.asarray(rng)})
 
 
@@ -54,7 +55,8 @@ class Checkpoints:
   def restore(self, step: int, state, rng):
     """Restores into the structure of ``state``; returns ``(state, rng)``."""
     got = self.manager.restore(step, args=ocp.args.StandardRestore(_payload(state, rng)))
-    restored = serialization.from_state_dict(state, {**got['state'], 'masks': got['masks']})
+    restored = serialization.from_state_dict(
+        state, {**got['state'], 'masks': got['masks'], 'nonzeros': state.nonzeros})
     return restored, got['rng']
 
   def read(self, step: int) -> dict:

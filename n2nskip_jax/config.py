@@ -9,6 +9,7 @@ from n2nskip_jax import models, pruning
 from n2nskip_jax.data import DATASETS, IMAGE_DATASETS
 from n2nskip_jax.errors import ConfigError, UserError
 from n2nskip_jax.layers import CONV_IMPLS
+from n2nskip_jax.sparse import EXECUTIONS
 from n2nskip_jax.models import MODELS, SKIP_KINDS
 from n2nskip_jax.models.inits import INITS
 from n2nskip_jax.models.resnet import STEMS
@@ -114,6 +115,7 @@ def validate(config, num_devices: int = 1, num_processes: int = 1) -> None:
     raise ConfigError('pruning.density', config.pruning.density,
                       "1.0 with pruning.method='dense' (choose 'rp', 'csp' or 'structured' to prune)")
   choice('skip.kind', SKIP_KINDS)
+  choice('skip.execution', EXECUTIONS)
   _check(config, 'skip.fraction', lambda v: _is_number(v) and 0 <= v < 1, 'a number in [0, 1)')
   _check(config, 'skip.kernel_size', lambda v: _is_int(v) and v > 0 and v % 2 == 1,
          'an odd integer >= 1')

@@ -18,18 +18,27 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from n2nskip_jax import sparse
+
 MASKS = 'masks'
 
 default_kernel_init = nn.initializers.lecun_normal()
 
 
 def _operands(module: nn.Module, x, kernel_shape: Sequence[int]):
-  """``(x, kernel * mask, bias or None)``, promoted to the module's compute dtype."""
+  """``(x, kernel * mask, bias or None, tables)``, promoted to the module's compute dtype.
+
+  ``tables``: the mask's nonzero index tables when the ``nonzeros`` collection holds them
+  (then the layer runs by its nonzeros, :mod:`n2nskip_jax.sparse`, and the kernel is
+  returned unmasked: only its nonzero entries are read), else ``None``.
+  """
   shape = tuple(kernel_shape)
   kernel = module.param('kernel', module.kernel_init, shape, jnp.float32)
   mask = module.variable(MASKS, 'kernel', jnp.ones, shape, jnp.float32)
   bias = module.param('bias', module.bias_init, (module.features,)) if module.use_bias else None
-  return nn.dtypes.promote_dtype(x, kernel * mask.value, bias, dtype=module.dtype)
+  tables = module.get_variable(sparse.NONZEROS, 'kernel')
+  kernel = kernel if tables is not None else kernel * mask.value
+  return (*nn.dtypes.promote_dtype(x, kernel, bias, dtype=module.dtype), tables)
 
 
 def batch_norm(train: bool, dtype: Any, axis_name: str | None):
@@ -40,7 +49,8 @@ def batch_norm(train: bool, dtype: Any, axis_name: str | None):
 
 
 class MaskedDense(nn.Module):
-  """``y = x @ (kernel * mask) + bias``."""
+  """``y = x @ (kernel * mask) + bias`` (by the mask's nonzeros where the ``nonzeros``
+  collection holds its tables: the 1x1 conv of a 1x1 map)."""
   features: int
   use_bias: bool = True
   dtype: Any = None
@@ -49,8 +59,12 @@ class MaskedDense(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    x, kernel, bias = _operands(self, x, (x.shape[-1], self.features))
-    y = lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())))
+    x, kernel, bias, tables = _operands(self, x, (x.shape[-1], self.features))
+    if tables is not None:
+      y = sparse.conv(x.reshape(-1, 1, 1, x.shape[-1]), kernel[None, None], tables)
+      y = y.reshape(*x.shape[:-1], self.features)
+    else:
+      y = lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())))
     return y if bias is None else y + bias
 
 
@@ -82,7 +96,8 @@ class MaskedConv(nn.Module):
 
   ``impl``: ``'xla'`` (``lax.conv_general_dilated``), ``'patches'`` (:func:`conv_patches`,
   one matmul) or ``'auto'`` (patches on the CPU backend for output maps of at most
-  ``PATCHES_MAX_POSITIONS`` positions, XLA's convolution elsewhere).
+  ``PATCHES_MAX_POSITIONS`` positions, XLA's convolution elsewhere). Where the ``nonzeros``
+  collection holds the mask's tables, the layer runs by its nonzeros (:func:`sparse.conv`).
   """
   features: int
   kernel_size: Sequence[int]
@@ -97,11 +112,13 @@ class MaskedConv(nn.Module):
   @nn.compact
   def __call__(self, x):
     strides = (self.strides,) * 2 if isinstance(self.strides, int) else tuple(self.strides)
-    x, kernel, bias = _operands(self, x, (*self.kernel_size, x.shape[-1], self.features))
+    x, kernel, bias, tables = _operands(self, x, (*self.kernel_size, x.shape[-1], self.features))
     positions = -(-x.shape[1] // strides[0]) * -(-x.shape[2] // strides[1])
     patches = self.impl == 'patches' or (self.impl == 'auto' and jax.default_backend() == 'cpu'
                                          and positions <= PATCHES_MAX_POSITIONS)
-    if patches:
+    if tables is not None:
+      y = sparse.conv(x, kernel, tables, strides, self.padding)
+    elif patches:
       y = conv_patches(x, kernel, strides, self.padding)
     else:
       y = lax.conv_general_dilated(

@@ -8,8 +8,11 @@
 """
 import jax
 import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
 
-from n2nskip_jax.models import create_model
+from n2nskip_jax import sparse
+from n2nskip_jax.models import create_model, is_skip_path
 
 
 def init(config, num_classes: int, input_shape: tuple[int, ...], *,
@@ -30,3 +33,21 @@ def abstract_variables(config, num_classes: int, input_shape: tuple[int, ...]):
   model = create_model(config, num_classes)
   return jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, *input_shape)),
                                            train=False))
+
+
+def sparse_execution(config, masks) -> dict:
+  """The ``nonzeros`` variable collection (:mod:`n2nskip_jax.sparse`) for
+  ``config.skip.execution``: index tables for the skip layers that run by their nonzeros.
+
+  ``'sparse'``: every skip layer; ``'dense'``: none; ``'auto'``: on the CPU backend, the skip
+  layers with at most ``sparse.AUTO_MAX_DENSITY`` of their kernel nonzero (elsewhere none:
+  accelerators keep XLA's dense convolutions, which no device measurement has beaten yet).
+  """
+  execution = config.skip.execution
+  if execution == 'dense' or (execution == 'auto' and jax.default_backend() != 'cpu'):
+    return {}
+  tables = {}
+  for path, mask in traverse_util.flatten_dict(jax.device_get(masks)).items():
+    if is_skip_path(path) and (execution == 'sparse' or np.mean(mask) <= sparse.AUTO_MAX_DENSITY):
+      tables[path] = sparse.nonzero_tables(mask)
+  return traverse_util.unflatten_dict(tables)

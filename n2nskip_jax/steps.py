@@ -22,14 +22,18 @@ AXIS = 'batch'
 
 
 class TrainState(train_state.TrainState):
-  """Flax's train state plus BatchNorm statistics and the static binary masks."""
+  """Flax's train state plus BatchNorm statistics, the static binary masks and the index
+  tables of the layers that run by their nonzeros (``network.sparse_execution``; derived
+  from the masks, so never checkpointed)."""
   batch_stats: Any
   masks: Any
+  nonzeros: Any = None
 
   def variables(self, params=None) -> dict:
     """The model's variables (``params`` replaced if given)."""
+    nonzeros = {'nonzeros': self.nonzeros} if self.nonzeros else {}
     return {'params': self.params if params is None else params,
-            'batch_stats': self.batch_stats, 'masks': self.masks}
+            'batch_stats': self.batch_stats, 'masks': self.masks, **nonzeros}
 
 
 def learning_rate_schedule(config, steps_per_epoch: int) -> optax.Schedule:

@@ -183,6 +183,7 @@ def train_and_evaluate(config, workdir: str, masks=None) -> dict:
     raise UserError(f'config.batch_size={config.batch_size}: larger than the training set')
   rng = np.asarray(jax.random.PRNGKey(config.seed))
   state, rng, step, ckpt, warnings = _start(config, data, workdir, masks, rng)
+  state = state.replace(nonzeros=network.sparse_execution(config, state.masks))
   layers = sparsity.layer_table(state.masks)
   logging.info('Masked layers (density against each layer):\n%s', sparsity.format_layers(layers))
   if budget:

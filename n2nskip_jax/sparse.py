@@ -1,0 +1,156 @@
+"""Masked kernels executed by their nonzeros: work that scales with the nonzero count.
+
+A masked conv ``y = conv(x, kernel * mask)`` (a dense layer is the 1x1 conv of a 1x1 map) is
+computed as a sum over the mask's nonzero entries ``e = (dy, dx, ci, co)``:
+
+    y[n, h, w, co] = sum_e  kernel[e] * x_pad[n, s*h + dy, s*w + dx, ci]
+
+The input is laid out channel-major with its ``s x s`` stride phases side by side, so every
+entry reads one contiguous segment of its input channel's row (:func:`source_rows`), at an
+offset set by its tap and phase. Entries are grouped by output channel into a padded table
+(``by_output``, ELL format); the forward pass runs over the table's columns, each a gather of
+one segment per output channel and a multiply-add. The gradient with respect to the input is
+the same operation over the entries grouped by input channel (``by_input``), reading the
+output gradient; the gradient of each entry's weight is one segment dot product, scattered
+into the dense-shaped kernel gradient (zero at every pruned entry).
+
+The kernel and mask stay dense-shaped (checkpoints, counting and analysis are unchanged);
+the index tables are built once from the mask (:func:`nonzero_tables`) and travel with the
+train state in their own variable collection, :data:`NONZEROS`. A layer with tables there runs
+this path; without, the dense masked one. Pruned entries get no gradient either way, so they
+stay exactly 0. Which layers get tables: ``network.sparse_execution``, from
+``config.skip.execution``.
+"""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+NONZEROS = 'nonzeros'
+EXECUTIONS = ('auto', 'dense', 'sparse')
+# 'auto' runs a skip layer by its nonzeros on the CPU backend when at most this share of its
+# kernel is nonzero (README, Performance: the measured crossover against XLA's dense conv).
+AUTO_MAX_DENSITY = 0.02
+
+
+def nonzero_tables(mask) -> dict:
+  """Index tables of a mask's nonzero entries (numpy, built once per run).
+
+  ``by_output`` ``(out, K)`` and ``by_input`` ``(in, K')``: row ``g`` lists the flat kernel
+  indices of the nonzeros of output (input) channel ``g``, then ``-1`` up to the longest row.
+  A dense ``(in, out)`` kernel is indexed as ``(1, 1, in, out)`` (the same flat order).
+  """
+  mask = np.asarray(mask)
+  shape = (1,) * (4 - mask.ndim) + mask.shape
+  entries = np.flatnonzero(mask)
+  _, _, ci, co = np.unravel_index(entries, shape)
+  return {'by_output': _rows_of(entries, co, shape[3]), 'by_input': _rows_of(entries, ci, shape[2])}
+
+
+def _rows_of(entries: np.ndarray, group: np.ndarray, n: int) -> np.ndarray:
+  """``(n, K)``: row ``g`` holds ``entries[group == g]`` in order, padded with ``-1``."""
+  counts = np.bincount(group, minlength=n)
+  order = np.argsort(group, kind='stable')
+  slot = np.arange(len(group)) - np.repeat(np.cumsum(counts) - counts, counts)
+  table = np.full((n, max(1, counts.max(initial=0))), -1, np.int32)
+  table[group[order], slot] = entries[order]
+  return table
+
+
+def conv(x, kernel, tables: dict, strides=(1, 1), padding='SAME'):
+  """``lax.conv_general_dilated(x, kernel * mask, strides, padding)`` in NHWC/HWIO, computed
+  from the mask's ``tables`` (:func:`nonzero_tables`); ``kernel`` is read only at the
+  nonzeros."""
+  kh, kw, _, cout = kernel.shape
+  sy, sx = strides
+  n, h, w, _ = x.shape
+  if isinstance(padding, str):
+    padding = lax.padtype_to_pads((h, w), (kh, kw), strides, padding)
+  (top, bottom), (left, right) = padding
+  ho, wo = (h + top + bottom - kh) // sy + 1, (w + left + right - kw) // sx + 1
+  hq, wq = -(-(h + top + bottom) // sy), -(-(w + left + right) // sx)
+  src = source_rows(x, padding, strides, (hq, wq), ((kh - 1) // sy) * wq + (kw - 1) // sx)
+  length = n * hq * wq
+
+  def segments(table, row_axis):
+    """Each entry's row (its input channel, or output channel for ``by_input``) and the
+    offset of its segment: its stride phase, then its tap's shift on the phase grid."""
+    dy, dx, *channels = jnp.unravel_index(jnp.maximum(table, 0), kernel.shape)
+    return channels[row_axis], ((dy % sy) * sx + dx % sx) * length + (dy // sy) * wq + dx // sx
+
+  out = gather_sum(src, kernel.reshape(-1).astype(x.dtype), tables['by_output'],
+                   *segments(tables['by_output'], 0), tables['by_input'],
+                   *segments(tables['by_input'], 1), length)
+  return out.reshape(cout, n, hq, wq)[:, :, :ho, :wo].transpose(1, 2, 3, 0)
+
+
+def source_rows(x, padding, strides, phase_shape, tail: int):
+  """``(in, s_y * s_x * N * H_q * W_q + tail)``: per input channel, the zero-padded input's
+  stride phases ``x_pad[n, s_y * a + p_y, s_x * b + p_x]`` one after another (phase-major,
+  then ``n, a, b``), and ``tail`` zeros so that every entry's segment lies inside the row."""
+  sy, sx = strides
+  hq, wq = phase_shape
+  n, h, w, c = x.shape
+  (top, bottom), (left, right) = padding
+  x = jnp.pad(x, ((0, 0), (top, hq * sy - h - top), (left, wq * sx - w - left), (0, 0)))
+  x = x.reshape(n, hq, sy, wq, sx, c).transpose(5, 2, 4, 0, 1, 3).reshape(c, -1)
+  return jnp.pad(x, ((0, 0), (0, tail)))
+
+
+def _segments(src, rows, offsets, length):
+  """``(len(rows), length)``: ``src[rows[i], offsets[i]:offsets[i] + length]``."""
+  take = lambda r, o: lax.dynamic_slice(src, (r, o), (1, length))[0]
+  return jax.vmap(take)(rows, offsets)
+
+
+def _weights(kernel, table):
+  return jnp.where(table >= 0, kernel[jnp.maximum(table, 0)], 0)
+
+
+def _accumulate(src, weights, rows, offsets, length):
+  """``out[g, t] = sum_k weights[g, k] * src[rows[g, k], offsets[g, k] + t]``: one
+  gather-and-multiply-add per table column."""
+  def column(acc, k):
+    w, r, o = k
+    return acc + w[:, None] * _segments(src, r, o, length), None
+  init = jnp.zeros((weights.shape[0], length), jnp.result_type(src, weights))
+  return lax.scan(column, init, (weights.T, rows.T, offsets.T))[0]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(8,))
+def gather_sum(src, kernel, by_output, rows, offsets, by_input, rows_in, offsets_in, length):
+  """``out[g, t] = sum_k kernel[by_output[g, k]] * src[rows[g, k], offsets[g, k] + t]``
+  (``t < length``; entries ``-1`` weigh 0): the sparse conv's core, differentiable in ``src``
+  and the flat ``kernel``. ``by_input`` lists the same entries by source row, ``rows_in``
+  and ``offsets_in`` saying where each one writes."""
+  return _gather_sum_fwd(src, kernel, by_output, rows, offsets, by_input, rows_in, offsets_in,
+                         length)[0]
+
+
+def _gather_sum_fwd(src, kernel, by_output, rows, offsets, by_input, rows_in, offsets_in, length):
+  out = _accumulate(src, _weights(kernel, by_output), rows, offsets, length)
+  return out, (src, kernel, by_output, rows, offsets, by_input, rows_in, offsets_in)
+
+
+def _gather_sum_bwd(length, residuals, d_out):
+  src, kernel, by_output, rows, offsets, by_input, rows_in, offsets_in = residuals
+  # d_src[r, u] = sum over entries e reading row r of kernel[e] * d_out[g_e, u - offset_e]:
+  # the same operation on d_out, zero-padded so that every shifted segment lies inside it.
+  shift = src.shape[1] - length  # the largest offset any entry can have
+  padded = jnp.pad(d_out, ((0, 0), (shift, shift)))
+  d_src = _accumulate(padded, _weights(kernel, by_input), rows_in, shift - offsets_in,
+                      src.shape[1])
+  ones = jnp.ones((length,), d_out.dtype)
+
+  def column(_, k):  # row g of by_output lists output g's entries
+    # A row sum as a matrix-vector product: XLA:CPU runs it ~6x faster than jnp.sum here.
+    return None, (_segments(src, *k, length) * d_out) @ ones
+  d_weights = lax.scan(column, None, (rows.T, offsets.T))[1].T
+  index = jnp.where(by_output >= 0, by_output, kernel.size)  # padding: dropped
+  d_kernel = jnp.zeros_like(kernel).at[index].add(d_weights, mode='drop')
+  return d_src, d_kernel, None, None, None, None, None, None
+
+
+gather_sum.defvjp(_gather_sum_fwd, _gather_sum_bwd)

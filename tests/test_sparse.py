@@ -1,0 +1,131 @@
+"""Skip layers run by their nonzeros (n2nskip_jax.sparse): same outputs, gradients and
+training trajectory as the dense masked path; pruned entries stay exactly 0."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import make_config
+from flax import traverse_util
+from jax import lax
+
+from n2nskip_jax import network, pruning, rundir, sparse, train
+from n2nskip_jax.errors import ConfigError
+from n2nskip_jax.models import VGG
+
+
+def random_mask(rng, shape, density):
+  return (rng.random(shape) < density).astype(np.float32)
+
+
+@pytest.mark.parametrize('size,channels,kernel,stride,padding,density', [
+    (6, 5, 3, 1, 'SAME', 0.3), (7, 5, 3, 2, 'SAME', 0.3), (9, 4, 3, 4, [(1, 1), (1, 1)], 0.5),
+    (8, 5, 1, 2, 'SAME', 0.5), (8, 3, 5, 8, 'SAME', 0.2), (6, 5, 3, 1, 'VALID', 0.3),
+    (6, 5, 3, 1, 'SAME', 0.0)])
+def test_sparse_conv_equals_masked_xla_conv_and_its_gradients(size, channels, kernel, stride,
+                                                              padding, density):
+  rng = np.random.default_rng(size * 10 + stride)
+  x = jnp.asarray(rng.normal(size=(2, size, size + 1, channels)), jnp.float32)
+  w = jnp.asarray(rng.normal(size=(kernel, kernel, channels, 7)), jnp.float32)
+  mask = random_mask(rng, w.shape, density)
+  tables = sparse.nonzero_tables(mask)
+  dense = lambda x, w: lax.conv_general_dilated(x, w * mask, (stride, stride), padding,
+                                                dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  mine = jax.jit(lambda x, w: sparse.conv(x, w, tables, (stride, stride), padding))
+  np.testing.assert_allclose(mine(x, w), dense(x, w), rtol=1e-5, atol=1e-5)
+  loss = lambda f: lambda x, w: jnp.sum(jnp.sin(f(x, w)))
+  (dx, dw), (dx_ref, dw_ref) = (jax.grad(loss(f), (0, 1))(x, w) for f in (mine, dense))
+  np.testing.assert_allclose(dx, dx_ref, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(dw, dw_ref, rtol=1e-5, atol=1e-5)
+  assert np.all(np.asarray(dw)[mask == 0] == 0)  # pruned entries: exactly no gradient
+
+
+def test_tables_list_every_nonzero_once_per_grouping():
+  mask = random_mask(np.random.default_rng(0), (3, 3, 6, 5), 0.2)
+  tables = sparse.nonzero_tables(mask)
+  _, _, ci, co = np.unravel_index(np.arange(mask.size), mask.shape)
+  for name, channel in (('by_output', co), ('by_input', ci)):
+    table = tables[name]
+    listed = table[table >= 0]
+    np.testing.assert_array_equal(np.sort(listed), np.flatnonzero(mask))
+    rows = np.nonzero(table >= 0)[0]
+    np.testing.assert_array_equal(channel[listed], rows)  # each row is one channel's entries
+    assert table.shape[1] == max(np.bincount(channel[np.flatnonzero(mask)], minlength=len(table)))
+
+
+def mlp_masks(**overrides):
+  config = make_config(model='mlp', dataset='mnist1d', skip__kind='n2nskip', pruning__method='rp',
+                       pruning__density=0.2, **overrides)
+  _, variables = network.init(config, 10, (40,))
+  return config, pruning.prune(config, variables)
+
+
+def test_sparse_execution_picks_skip_layers_by_setting_and_density():
+  config, masks = mlp_masks()
+  skips = {p for p in traverse_util.flatten_dict(masks) if p[0].startswith('skip')}
+  config.skip.execution = 'dense'
+  assert network.sparse_execution(config, masks) == {}
+  config.skip.execution = 'sparse'
+  chosen = traverse_util.flatten_dict(network.sparse_execution(config, masks), sep=None)
+  assert {p[:-1] for p in chosen} == skips  # every skip kernel, no sequential one
+  config.skip.execution = 'auto'
+  flat = traverse_util.flatten_dict(masks)
+  thin, full = sorted(skips)[:2]  # one skip kernel below the threshold, one above
+  flat[thin] = (np.arange(flat[thin].size) % 100 == 0).reshape(flat[thin].shape).astype(np.float32)
+  flat[full] = np.ones_like(flat[full])
+  chosen = traverse_util.flatten_dict(
+      network.sparse_execution(config, traverse_util.unflatten_dict(flat)), sep=None)
+  chosen = {p[:-1] for p in chosen}
+  assert thin in chosen and full not in chosen
+  assert chosen == {p for p in skips if flat[p].mean() <= sparse.AUTO_MAX_DENSITY}
+
+
+def test_n2nskip_cnn_by_nonzeros_equals_dense_masked_forward_and_gradients():
+  """A small VGG with N2NSkip skips spanning poolings (stride-2 and stride-4 skip convs)."""
+  model = VGG(head='cifar', layers=(8, 'M', 8, 8, 'M', 16, 16), skip_kind='n2nskip', skip_span=2)
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(3, 12, 12, 3)), jnp.float32)
+  variables = model.init(jax.random.PRNGKey(0), x, train=False)
+  rng = np.random.default_rng(1)
+  masks = jax.tree.map(lambda m: random_mask(rng, m.shape, 0.3), variables['masks'])
+  variables = pruning.apply_masks({**variables, 'masks': masks}, masks)
+  nonzeros = network.sparse_execution(make_config(skip__execution='sparse'), masks)
+  assert len(traverse_util.flatten_dict(nonzeros, sep=None)) == 2 * 4  # 4 skips, 2 tables each
+
+  def run(extra):
+    def loss(params):
+      return jnp.sum(model.apply({**variables, 'params': params, **extra}, x, train=False) ** 2)
+    return jax.jit(jax.value_and_grad(loss))(variables['params'])
+
+  (loss_sparse, grads_sparse), (loss_dense, grads_dense) = run({'nonzeros': nonzeros}), run({})
+  np.testing.assert_allclose(loss_sparse, loss_dense, rtol=1e-5)
+  for path, g in traverse_util.flatten_dict(grads_sparse).items():
+    ref = traverse_util.flatten_dict(grads_dense)[path]
+    np.testing.assert_allclose(g, ref, rtol=1e-4, atol=1e-5 * np.abs(ref).max())
+
+
+def test_training_by_nonzeros_follows_the_dense_trajectory_and_resumes(tmp_path):
+  """MLP N2NSkip-RP on MNIST-1D: 'sparse' (one epoch, then resumed to two) against 'dense'
+  (two epochs): the same losses and weights to float32 tolerance; masks unchanged and pruned
+  weights exactly 0 in the checkpoint."""
+  base = dict(model='mlp', dataset='mnist1d', skip__kind='n2nskip', pruning__method='rp',
+              pruning__density=0.05, batch_size=500, log_every_steps=2, eval_every_epochs=1)
+  dense = train.train_and_evaluate(make_config(num_epochs=2, skip__execution='dense', **base),
+                                   str(tmp_path / 'dense'))
+  train.train_and_evaluate(make_config(num_epochs=1, skip__execution='sparse', **base),
+                           str(tmp_path / 'sparse'))
+  resumed = train.train_and_evaluate(make_config(num_epochs=2, skip__execution='sparse', **base),
+                                     str(tmp_path / 'sparse'))
+  assert resumed['steps'] == dense['steps']
+  np.testing.assert_allclose(resumed['test_loss'], dense['test_loss'], rtol=1e-4)
+  runs = {name: rundir.read_latest(str(tmp_path / name))[1] for name in ('dense', 'sparse')}
+  masks = [traverse_util.flatten_dict(r['masks']) for r in runs.values()]
+  params = [traverse_util.flatten_dict(r['state']['params']) for r in runs.values()]
+  for path, mask in masks[0].items():
+    np.testing.assert_array_equal(masks[1][path], mask)
+    assert np.all(params[1][path][mask == 0] == 0)
+    np.testing.assert_allclose(params[1][path], params[0][path], rtol=1e-3, atol=1e-5)
+
+
+def test_bad_execution_is_refused_with_the_key():
+  from n2nskip_jax.config import validate
+  with pytest.raises(ConfigError, match=r"skip\.execution.*'fast'.*'auto'"):
+    validate(make_config(skip__execution='fast'))
