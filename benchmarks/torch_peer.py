@@ -21,23 +21,23 @@ VGG19_LAYERS = (64, 64, 'M', 128, 128, 'M', 256, 256, 256, 256, 'M',
                 512, 512, 512, 512, 'M', 512, 512, 512, 512, 'M')
 
 
-class MaskedConv2d(nn.Conv2d):
-  """``conv2d(x, weight * mask)``; the mask is a buffer, never trained."""
+class Masked:
+  """Adds a fixed binary ``mask`` buffer shaped like ``weight`` (never trained)."""
 
   def __init__(self, *args, **kwargs):
     super().__init__(*args, **kwargs)
     self.register_buffer('mask', torch.ones_like(self.weight))
+
+
+class MaskedConv2d(Masked, nn.Conv2d):
+  """``conv2d(x, weight * mask)``."""
 
   def forward(self, x):
     return self._conv_forward(x, self.weight * self.mask, self.bias)
 
 
-class MaskedLinear(nn.Linear):
+class MaskedLinear(Masked, nn.Linear):
   """``linear(x, weight * mask)``."""
-
-  def __init__(self, *args, **kwargs):
-    super().__init__(*args, **kwargs)
-    self.register_buffer('mask', torch.ones_like(self.weight))
 
   def forward(self, x):
     return F.linear(x, self.weight * self.mask, self.bias)

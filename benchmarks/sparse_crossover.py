@@ -1,0 +1,58 @@
+"""One 3x3 skip conv, dense masked against by its nonzeros, over densities: where 'auto' switches.
+
+    python benchmarks/sparse_crossover.py --densities=0.01,0.02,0.04
+
+ResNet50-C10's skip-conv shapes (batch 32): forward, and forward plus backward (gradients with
+respect to the input and the kernel), of ``lax.conv_general_dilated(x, kernel * mask)`` and of
+``sparse.conv`` with the mask's tables; RP masks. One JSON object per shape and density.
+"""
+import argparse
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from common import device_info, emit, timed
+from jax import lax
+
+from n2nskip_jax import sparse
+
+# (input channels, output channels, input size, stride): ResNet50-C10 skip convs.
+SHAPES = ((256, 256, 32, 1), (256, 512, 32, 2), (1024, 1024, 8, 1), (2048, 2048, 4, 1))
+
+
+def bench(shape, density: float, batch: int, iters: int) -> dict:
+  cin, cout, size, stride = shape
+  rng = np.random.default_rng(0)
+  mask = (rng.random((3, 3, cin, cout)) < density).astype(np.float32)
+  kernel = jnp.asarray(rng.normal(size=mask.shape), jnp.float32)
+  x = jnp.asarray(rng.normal(size=(batch, size, size, cin)), jnp.float32)
+  tables = sparse.nonzero_tables(mask)
+  strides = (stride, stride)
+  convs = {'dense': lambda x, k: lax.conv_general_dilated(
+               x, k * mask, strides, 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC')),
+           'sparse': lambda x, k: sparse.conv(x, k, tables, strides)}
+  record = {'benchmark': 'sparse_crossover', 'in': cin, 'out': cout, 'size': size,
+            'stride': stride, 'batch': batch, 'density': density,
+            'longest_output_row': int(tables['by_output'].shape[1]), **device_info()}
+  for name, f in convs.items():
+    fwd = jax.jit(f)
+    grad = jax.jit(jax.grad(lambda x, k: 0.5 * jnp.sum(f(x, k) ** 2), (0, 1)))
+    record[f'{name}_fwd_ms'] = 1e3 * timed(lambda: fwd(x, kernel), 1, iters)
+    record[f'{name}_fwd_bwd_ms'] = 1e3 * timed(lambda: grad(x, kernel), 1, iters)
+  return record
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument('--densities', default='0.0038,0.01,0.02,0.04',
+                 help='comma-separated; 0.0038 is N2NSkip-RP ResNet50 skips at 5 %')
+  p.add_argument('--batch', type=int, default=32)
+  p.add_argument('--iters', type=int, default=5)
+  args = p.parse_args()
+  for density in map(float, args.densities.split(',')):
+    for shape in SHAPES:
+      emit(bench(shape, density, args.batch, args.iters))
+
+
+if __name__ == '__main__':
+  main()
