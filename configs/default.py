@@ -16,7 +16,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.mlp_hidden = (512, 256, 128, 64)  # hidden widths of the MLP
   c.half_precision = False           # bf16 compute (params and optimizer stay float32)
   c.conv_impl = 'auto'               # 'xla' | 'patches' (conv as one matmul) | 'auto': patches on
-                                     # CPU for output maps of <= 16 positions (see README, Performance)
+                                     # CPU for 1x1 kernels and output maps of <= 16 positions (see
+                                     # README, Performance)
   c.init = 'torch'                   # 'torch': the paper's framework's initializers (torchvision
                                      # VGG/ResNet schemes, nn.Linear's default); 'flax': Flax's
                                      # defaults (lecun_normal, zero bias). See models/inits.py.

@@ -69,7 +69,8 @@ class MaskedDense(nn.Module):
 
 
 CONV_IMPLS = ('auto', 'xla', 'patches')
-# 'auto' uses the patches matmul on the CPU backend for output maps of at most this many
+# 'auto' uses the patches matmul on the CPU backend for 1x1 kernels (a plain matmul: XLA:CPU's
+# convolution gradients transpose whole activations) and for output maps of at most this many
 # positions, where XLA:CPU's convolution is slowest (README, Performance).
 PATCHES_MAX_POSITIONS = 16
 
@@ -95,8 +96,8 @@ class MaskedConv(nn.Module):
   """2-D convolution, NHWC, with kernel ``(kh, kw, in, out) * mask``.
 
   ``impl``: ``'xla'`` (``lax.conv_general_dilated``), ``'patches'`` (:func:`conv_patches`,
-  one matmul) or ``'auto'`` (patches on the CPU backend for output maps of at most
-  ``PATCHES_MAX_POSITIONS`` positions, XLA's convolution elsewhere). Where the ``nonzeros``
+  one matmul) or ``'auto'`` (patches on the CPU backend for 1x1 kernels and for output maps of
+  at most ``PATCHES_MAX_POSITIONS`` positions, XLA's convolution elsewhere). Where the ``nonzeros``
   collection holds the mask's tables, the layer runs by its nonzeros (:func:`sparse.conv`).
   """
   features: int
@@ -115,7 +116,8 @@ class MaskedConv(nn.Module):
     x, kernel, bias, tables = _operands(self, x, (*self.kernel_size, x.shape[-1], self.features))
     positions = -(-x.shape[1] // strides[0]) * -(-x.shape[2] // strides[1])
     patches = self.impl == 'patches' or (self.impl == 'auto' and jax.default_backend() == 'cpu'
-                                         and positions <= PATCHES_MAX_POSITIONS)
+                                         and (positions <= PATCHES_MAX_POSITIONS
+                                              or tuple(self.kernel_size) == (1, 1)))
     if tables is not None:
       y = sparse.conv(x, kernel, tables, strides, self.padding)
     elif patches:

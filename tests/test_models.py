@@ -129,3 +129,17 @@ def test_vgg_with_patches_convs_equals_xla_convs():
   np.testing.assert_allclose(outs['patches'][0], outs['xla'][0], rtol=1e-4, atol=1e-4)
   for a, b in zip(jax.tree.leaves(outs['patches'][1]), jax.tree.leaves(outs['xla'][1])):
     np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-3)
+
+
+def test_auto_runs_1x1_convs_as_matmuls_on_cpu_with_xlas_result():
+  """conv_impl='auto' on CPU: a 1x1 conv (any map size) is a matmul, not an XLA convolution."""
+  from n2nskip_jax.layers import MaskedConv
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 9, 9, 6)), jnp.float32)
+  outs = {}
+  for impl in ('auto', 'xla'):
+    layer = MaskedConv(8, (1, 1), strides=2, impl=impl)
+    variables = layer.init(jax.random.PRNGKey(0), x)
+    outs[impl] = layer.apply(variables, x)
+    convs = str(jax.make_jaxpr(lambda x: layer.apply(variables, x))(x)).count('conv_general_dilated')
+    assert convs == (impl == 'xla')
+  np.testing.assert_allclose(outs['auto'], outs['xla'], rtol=1e-5, atol=1e-5)
