@@ -143,3 +143,14 @@ def test_auto_runs_1x1_convs_as_matmuls_on_cpu_with_xlas_result():
     convs = str(jax.make_jaxpr(lambda x: layer.apply(variables, x))(x)).count('conv_general_dilated')
     assert convs == (impl == 'xla')
   np.testing.assert_allclose(outs['auto'], outs['xla'], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('size', [(8, 8), (7, 5)])
+def test_max_pool_2x2_equals_flax_max_pool_and_its_gradient(size):
+  from n2nskip_jax.models.vgg import max_pool_2x2
+  import flax.linen as nn
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(2, *size, 3)), jnp.float32)  # no ties
+  flax_pool = lambda x: nn.max_pool(x, (2, 2), strides=(2, 2))
+  np.testing.assert_array_equal(max_pool_2x2(x), flax_pool(x))
+  loss = lambda f: lambda x: jnp.sum(jnp.sin(f(x)))
+  np.testing.assert_array_equal(jax.grad(loss(max_pool_2x2))(x), jax.grad(loss(flax_pool))(x))

@@ -43,6 +43,15 @@ def adaptive_avg_pool(x: jnp.ndarray, size: int) -> jnp.ndarray:
   return jnp.einsum('bhwc,ih,jw->bijc', x, ph.astype(x.dtype), pw.astype(x.dtype))
 
 
+def max_pool_2x2(x: jnp.ndarray) -> jnp.ndarray:
+  """2x2 max-pooling, stride 2 (an odd last row or column is dropped, as ``nn.max_pool``), as a
+  max over a reshape: its gradient is elementwise, where XLA:CPU expands ``reduce_window``'s
+  into scatters (README, Performance). Exact ties share the gradient equally."""
+  n, h, w, c = x.shape
+  x = x[:, :h - h % 2, :w - w % 2]
+  return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
 def conv_plan(layers, width_multiplier: float) -> tuple[list[int], list[bool]]:
   """``(widths of conv 1..L, pooled)``: ``pooled[l]`` says a max-pool follows layer ``l``
   (``l = 0`` is the input, never pooled)."""
@@ -105,7 +114,7 @@ class VGG(nn.Module):
         stride = skip_stride(pooled, src, j)
         z = z + self._skip(acts[src], width, stride, norm, skip_name(src, j))
       acts.append(nn.relu(z))
-      h = nn.max_pool(acts[-1], (2, 2), strides=(2, 2)) if pooled[j] else acts[-1]
+      h = max_pool_2x2(acts[-1]) if pooled[j] else acts[-1]
     linear = lambda width, name: self.dense(width, dtype=self.dtype, name=name,
                                             **inits.vgg_linear(self.init_scheme))
     if self.head == 'cifar':
