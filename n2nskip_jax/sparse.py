@@ -111,12 +111,13 @@ def _weights(kernel, table):
 
 def _accumulate(src, weights, rows, offsets, length):
   """``out[g, t] = sum_k weights[g, k] * src[rows[g, k], offsets[g, k] + t]``: one
-  gather-and-multiply-add per table column."""
+  gather-and-multiply-add per table column, accumulated in at least float32."""
   def column(acc, k):
     w, r, o = k
     return acc + w[:, None] * _segments(src, r, o, length), None
-  init = jnp.zeros((weights.shape[0], length), jnp.result_type(src, weights))
-  return lax.scan(column, init, (weights.T, rows.T, offsets.T))[0]
+  dtype = jnp.result_type(src, weights)
+  init = jnp.zeros((weights.shape[0], length), jnp.promote_types(dtype, jnp.float32))
+  return lax.scan(column, init, (weights.T, rows.T, offsets.T))[0].astype(dtype)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(8,))

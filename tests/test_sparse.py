@@ -39,6 +39,18 @@ def test_sparse_conv_equals_masked_xla_conv_and_its_gradients(size, channels, ke
   assert np.all(np.asarray(dw)[mask == 0] == 0)  # pruned entries: exactly no gradient
 
 
+def test_sparse_conv_in_bfloat16_accumulates_in_float32():
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(2, 6, 6, 64)), jnp.bfloat16)
+  w = jnp.asarray(rng.normal(size=(3, 3, 64, 4)), jnp.float32)
+  mask = random_mask(rng, w.shape, 0.5)
+  y = sparse.conv(x, w.astype(jnp.bfloat16), sparse.nonzero_tables(mask))
+  ref = lax.conv_general_dilated(x.astype(jnp.float32), w.astype(jnp.bfloat16).astype(
+      jnp.float32) * mask, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  assert y.dtype == jnp.bfloat16
+  np.testing.assert_allclose(np.asarray(y, np.float32), ref, rtol=1e-2, atol=0.1)
+
+
 def test_tables_list_every_nonzero_once_per_grouping():
   mask = random_mask(np.random.default_rng(0), (3, 3, 6, 5), 0.2)
   tables = sparse.nonzero_tables(mask)
