@@ -10,7 +10,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def timed(fn, warmup: int, iters: int) -> float:
-  """Median seconds per call of ``fn`` (which returns arrays to block on)."""
+  """Median seconds per call of ``fn`` (which returns JAX arrays to block on, or ``None`` when
+  it finishes its work before returning, as the PyTorch peer's step)."""
   for _ in range(warmup):
     jax.block_until_ready(fn())
   times = []

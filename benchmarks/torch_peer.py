@@ -11,14 +11,13 @@ JSON object per variant (``masked``, ``plain``) with the fields ``train_throughp
 """
 import argparse
 import json
-import time
 
 import torch
+from common import timed
 from torch import nn
 from torch.nn import functional as F
 
-VGG19_LAYERS = (64, 64, 'M', 128, 128, 'M', 256, 256, 256, 256, 'M',
-                512, 512, 512, 512, 'M', 512, 512, 512, 512, 'M')
+from n2nskip_jax.models.vgg import VGG19_LAYERS
 
 
 class Masked:
@@ -141,14 +140,7 @@ def bench(args, masked: bool) -> dict:
     if device.type == 'cuda':
       torch.cuda.synchronize()
 
-  for _ in range(args.warmup):
-    step()
-  times = []
-  for _ in range(args.iters):
-    start = time.perf_counter()
-    step()
-    times.append(time.perf_counter() - start)
-  seconds = sorted(times)[len(times) // 2]
+  seconds = timed(step, args.warmup, args.iters)
   return {'benchmark': 'train_throughput', 'framework': 'torch', 'torch': torch.__version__,
           'model': args.model, 'variant': 'masked' if masked else 'plain', 'skip': 'none',
           'density': args.density, 'width_multiplier': args.width,
