@@ -83,20 +83,55 @@ def conv(x, kernel, tables: dict, strides=(1, 1), padding='SAME'):
   out = gather_sum(src, kernel.reshape(-1).astype(x.dtype), tables['by_output'],
                    *segments(tables['by_output'], 0), tables['by_input'],
                    *segments(tables['by_input'], 1), length)
-  return out.reshape(cout, n, hq, wq)[:, :, :ho, :wo].transpose(1, 2, 3, 0)
+  out = _column_gather(_output_index(n, hq, wq, ho, wo), length)(out)
+  return out.T.reshape(n, ho, wo, cout)
 
 
 def source_rows(x, padding, strides, phase_shape, tail: int):
   """``(in, s_y * s_x * N * H_q * W_q + tail)``: per input channel, the zero-padded input's
   stride phases ``x_pad[n, s_y * a + p_y, s_x * b + p_x]`` one after another (phase-major,
   then ``n, a, b``), and ``tail`` zeros so that every entry's segment lies inside the row."""
-  sy, sx = strides
-  hq, wq = phase_shape
   n, h, w, c = x.shape
-  (top, bottom), (left, right) = padding
-  x = jnp.pad(x, ((0, 0), (top, hq * sy - h - top), (left, wq * sx - w - left), (0, 0)))
-  x = x.reshape(n, hq, sy, wq, sx, c).transpose(5, 2, 4, 0, 1, 3).reshape(c, -1)
-  return jnp.pad(x, ((0, 0), (0, tail)))
+  index = _source_index(n, h, w, tuple(map(tuple, padding)), tuple(strides), tuple(phase_shape),
+                        tail)
+  return _column_gather(index, n * h * w)(x.reshape(-1, c).T)
+
+
+@functools.lru_cache(maxsize=None)
+def _source_index(n, h, w, padding, strides, phase_shape, tail) -> np.ndarray:
+  """Column ``j`` of :func:`source_rows` copies input position ``index[j]`` (flat ``n, h,
+  w``), or is a zero where ``index[j] == n * h * w``."""
+  (sy, sx), (hq, wq), ((top, _), (left, _)) = strides, phase_shape, padding
+  py, px, b, a, q = np.meshgrid(np.arange(sy), np.arange(sx), np.arange(n), np.arange(hq),
+                                np.arange(wq), indexing='ij')
+  y, z = sy * a + py - top, sx * q + px - left
+  inside = (y >= 0) & (y < h) & (z >= 0) & (z < w)
+  index = np.where(inside, (b * h + y) * w + z, n * h * w).reshape(-1)
+  return np.concatenate([index, np.full(tail, n * h * w)]).astype(np.int32)
+
+
+@functools.lru_cache(maxsize=None)
+def _output_index(n, hq, wq, ho, wo) -> np.ndarray:
+  """The columns of the phase grid ``(n, H_q, W_q)`` that hold the outputs ``(n, H_o, W_o)``."""
+  b, y, z = np.meshgrid(np.arange(n), np.arange(ho), np.arange(wo), indexing='ij')
+  return ((b * hq + y) * wq + z).reshape(-1).astype(np.int32)
+
+
+def _column_gather(index: np.ndarray, size: int):
+  """``a -> a[:, index]`` for ``a`` with ``size`` columns, zero where ``index == size``. Every
+  column of ``a`` is read at most once, so the gradient is the inverse gather (not XLA's
+  scatter-add). Layout changes as a 2-D transpose and this gather: XLA:CPU runs them faster
+  than the padded, strided transposes they replace (README, Performance)."""
+  inverse = np.full(size, len(index), np.int32)
+  inverse[index[index < size]] = np.flatnonzero(index < size)
+
+  @jax.custom_vjp
+  def gather(a):
+    return jnp.take(a, index, axis=1, mode='fill', fill_value=0)
+
+  gather.defvjp(lambda a: (gather(a), None),
+                lambda _, d: (jnp.take(d, inverse, axis=1, mode='fill', fill_value=0),))
+  return gather
 
 
 def _segments(src, rows, offsets, length):
