@@ -5,11 +5,11 @@
         --skip=n2nskip --execution=sparse --top=20
 
 Takes the model flags of ``train_throughput.py``. Traces ``--iters`` steps of the masked
-model after ``--warmup`` and prints one JSON object per kind of XLA operation (a fusion's kind
-is its name without the number: ``ynn_fusion`` for the convolutions and matmuls,
-``copy_bitcast_fusion`` for layout copies, ``while`` for loops...), the most expensive first,
-with milliseconds per step and how many distinct operations of that kind ran, then the
-``--top`` single operations. What an operation computes: run with
+model after ``--warmup`` (at least 2) and prints one JSON object per kind of XLA operation
+taking at least 0.1 ms per step (a fusion's kind is its name without the number:
+``ynn_fusion`` for the convolutions and matmuls, ``copy_bitcast_fusion`` for layout copies,
+``while`` for loops...), the most expensive first, with milliseconds per step and how many
+distinct operations of that kind ran; then the ``--top`` single operations. What an operation computes: run with
 ``XLA_FLAGS=--xla_dump_to=DIR`` and find its name in ``DIR/*after_optimizations.txt``.
 """
 import collections
@@ -23,8 +23,10 @@ import jax
 from common import emit
 from train_throughput import make_config, make_step, parser
 
-# Trace events that are not one XLA operation: the executor, the Python frames, waits.
-NOT_OPERATIONS = re.compile(r'^(\$|ThunkExecutor|SlinkyThreadPool|PjitFunction|CommonPjRt)')
+# Trace events that are not one XLA operation: the executor, Python frames, waits, runtime steps
+# (their names have spaces, '::' or '$'; XLA's operation names are like 'ynn_fusion.12').
+OPERATION = re.compile(r'^[A-Za-z][\w\-]*(\.\d+)?$')
+NOT_OPERATIONS = re.compile(r'^(PjitFunction|trace_to_jaxpr|ParseArguments|AllocateOutputBuffers)')
 
 
 def operation_times(trace_dir: str, steps: int) -> collections.Counter:
@@ -35,8 +37,10 @@ def operation_times(trace_dir: str, steps: int) -> collections.Counter:
   events = events['traceEvents'] if isinstance(events, dict) else events
   times = collections.Counter()
   for e in events:
-    if e.get('ph') == 'X' and 'dur' in e and not NOT_OPERATIONS.match(e['name']):
-      times[e['name']] += e['dur'] / 1e3 / steps
+    name = e.get('name', '')
+    if e.get('ph') == 'X' and 'dur' in e and OPERATION.match(name) and not NOT_OPERATIONS.match(
+        name):
+      times[name] += e['dur'] / 1e3 / steps
   return times
 
 
@@ -45,7 +49,7 @@ def main():
   p.add_argument('--top', type=int, default=10, help='single operations to list')
   args = p.parse_args()
   step, _ = make_step(make_config(args), False, args.batch)
-  for _ in range(args.warmup):
+  for _ in range(max(2, args.warmup)):  # the second call compiles again (replicated state)
     jax.block_until_ready(step())
   with tempfile.TemporaryDirectory() as trace_dir:
     with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
@@ -61,7 +65,8 @@ def main():
           'execution': args.execution, 'batch': args.batch}
   emit({**base, 'total_ms': round(sum(times.values()), 1)})
   for kind, ms in kinds.most_common():
-    emit({**base, 'kind': kind, 'ms': round(ms, 1), 'operations': counts[kind]})
+    if ms >= 0.1:
+      emit({**base, 'kind': kind, 'ms': round(ms, 1), 'operations': counts[kind]})
   for name, ms in times.most_common(args.top):
     emit({**base, 'operation': name, 'ms': round(ms, 1)})
 

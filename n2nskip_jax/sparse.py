@@ -80,10 +80,13 @@ def conv(x, kernel, tables: dict, strides=(1, 1), padding='SAME'):
     dy, dx, *channels = jnp.unravel_index(jnp.maximum(table, 0), kernel.shape)
     return channels[row_axis], ((dy % sy) * sx + dx % sx) * length + (dy // sy) * wq + dx // sx
 
+  columns = _output_index(n, hq, wq, ho, wo)
+  shift = src.shape[1] - length  # the largest offset any entry can have
+  d_columns = np.full(length + 2 * shift, len(columns), np.int32)
+  d_columns[shift + columns] = np.arange(len(columns))
   out = gather_sum(src, kernel.reshape(-1).astype(x.dtype), tables['by_output'],
                    *segments(tables['by_output'], 0), tables['by_input'],
-                   *segments(tables['by_input'], 1), length)
-  out = _column_gather(_output_index(n, hq, wq, ho, wo), length)(out)
+                   *segments(tables['by_input'], 1), columns, d_columns, length)
   return out.T.reshape(n, ho, wo, cout)
 
 
@@ -120,8 +123,9 @@ def _output_index(n, hq, wq, ho, wo) -> np.ndarray:
 def _column_gather(index: np.ndarray, size: int):
   """``a -> a[:, index]`` for ``a`` with ``size`` columns, zero where ``index == size``. Every
   column of ``a`` is read at most once, so the gradient is the inverse gather (not XLA's
-  scatter-add). Layout changes as a 2-D transpose and this gather: XLA:CPU runs them faster
-  than the padded, strided transposes they replace (README, Performance)."""
+  scatter-add). Layout changes as a 2-D transpose and a column gather (here and for the
+  output, in :func:`gather_sum`): XLA:CPU runs them faster than the padded, strided
+  transposes they replace (README, Performance)."""
   inverse = np.full(size, len(index), np.int32)
   inverse[index[index < size]] = np.flatnonzero(index < size)
 
@@ -155,38 +159,45 @@ def _accumulate(src, weights, rows, offsets, length):
   return lax.scan(column, init, (weights.T, rows.T, offsets.T))[0].astype(dtype)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(8,))
-def gather_sum(src, kernel, by_output, rows, offsets, by_input, rows_in, offsets_in, length):
-  """``out[g, t] = sum_k kernel[by_output[g, k]] * src[rows[g, k], offsets[g, k] + t]``
-  (``t < length``; entries ``-1`` weigh 0): the sparse conv's core, differentiable in ``src``
-  and the flat ``kernel``. ``by_input`` lists the same entries by source row, ``rows_in``
-  and ``offsets_in`` saying where each one writes."""
+@functools.partial(jax.custom_vjp, nondiff_argnums=(10,))
+def gather_sum(src, kernel, by_output, rows, offsets, by_input, rows_in, offsets_in, columns,
+               d_columns, length):
+  """``out[g, m] = sum_k kernel[by_output[g, k]] * src[rows[g, k], offsets[g, k] + columns[m]]``
+  (entries ``-1`` weigh 0): the sparse conv's core over ``t < length`` positions, of which
+  ``columns`` are kept; differentiable in ``src`` and the flat ``kernel``. ``by_input`` lists
+  the same entries by source row, ``rows_in`` and ``offsets_in`` saying where each one writes.
+  ``d_columns``: for each position ``t - shift`` (``shift = src.shape[1] - length``, the
+  largest offset) the column of ``out`` holding it, or ``len(columns)`` where none does."""
   return _gather_sum_fwd(src, kernel, by_output, rows, offsets, by_input, rows_in, offsets_in,
-                         length)[0]
+                         columns, d_columns, length)[0]
 
 
-def _gather_sum_fwd(src, kernel, by_output, rows, offsets, by_input, rows_in, offsets_in, length):
+def _gather_sum_fwd(src, kernel, by_output, rows, offsets, by_input, rows_in, offsets_in,
+                    columns, d_columns, length):
   out = _accumulate(src, _weights(kernel, by_output), rows, offsets, length)
-  return out, (src, kernel, by_output, rows, offsets, by_input, rows_in, offsets_in)
+  residuals = (src, kernel, by_output, rows, offsets, by_input, rows_in, offsets_in, d_columns)
+  return jnp.take(out, columns, axis=1), residuals
 
 
 def _gather_sum_bwd(length, residuals, d_out):
-  src, kernel, by_output, rows, offsets, by_input, rows_in, offsets_in = residuals
-  # d_src[r, u] = sum over entries e reading row r of kernel[e] * d_out[g_e, u - offset_e]:
-  # the same operation on d_out, zero-padded so that every shifted segment lies inside it.
-  shift = src.shape[1] - length  # the largest offset any entry can have
-  padded = jnp.pad(d_out, ((0, 0), (shift, shift)))
+  src, kernel, by_output, rows, offsets, by_input, rows_in, offsets_in, d_columns = residuals
+  # d_src[r, u] = sum over entries e reading row r of kernel[e] * d_pos[g_e, u - offset_e], with
+  # d_pos the gradient at every position, zero-padded by `shift` on each side so that every
+  # shifted segment lies inside it: one gather from d_out.
+  shift = src.shape[1] - length
+  padded = jnp.take(d_out, d_columns, axis=1, mode='fill', fill_value=0)
   d_src = _accumulate(padded, _weights(kernel, by_input), rows_in, shift - offsets_in,
                       src.shape[1])
+  d_pos = padded[:, shift:shift + length]
   ones = jnp.ones((length,), d_out.dtype)
 
   def column(_, k):  # row g of by_output lists output g's entries
     # A row sum as a matrix-vector product: XLA:CPU runs it ~6x faster than jnp.sum here.
-    return None, (_segments(src, *k, length) * d_out) @ ones
+    return None, (_segments(src, *k, length) * d_pos) @ ones
   d_weights = lax.scan(column, None, (rows.T, offsets.T))[1].T
   index = jnp.where(by_output >= 0, by_output, kernel.size)  # padding: dropped
   d_kernel = jnp.zeros_like(kernel).at[index].add(d_weights, mode='drop')
-  return d_src, d_kernel, None, None, None, None, None, None
+  return d_src, d_kernel, None, None, None, None, None, None, None, None
 
 
 gather_sum.defvjp(_gather_sum_fwd, _gather_sum_bwd)
