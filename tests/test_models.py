@@ -64,11 +64,12 @@ def test_masked_model_equals_plain_twin_with_masked_kernels(overrides, input_sha
   twin = create_model(config, 10, plain=True)
   masked_params = pruning.apply_masks(variables, masks)['params']
   stats = {'batch_stats': variables['batch_stats']} if 'batch_stats' in variables else {}
-  got = model.apply({**variables, 'masks': masks}, x, train=False)
-  want = twin.apply({'params': masked_params, **stats}, x, train=False)
+  apply = jax.jit(lambda v: model.apply(v, x, train=False))
+  got = apply({**variables, 'masks': masks})
+  want = jax.jit(lambda v: twin.apply(v, x, train=False))({'params': masked_params, **stats})
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
   # And the mask matters: all-ones masks give a different output.
-  assert not np.allclose(model.apply(variables, x, train=False), got, atol=1e-4)
+  assert not np.allclose(apply(variables), got, atol=1e-4)
 
 
 def test_plain_twin_has_no_masks():
@@ -125,7 +126,9 @@ def test_vgg_with_patches_convs_equals_xla_convs():
     model, variables = network.init(config, 10, (32, 32, 3))
     x = jnp.asarray(np.random.default_rng(0).normal(size=(4, 32, 32, 3)), jnp.float32)
     loss = lambda p: jnp.sum(model.apply({**variables, 'params': p}, x, train=False) ** 2)
-    outs[impl] = (model.apply(variables, x, train=False), jax.grad(loss)(variables['params']))
+    run = jax.jit(lambda p: (model.apply({**variables, 'params': p}, x, train=False),
+                             jax.grad(loss)(p)))
+    outs[impl] = run(variables['params'])
   np.testing.assert_allclose(outs['patches'][0], outs['xla'][0], rtol=1e-4, atol=1e-4)
   for a, b in zip(jax.tree.leaves(outs['patches'][1]), jax.tree.leaves(outs['xla'][1])):
     np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-3)
