@@ -82,8 +82,7 @@ def conv(x, kernel, tables: dict, strides=(1, 1), padding='SAME'):
 
   columns = _output_index(n, hq, wq, ho, wo)
   shift = src.shape[1] - length  # the largest offset any entry can have
-  d_columns = np.full(length + 2 * shift, len(columns), np.int32)
-  d_columns[shift + columns] = np.arange(len(columns))
+  d_columns = _inverse(columns, length, margin=shift)
   out = gather_sum(src, kernel.reshape(-1).astype(x.dtype), tables['by_output'],
                    *segments(tables['by_output'], 0), tables['by_input'],
                    *segments(tables['by_input'], 1), columns, d_columns, length)
@@ -126,8 +125,7 @@ def _column_gather(index: np.ndarray, size: int):
   scatter-add). Layout changes as a 2-D transpose and a column gather (here and for the
   output, in :func:`gather_sum`): XLA:CPU runs them faster than the padded, strided
   transposes they replace (README, Performance)."""
-  inverse = np.full(size, len(index), np.int32)
-  inverse[index[index < size]] = np.flatnonzero(index < size)
+  inverse = _inverse(index, size)
 
   @jax.custom_vjp
   def gather(a):
@@ -136,6 +134,15 @@ def _column_gather(index: np.ndarray, size: int):
   gather.defvjp(lambda a: (gather(a), None),
                 lambda _, d: (jnp.take(d, inverse, axis=1, mode='fill', fill_value=0),))
   return gather
+
+
+def _inverse(index: np.ndarray, size: int, margin: int = 0) -> np.ndarray:
+  """For each of ``size`` positions, with ``margin`` more on each side, the ``j`` with
+  ``index[j]`` at that position, or ``len(index)`` where none (each position at most once)."""
+  inside = index < size
+  inverse = np.full(size + 2 * margin, len(index), np.int32)
+  inverse[margin + index[inside]] = np.flatnonzero(inside)
+  return inverse
 
 
 def _segments(src, rows, offsets, length):
