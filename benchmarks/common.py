@@ -23,8 +23,11 @@ def timed(fn, warmup: int, iters: int) -> float:
 
 
 def device_info() -> dict:
+  """The backend, and whether sparse skip layers get the native CPU kernels (``N2NSKIP_NATIVE``)."""
+  from n2nskip_jax import native
   d = jax.devices()[0]
-  return {'backend': jax.default_backend(), 'device': d.device_kind, 'devices': jax.device_count()}
+  return {'backend': jax.default_backend(), 'device': d.device_kind, 'devices': jax.device_count(),
+          'native_kernels': native.available()}
 
 
 def emit(record: dict) -> None:

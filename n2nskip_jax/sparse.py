@@ -28,6 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from n2nskip_jax import native
+
 NONZEROS = 'nonzeros'
 EXECUTIONS = ('auto', 'dense', 'sparse')
 # 'auto' runs a skip layer by its nonzeros on the CPU backend when at most this share of its
@@ -86,7 +88,7 @@ def conv(x, kernel, tables: dict, strides=(1, 1), padding='SAME'):
   out = gather_sum(src, kernel.reshape(-1).astype(x.dtype), tables['by_output'],
                    *segments(tables['by_output'], 0), tables['by_input'],
                    *segments(tables['by_input'], 1), columns, d_columns, length)
-  return out.T.reshape(n, ho, wo, cout)
+  return out.reshape(n, ho, wo, cout)
 
 
 def source_rows(x, padding, strides, phase_shape, tail: int):
@@ -96,7 +98,7 @@ def source_rows(x, padding, strides, phase_shape, tail: int):
   n, h, w, c = x.shape
   index = _source_index(n, h, w, tuple(map(tuple, padding)), tuple(strides), tuple(phase_shape),
                         tail)
-  return _column_gather(index, n * h * w)(x.reshape(-1, c).T)
+  return _to_channels(index, n * h * w)(x.reshape(-1, c))
 
 
 @functools.lru_cache(maxsize=None)
@@ -119,21 +121,30 @@ def _output_index(n, hq, wq, ho, wo) -> np.ndarray:
   return ((b * hq + y) * wq + z).reshape(-1).astype(np.int32)
 
 
-def _column_gather(index: np.ndarray, size: int):
-  """``a -> a[:, index]`` for ``a`` with ``size`` columns, zero where ``index == size``. Every
-  column of ``a`` is read at most once, so the gradient is the inverse gather (not XLA's
-  scatter-add). Layout changes as a 2-D transpose and a column gather (here and for the
-  output, in :func:`gather_sum`): XLA:CPU runs them faster than the padded, strided
-  transposes they replace (README, Performance)."""
+def _to_channels(index: np.ndarray, size: int):
+  """``a -> a[index].T`` for ``a`` with ``size`` rows (position-major to channel-major), zero
+  where ``index == size``. Every row of ``a`` is read at most once, so the gradient is the
+  inverse take (not XLA's scatter-add). Layout changes as one transposing take (here and for
+  the output, in :func:`gather_sum`): faster on XLA:CPU than the padded, strided transposes
+  they replace (README, Performance)."""
   inverse = _inverse(index, size)
 
   @jax.custom_vjp
-  def gather(a):
-    return jnp.take(a, index, axis=1, mode='fill', fill_value=0)
+  def take(a):
+    return _take_transposed(a, index, True)
 
-  gather.defvjp(lambda a: (gather(a), None),
-                lambda _, d: (jnp.take(d, inverse, axis=1, mode='fill', fill_value=0),))
-  return gather
+  take.defvjp(lambda a: (take(a), None),
+              lambda _, d: (_take_transposed(d, inverse, False),))
+  return take
+
+
+def _take_transposed(a, index, to_channels: bool):
+  """``a[index].T`` if ``to_channels`` else ``a[:, index].T``, zero where ``index`` is one past
+  the last position."""
+  fallback = lambda a, index: jnp.take(a, index, axis=0 if to_channels else 1, mode='fill',
+                                       fill_value=0).T
+  return _native_on_cpu(functools.partial(native.take_transposed, to_channels=to_channels),
+                        fallback, a, index)
 
 
 def _inverse(index: np.ndarray, size: int, margin: int = 0) -> np.ndarray:
@@ -156,14 +167,51 @@ def _weights(kernel, table):
 
 
 def _accumulate(src, weights, rows, offsets, length):
-  """``out[g, t] = sum_k weights[g, k] * src[rows[g, k], offsets[g, k] + t]``: one
-  gather-and-multiply-add per table column, accumulated in at least float32."""
+  """``out[g, t] = sum_k weights[g, k] * src[rows[g, k], offsets[g, k] + t]``."""
+  return _native_on_cpu(functools.partial(native.accumulate, length=length),
+                        functools.partial(_scan_accumulate, length=length),
+                        src, weights, rows, offsets)
+
+
+def _scan_accumulate(src, weights, rows, offsets, length):
+  """:func:`_accumulate` as one gather-and-multiply-add per table column, accumulated in at
+  least float32."""
   def column(acc, k):
     w, r, o = k
     return acc + w[:, None] * _segments(src, r, o, length), None
   dtype = jnp.result_type(src, weights)
   init = jnp.zeros((weights.shape[0], length), jnp.promote_types(dtype, jnp.float32))
   return lax.scan(column, init, (weights.T, rows.T, offsets.T))[0].astype(dtype)
+
+
+def _segment_dots(src, table, rows, offsets, d, shift, length):
+  """``out[g, k] = sum_{t < length} src[rows[g, k], offsets[g, k] + t] * d[g, shift + t]``
+  (any value where ``table[g, k] < 0``): the weight gradient of each table entry."""
+  return _native_on_cpu(functools.partial(native.segment_dots, shift=shift, length=length),
+                        functools.partial(_scan_segment_dots, shift=shift, length=length),
+                        src, table, rows, offsets, d)
+
+
+def _scan_segment_dots(src, table, rows, offsets, d, shift, length):
+  """:func:`_segment_dots` as one segment product per table column."""
+  del table  # the padding's products are computed and ignored
+  ones = jnp.ones((length,), d.dtype)
+
+  def column(_, k):
+    d_pos = d[:, shift:shift + length]  # sliced in the loop: not copied out of `d`
+    # Row sums as a matrix-vector product: in the ResNet50 step XLA:CPU runs it faster than
+    # jnp.sum or a batched dot_general (README, Performance).
+    return None, (_segments(src, *k, length) * d_pos) @ ones
+  return lax.scan(column, None, (rows.T, offsets.T))[1].T
+
+
+def _native_on_cpu(kernel, scan, *operands):
+  """``kernel(*operands)`` on the CPU backend where the native kernels are built and the
+  operands float32 (:mod:`n2nskip_jax.native`), else ``scan(*operands)``."""
+  floats = [a.dtype for a in operands if jnp.issubdtype(a.dtype, jnp.floating)]
+  if all(dtype == jnp.float32 for dtype in floats) and native.available():
+    return lax.platform_dependent(*operands, cpu=kernel, default=scan)
+  return scan(*operands)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(10,))
@@ -183,7 +231,7 @@ def _gather_sum_fwd(src, kernel, by_output, rows, offsets, by_input, rows_in, of
                     columns, d_columns, length):
   out = _accumulate(src, _weights(kernel, by_output), rows, offsets, length)
   residuals = (src, kernel, by_output, rows, offsets, by_input, rows_in, offsets_in, d_columns)
-  return jnp.take(out, columns, axis=1), residuals
+  return _take_transposed(out, columns, False), residuals
 
 
 def _gather_sum_bwd(length, residuals, d_out):
@@ -192,17 +240,10 @@ def _gather_sum_bwd(length, residuals, d_out):
   # d_pos the gradient at every position, zero-padded by `shift` on each side so that every
   # shifted segment lies inside it: one gather from d_out.
   shift = src.shape[1] - length
-  padded = jnp.take(d_out, d_columns, axis=1, mode='fill', fill_value=0)
+  padded = _take_transposed(d_out, d_columns, True)
   d_src = _accumulate(padded, _weights(kernel, by_input), rows_in, shift - offsets_in,
                       src.shape[1])
-  ones = jnp.ones((length,), d_out.dtype)
-
-  def column(_, k):  # row g of by_output lists output g's entries
-    d_pos = padded[:, shift:shift + length]  # sliced in the loop: not copied out of `padded`
-    # Row sums as a matrix-vector product: in the ResNet50 step XLA:CPU runs it faster than
-    # jnp.sum or a batched dot_general (README, Performance).
-    return None, (_segments(src, *k, length) * d_pos) @ ones
-  d_weights = lax.scan(column, None, (rows.T, offsets.T))[1].T
+  d_weights = _segment_dots(src, by_output, rows, offsets, padded, shift, length)
   index = jnp.where(by_output >= 0, by_output, kernel.size)  # padding: dropped
   d_kernel = jnp.zeros_like(kernel).at[index].add(d_weights, mode='drop')
   return d_src, d_kernel, None, None, None, None, None, None, None, None

@@ -1,0 +1,104 @@
+"""Native XLA:CPU kernels for the sparse skip convs (``sparse_kernels.cc``), called through
+XLA's FFI.
+
+The two loops of :mod:`n2nskip_jax.sparse` that XLA:CPU runs slowest as ``lax.scan`` (the
+gather-multiply-adds and the weight gradients' segment dot products) have float32 CPU kernels
+here. They are compiled from the package's C++ source with the system's C++ compiler on first
+use (``$CXX``, else ``c++``; about 2 s), cached under ``$XDG_CACHE_HOME/n2nskip_jax`` (else
+``~/.cache/n2nskip_jax``) per source, compiler flags, jaxlib and CPU, and registered with XLA.
+``N2NSKIP_NATIVE=0`` turns them off. Where they cannot be built, one warning says why and the
+sparse path runs as ``lax.scan``: same results, slower. Accelerators always run the scan.
+"""
+import ctypes
+import functools
+import hashlib
+import os
+import pathlib
+import platform
+import shlex
+import subprocess
+import tempfile
+import warnings
+
+import jax
+import jax.numpy as jnp
+import jaxlib
+
+SOURCE = pathlib.Path(__file__).with_name('sparse_kernels.cc')
+FLAGS = ('-O3', '-march=native', '-std=c++17', '-shared', '-fPIC', '-fopenmp-simd', '-w')
+ACCUMULATE, SEGMENT_DOTS = 'n2nskip_accumulate', 'n2nskip_segment_dots'
+TAKE_TRANSPOSED = 'n2nskip_take_transposed'
+_SYMBOLS = {ACCUMULATE: 'N2nskipAccumulate', SEGMENT_DOTS: 'N2nskipSegmentDots',
+            TAKE_TRANSPOSED: 'N2nskipTakeTransposed'}
+
+
+@functools.lru_cache(maxsize=None)
+def available() -> bool:
+  """Whether the kernels are built and registered for the CPU backend (builds them once)."""
+  if os.environ.get('N2NSKIP_NATIVE', '1') == '0':
+    return False
+  try:
+    library = ctypes.cdll.LoadLibrary(str(build()))
+  except (OSError, subprocess.SubprocessError) as e:
+    warnings.warn(f'n2nskip_jax: native sparse kernels unavailable ({e}); sparse skip layers '
+                  'run as lax.scan (same results, slower). Set CXX to a C++17 compiler, or '
+                  'N2NSKIP_NATIVE=0 to silence this.', RuntimeWarning, stacklevel=2)
+    return False
+  for target, symbol in _SYMBOLS.items():
+    jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(library, symbol)),
+                                platform='cpu')
+  return True
+
+
+def build() -> pathlib.Path:
+  """The compiled shared library, from the cache or compiled now (atomically, so concurrent
+  processes never load a half-written file)."""
+  compiler = shlex.split(os.environ.get('CXX', 'c++'))
+  key = hashlib.sha256('\0'.join([SOURCE.read_text(), *compiler, *FLAGS, jaxlib.__version__,
+                                  platform.machine(), _cpu_flags()]).encode()).hexdigest()[:16]
+  cache = pathlib.Path(os.environ.get('XDG_CACHE_HOME', pathlib.Path.home() / '.cache'))
+  path = cache / 'n2nskip_jax' / f'sparse_kernels-{key}.so'
+  if path.exists():
+    return path
+  path.parent.mkdir(parents=True, exist_ok=True)
+  with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+    out = pathlib.Path(tmp) / path.name
+    done = subprocess.run([*compiler, *FLAGS, '-I', jax.ffi.include_dir(), str(SOURCE), '-o',
+                           str(out)], capture_output=True, text=True)
+    if done.returncode:
+      raise subprocess.SubprocessError(f'{compiler[0]} failed: {done.stderr.strip()[-500:]}')
+    os.replace(out, path)
+  return path
+
+
+def _cpu_flags() -> str:
+  """The CPU's feature flags (``-march=native`` code runs only where they are the same)."""
+  try:
+    info = pathlib.Path('/proc/cpuinfo').read_text()
+  except OSError:
+    return platform.processor()
+  return next((line for line in info.splitlines() if line.startswith(('flags', 'Features'))), '')
+
+
+def accumulate(src, weights, rows, offsets, length: int):
+  """``out[g, t] = sum_k weights[g, k] * src[rows[g, k], offsets[g, k] + t]`` for ``t <
+  length`` (float32; zero weights are skipped)."""
+  call = jax.ffi.ffi_call(ACCUMULATE, jax.ShapeDtypeStruct((weights.shape[0], length),
+                                                           jnp.float32))
+  return call(src, weights, rows.astype(jnp.int32), offsets.astype(jnp.int32))
+
+
+def segment_dots(src, table, rows, offsets, d, shift: int, length: int):
+  """``out[g, k] = sum_{t < length} src[rows[g, k], offsets[g, k] + t] * d[g, shift + t]``
+  where ``table[g, k] >= 0``, else 0 (float32)."""
+  call = jax.ffi.ffi_call(SEGMENT_DOTS, jax.ShapeDtypeStruct(table.shape, jnp.float32))
+  return call(src, table.astype(jnp.int32), rows.astype(jnp.int32), offsets.astype(jnp.int32), d,
+              shift=shift, length=length)
+
+
+def take_transposed(a, index, to_channels: bool):
+  """``a[index].T`` if ``to_channels`` else ``a[:, index].T``, zero where ``index`` is one past
+  the last position (float32)."""
+  shape = (a.shape[1], len(index)) if to_channels else (len(index), a.shape[0])
+  call = jax.ffi.ffi_call(TAKE_TRANSPOSED, jax.ShapeDtypeStruct(shape, jnp.float32))
+  return call(a, jnp.asarray(index, jnp.int32), to_channels=to_channels)

@@ -1,0 +1,230 @@
+// XLA:CPU kernels for the sparse skip convs of n2nskip_jax/sparse.py, called through XLA's FFI.
+//
+// The two loops that sparse.py writes as lax.scan over table columns (Accumulate, SegmentDots)
+// run here over tiles of positions, so that a tile of every source row stays in cache while all
+// the table's entries read it; the layout changes around them (TakeTransposed) are one tiled
+// pass each. Work is shared among XLA's intra-op threads; every result is computed in a fixed
+// order (the same bits whatever the thread count or schedule). Built on first use by
+// n2nskip_jax/native.py.
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+constexpr int64_t kTile = 512;  // positions per tile: a tile of one row is 2 KiB
+constexpr int64_t kBlock = 64;  // positions summed in registers (4 AVX-512 vectors)
+
+// Calls body(c) for c in [0, n), on the calling thread and on up to (threads - 1) tasks of
+// XLA's pool. Returns when every c is done; tasks that start later find nothing left to do.
+template <typename Body>
+void ParallelFor(ffi::ThreadPool& pool, int64_t n, const Body& body) {
+  struct Counters {
+    std::atomic<int64_t> next{0}, done{0};
+  };
+  auto counters = std::make_shared<Counters>();
+  auto work = [counters, n, body = &body] {
+    for (int64_t c; (c = counters->next.fetch_add(1)) < n;) {
+      (*body)(c);
+      counters->done.fetch_add(1, std::memory_order_release);
+    }
+  };
+  int64_t helpers = std::min<int64_t>(pool.num_threads(), n) - 1;
+  for (int64_t i = 0; i < helpers; ++i) pool.Schedule(decltype(work)(work));
+  work();
+  while (counters->done.load(std::memory_order_acquire) < n) std::this_thread::yield();
+}
+
+// Every entry's segment [offset, offset + length) must lie inside its row of `src`.
+ffi::Error CheckSegments(const int32_t* rows, const int32_t* offsets, int64_t entries,
+                         int64_t num_rows, int64_t row_size, int64_t length) {
+  for (int64_t e = 0; e < entries; ++e) {
+    if (rows[e] < 0 || rows[e] >= num_rows || offsets[e] < 0 ||
+        offsets[e] + length > row_size) {
+      return ffi::Error::InvalidArgument("sparse kernel: entry " + std::to_string(e) +
+                                         " reads outside its source row");
+    }
+  }
+  return ffi::Error::Success();
+}
+
+// out[g, t] = sum_k weights[g, k] * src[rows[g, k], offsets[g, k] + t]; zero weights (the
+// tables' padding) are skipped.
+ffi::Error Accumulate(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> src,
+                      ffi::Buffer<ffi::F32> weights, ffi::Buffer<ffi::S32> rows,
+                      ffi::Buffer<ffi::S32> offsets, ffi::ResultBuffer<ffi::F32> out) {
+  const int64_t num_rows = src.dimensions()[0], row_size = src.dimensions()[1];
+  const int64_t groups = weights.dimensions()[0], width = weights.dimensions()[1];
+  const int64_t length = out->dimensions()[1];
+  const float* s = src.typed_data();
+  const float* w = weights.typed_data();
+  const int32_t* r = rows.typed_data();
+  const int32_t* o = offsets.typed_data();
+  float* y = out->typed_data();
+  if (ffi::Error e = CheckSegments(r, o, groups * width, num_rows, row_size, length);
+      e.failure()) {
+    return e;
+  }
+  ParallelFor(pool, (length + kTile - 1) / kTile, [&](int64_t tile) {
+    const int64_t t0 = tile * kTile, n = std::min(kTile, length - t0);
+    for (int64_t g = 0; g < groups; ++g) {
+      // A block of kBlock positions is summed over the row's entries in registers.
+      for (int64_t b = 0; b < n; b += kBlock) {
+        const int64_t m = std::min(kBlock, n - b);
+        float acc[kBlock] = {};
+        for (int64_t k = g * width; k < (g + 1) * width; ++k) {
+          const float wk = w[k];
+          if (wk == 0.0f) continue;
+          const float* seg = s + r[k] * row_size + o[k] + t0 + b;
+          if (m == kBlock) {
+#pragma omp simd
+            for (int64_t t = 0; t < kBlock; ++t) acc[t] += wk * seg[t];
+          } else {
+            for (int64_t t = 0; t < m; ++t) acc[t] += wk * seg[t];
+          }
+        }
+        std::copy(acc, acc + m, y + g * length + t0 + b);
+      }
+    }
+  });
+  return ffi::Error::Success();
+}
+
+// out[g, k] = sum_{t < length} src[rows[g, k], offsets[g, k] + t] * d[g, shift + t] for the
+// entries with table[g, k] >= 0 (0 for the padding). Each thread sums a contiguous range of
+// tiles in double; the ranges are added in order.
+ffi::Error SegmentDots(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> src,
+                       ffi::Buffer<ffi::S32> table, ffi::Buffer<ffi::S32> rows,
+                       ffi::Buffer<ffi::S32> offsets, ffi::Buffer<ffi::F32> d, int64_t shift,
+                       int64_t length, ffi::ResultBuffer<ffi::F32> out) {
+  const int64_t num_rows = src.dimensions()[0], row_size = src.dimensions()[1];
+  const int64_t groups = table.dimensions()[0], width = table.dimensions()[1];
+  const int64_t d_size = d.dimensions()[1];
+  const float* s = src.typed_data();
+  const float* dd = d.typed_data();
+  const int32_t* tb = table.typed_data();
+  const int32_t* r = rows.typed_data();
+  const int32_t* o = offsets.typed_data();
+  if (ffi::Error e = CheckSegments(r, o, groups * width, num_rows, row_size, length);
+      e.failure()) {
+    return e;
+  }
+  if (shift < 0 || shift + length > d_size || d.dimensions()[0] != groups) {
+    return ffi::Error::InvalidArgument("sparse kernel: gradient rows too short for length");
+  }
+  const int64_t tiles = (length + kTile - 1) / kTile;
+  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(pool.num_threads(), tiles));
+  std::vector<double> partial(parts * groups * width, 0.0);
+  ParallelFor(pool, parts, [&](int64_t part) {
+    double* sums = partial.data() + part * groups * width;
+    for (int64_t tile = part * tiles / parts; tile < (part + 1) * tiles / parts; ++tile) {
+      const int64_t t0 = tile * kTile, n = std::min(kTile, length - t0);
+      for (int64_t g = 0; g < groups; ++g) {
+        const float* dg = dd + g * d_size + shift + t0;
+        for (int64_t k = g * width; k < (g + 1) * width; ++k) {
+          if (tb[k] < 0) continue;
+          const float* seg = s + r[k] * row_size + o[k] + t0;
+          float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+          for (int64_t t = 0; t < n; ++t) dot += seg[t] * dg[t];
+          sums[k] += dot;
+        }
+      }
+    }
+  });
+  float* y = out->typed_data();
+  for (int64_t k = 0; k < groups * width; ++k) {
+    double sum = 0.0;
+    for (int64_t part = 0; part < parts; ++part) sum += partial[part * groups * width + k];
+    y[k] = static_cast<float>(sum);
+  }
+  return ffi::Error::Success();
+}
+
+// The layout changes of sparse.py (padding, stride phases, crops) fused with the transpose
+// between position-major and channel-major, in 32 x 32 tiles, in place of XLA:CPU's gather then
+// transpose of the whole array. With `to_channels`, `a` is (positions, C) and
+// out[c, j] = a[index[j], c]; else `a` is (C, positions) and out[j, c] = a[c, index[j]]. Either
+// is 0 where index[j] == positions.
+ffi::Error TakeTransposed(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> a,
+                          ffi::Buffer<ffi::S32> index, bool to_channels,
+                          ffi::ResultBuffer<ffi::F32> out) {
+  const int64_t positions = a.dimensions()[to_channels ? 0 : 1];
+  const int64_t channels = a.dimensions()[to_channels ? 1 : 0];
+  const int64_t columns = index.dimensions()[0];
+  const float* src = a.typed_data();
+  const int32_t* idx = index.typed_data();
+  float* y = out->typed_data();
+  for (int64_t j = 0; j < columns; ++j) {
+    if (idx[j] < 0 || idx[j] > positions) {
+      return ffi::Error::InvalidArgument("take_transposed: index " + std::to_string(idx[j]) +
+                                         " outside [0, " + std::to_string(positions) + "]");
+    }
+  }
+  const std::vector<float> zeros(channels, 0.0f);
+  constexpr int64_t kSide = 32;
+  ParallelFor(pool, (columns + kSide - 1) / kSide, [&](int64_t block) {
+    const int64_t j0 = block * kSide, n = std::min(columns - j0, kSide);
+    // Per column j, its source: row idx[j] of `a` (to_channels) or element idx[j] of row 0.
+    const float* from[kSide];
+    for (int64_t j = 0; j < n; ++j) {
+      const int64_t p = idx[j0 + j];
+      from[j] = p == positions ? nullptr : src + (to_channels ? p * channels : p);
+    }
+    for (int64_t c0 = 0; c0 < channels; c0 += kSide) {
+      const int64_t c1 = std::min(channels, c0 + kSide);
+      if (to_channels) {  // writes run along j: one row of `out` per channel
+        for (int64_t j = 0; j < n; ++j) from[j] = from[j] ? from[j] : zeros.data();
+        for (int64_t c = c0; c < c1; ++c) {
+          float* dst = y + c * columns + j0;
+          for (int64_t j = 0; j < n; ++j) dst[j] = from[j][c];
+        }
+      } else {  // writes run along c: one row of `out` per column
+        for (int64_t j = 0; j < n; ++j) {
+          float* dst = y + (j0 + j) * channels;
+          for (int64_t c = c0; c < c1; ++c) dst[c] = from[j] ? from[j][c * positions] : 0.0f;
+        }
+      }
+    }
+  });
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(N2nskipAccumulate, Accumulate,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(N2nskipSegmentDots, SegmentDots,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("shift")
+                                  .Attr<int64_t>("length")
+                                  .Ret<ffi::Buffer<ffi::F32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(N2nskipTakeTransposed, TakeTransposed,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Attr<bool>("to_channels")
+                                  .Ret<ffi::Buffer<ffi::F32>>());

@@ -1,0 +1,94 @@
+"""The native CPU kernels of the sparse skip convs (n2nskip_jax.native): equal to the lax.scan
+they replace, refuse tables that read outside their rows, and fall back with a warning where
+they cannot be built."""
+import os
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from n2nskip_jax import native, sparse
+
+
+@pytest.fixture(scope='module')
+def built():
+  if shutil.which(os.environ.get('CXX', 'c++')) is None:
+    pytest.skip('no C++ compiler: the sparse path runs as lax.scan')
+  assert native.available(), 'a compiler is present, so the kernels must build'
+
+
+def random_tables(rng, groups, width, num_rows, max_offset):
+  """A padded table (-1 after each row's count), its rows and offsets, and its weights (0 at
+  the padding), like sparse.conv's."""
+  counts = rng.integers(0, width + 1, groups)
+  table = np.where(np.arange(width) < counts[:, None], rng.integers(0, 10**6, (groups, width)),
+                   -1).astype(np.int32)
+  rows = rng.integers(0, num_rows, table.shape).astype(np.int32)
+  offsets = rng.integers(0, max_offset + 1, table.shape).astype(np.int32)
+  weights = np.where(table >= 0, rng.normal(size=table.shape), 0).astype(np.float32)
+  return table, rows, offsets, weights
+
+
+def test_native_kernels_equal_the_scan_across_tiles(built):
+  # 1300 positions: two full 512-position tiles and a part of one, with a part-filled block.
+  rng = np.random.default_rng(0)
+  length, shift = 1300, 9
+  table, rows, offsets, weights = random_tables(rng, 6, 5, 4, shift)
+  src = jnp.asarray(rng.normal(size=(4, length + shift)), jnp.float32)
+  out = jax.jit(lambda *a: native.accumulate(*a, length))(src, weights, rows, offsets)
+  ref = sparse._scan_accumulate(src, weights, rows, offsets, length)
+  np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
+
+  d = jnp.asarray(rng.normal(size=(6, length + 2 * shift)), jnp.float32)
+  dots = jax.jit(lambda *a: native.segment_dots(*a, shift, length))(src, table, rows, offsets, d)
+  ref = sparse._scan_segment_dots(src, table, rows, offsets, d, shift, length)
+  np.testing.assert_allclose(np.where(table >= 0, dots, 0), np.where(table >= 0, ref, 0),
+                             rtol=1e-4, atol=1e-3)
+  assert np.all(np.asarray(dots)[table < 0] == 0)
+
+
+def test_sparse_conv_lowers_to_the_native_kernels_in_float32_only(built):
+  mask = (np.random.default_rng(1).random((3, 3, 4, 4)) < 0.3).astype(np.float32)
+  tables = sparse.nonzero_tables(mask)
+  grad = jax.grad(lambda x, w: jnp.sum(sparse.conv(x, w, tables) ** 2), (0, 1))
+  # float32: the forward and input-gradient sums, the weight gradient, and four layout takes
+  # (input and output, forward and backward); bfloat16: none, the scan.
+  for dtype, calls in ((jnp.float32, (2, 1, 4)), (jnp.bfloat16, (0, 0, 0))):
+    x, w = jnp.ones((2, 5, 5, 4), dtype), jnp.ones((3, 3, 4, 4), dtype)
+    text = jax.jit(grad).lower(x, w).as_text()
+    targets = (native.ACCUMULATE, native.SEGMENT_DOTS, native.TAKE_TRANSPOSED)
+    assert tuple(text.count(f'@{t}(') for t in targets) == calls, dtype
+
+
+def test_native_kernel_refuses_segments_outside_their_row(built):
+  src = jnp.zeros((2, 10), jnp.float32)
+  rows, offsets = np.zeros((1, 1), np.int32), np.full((1, 1), 5, np.int32)
+  with pytest.raises(Exception, match='reads outside its source row'):
+    jax.block_until_ready(native.accumulate(src, np.ones((1, 1), np.float32), rows, offsets, 6))
+
+
+def test_failed_build_warns_once_and_falls_back_to_the_scan(monkeypatch, tmp_path):
+  monkeypatch.setenv('CXX', 'false')  # a "compiler" that always fails
+  monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path))
+  with pytest.warns(RuntimeWarning, match='native sparse kernels unavailable .*false failed'):
+    assert native.available.__wrapped__() is False
+  monkeypatch.setenv('N2NSKIP_NATIVE', '0')
+  assert native.available.__wrapped__() is False  # switched off: no build, no warning
+  assert not any(tmp_path.rglob('*.so'))
+
+
+@pytest.mark.parametrize('to_channels', [True, False])
+def test_take_transposed_equals_take_then_transpose(built, to_channels):
+  rng = np.random.default_rng(2)
+  a = jnp.asarray(rng.normal(size=(70, 45)), jnp.float32)
+  positions = a.shape[0] if to_channels else a.shape[1]
+  index = rng.integers(0, positions + 1, 100).astype(np.int32)  # `positions`: a zero column
+  out = jax.jit(lambda a: native.take_transposed(a, index, to_channels))(a)
+  ref = np.take(np.asarray(a), np.minimum(index, positions - 1), axis=0 if to_channels else 1)
+  ref[(index == positions, slice(None)) if to_channels else (slice(None), index == positions)] = 0
+  np.testing.assert_array_equal(out, ref.T)
+  with pytest.raises(Exception, match='outside'):
+    jax.block_until_ready(native.take_transposed(a, np.array([positions + 1], np.int32),
+                                                 to_channels))
