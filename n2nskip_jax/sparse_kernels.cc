@@ -21,7 +21,8 @@ namespace ffi = xla::ffi;
 namespace {
 
 constexpr int64_t kTile = 512;  // positions per tile: a tile of one row is 2 KiB
-constexpr int64_t kBlock = 64;  // positions summed in registers (4 AVX-512 vectors)
+constexpr int64_t kParts = 8;   // SegmentDots: ranges of tiles summed apart (not per thread)
+constexpr int64_t kBlock = 64;  // Accumulate: positions summed in registers per entry
 
 // Calls body(c) for c in [0, n), on the calling thread and on up to (threads - 1) tasks of
 // XLA's pool. Returns when every c is done; tasks that start later find nothing left to do.
@@ -99,8 +100,8 @@ ffi::Error Accumulate(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> src,
 }
 
 // out[g, k] = sum_{t < length} src[rows[g, k], offsets[g, k] + t] * d[g, shift + t] for the
-// entries with table[g, k] >= 0 (0 for the padding). Each thread sums a contiguous range of
-// tiles in double; the ranges are added in order.
+// entries with table[g, k] >= 0 (0 for the padding). Each of kParts contiguous ranges of tiles
+// is summed in double on its own; the ranges are added in order.
 ffi::Error SegmentDots(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> src,
                        ffi::Buffer<ffi::S32> table, ffi::Buffer<ffi::S32> rows,
                        ffi::Buffer<ffi::S32> offsets, ffi::Buffer<ffi::F32> d, int64_t shift,
@@ -121,7 +122,7 @@ ffi::Error SegmentDots(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> src,
     return ffi::Error::InvalidArgument("sparse kernel: gradient rows too short for length");
   }
   const int64_t tiles = (length + kTile - 1) / kTile;
-  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(pool.num_threads(), tiles));
+  const int64_t parts = std::max<int64_t>(1, std::min(kParts, tiles));
   std::vector<double> partial(parts * groups * width, 0.0);
   ParallelFor(pool, parts, [&](int64_t part) {
     double* sums = partial.data() + part * groups * width;
