@@ -40,14 +40,14 @@ def sparse_execution(config, masks) -> dict:
   ``config.skip.execution``: index tables for the skip layers that run by their nonzeros.
 
   ``'sparse'``: every skip layer; ``'dense'``: none; ``'auto'``: on the CPU backend, the skip
-  layers with at most ``sparse.AUTO_MAX_DENSITY`` of their kernel nonzero (elsewhere none:
+  layers with at most ``sparse.auto_max_density()`` of their kernel nonzero (elsewhere none:
   accelerators keep XLA's dense convolutions, which no device measurement has beaten yet).
   """
   execution = config.skip.execution
   if execution == 'dense' or (execution == 'auto' and jax.default_backend() != 'cpu'):
     return {}
-  tables = {}
+  tables, max_density = {}, sparse.auto_max_density()
   for path, mask in traverse_util.flatten_dict(jax.device_get(masks)).items():
-    if is_skip_path(path) and (execution == 'sparse' or np.mean(mask) <= sparse.AUTO_MAX_DENSITY):
+    if is_skip_path(path) and (execution == 'sparse' or np.mean(mask) <= max_density):
       tables[path] = sparse.nonzero_tables(mask)
   return traverse_util.unflatten_dict(tables)

@@ -33,8 +33,14 @@ from n2nskip_jax import native
 NONZEROS = 'nonzeros'
 EXECUTIONS = ('auto', 'dense', 'sparse')
 # 'auto' runs a skip layer by its nonzeros on the CPU backend when at most this share of its
-# kernel is nonzero (README, Performance: the measured crossover against XLA's dense conv).
-AUTO_MAX_DENSITY = 0.02
+# kernel is nonzero, with the native kernels or with the scan (README, Performance: the
+# measured per-layer crossover against XLA's dense conv).
+AUTO_MAX_DENSITY = {'native': 0.04, 'scan': 0.02}
+
+
+def auto_max_density() -> float:
+  """The density up to which ``skip.execution='auto'`` runs a skip layer by its nonzeros."""
+  return AUTO_MAX_DENSITY['native' if native.available() else 'scan']
 
 
 def nonzero_tables(mask) -> dict:
@@ -73,21 +79,23 @@ def conv(x, kernel, tables: dict, strides=(1, 1), padding='SAME'):
   (top, bottom), (left, right) = padding
   ho, wo = (h + top + bottom - kh) // sy + 1, (w + left + right - kw) // sx + 1
   hq, wq = -(-(h + top + bottom) // sy), -(-(w + left + right) // sx)
-  src = source_rows(x, padding, strides, (hq, wq), ((kh - 1) // sy) * wq + (kw - 1) // sx)
+  tail = ((kh - 1) // sy) * wq + (kw - 1) // sx  # the largest tap shift on the phase grid
+  src = source_rows(x, padding, strides, (hq, wq), tail)
   length = n * hq * wq
 
   def segments(table, row_axis):
-    """Each entry's row (its input channel, or output channel for ``by_input``) and the
-    offset of its segment: its stride phase, then its tap's shift on the phase grid."""
+    """Each entry's row (its input channel, or output channel for ``by_input``), its stride
+    phase, and its tap's shift on the phase grid: it reads the segment at ``phase * length +
+    shift``."""
     dy, dx, *channels = jnp.unravel_index(jnp.maximum(table, 0), kernel.shape)
-    return channels[row_axis], ((dy % sy) * sx + dx % sx) * length + (dy // sy) * wq + dx // sx
+    return channels[row_axis], (dy % sy) * sx + dx % sx, (dy // sy) * wq + dx // sx
 
+  rows, phase, tap = segments(tables['by_output'], 0)
   columns = _output_index(n, hq, wq, ho, wo)
-  shift = src.shape[1] - length  # the largest offset any entry can have
-  d_columns = _inverse(columns, length, margin=shift)
-  out = gather_sum(src, kernel.reshape(-1).astype(x.dtype), tables['by_output'],
-                   *segments(tables['by_output'], 0), tables['by_input'],
-                   *segments(tables['by_input'], 1), columns, d_columns, length)
+  d_columns = _inverse(columns, length, margin=tail)
+  out = gather_sum(src, kernel.reshape(-1).astype(x.dtype), tables['by_output'], rows,
+                   phase * length + tap, tables['by_input'], *segments(tables['by_input'], 1),
+                   columns, d_columns, length)
   return out.reshape(n, ho, wo, cout)
 
 
@@ -214,39 +222,49 @@ def _native_on_cpu(kernel, scan, *operands):
   return scan(*operands)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(10,))
-def gather_sum(src, kernel, by_output, rows, offsets, by_input, rows_in, offsets_in, columns,
-               d_columns, length):
-  """``out[g, m] = sum_k kernel[by_output[g, k]] * src[rows[g, k], offsets[g, k] + columns[m]]``
-  (entries ``-1`` weigh 0): the sparse conv's core over ``t < length`` positions, of which
-  ``columns`` are kept; differentiable in ``src`` and the flat ``kernel``. ``by_input`` lists
-  the same entries by source row, ``rows_in`` and ``offsets_in`` saying where each one writes.
-  ``d_columns``: for each position ``t - shift`` (``shift = src.shape[1] - length``, the
-  largest offset) the column of ``out`` holding it, or ``len(columns)`` where none does."""
-  return _gather_sum_fwd(src, kernel, by_output, rows, offsets, by_input, rows_in, offsets_in,
-                         columns, d_columns, length)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(11,))
+def gather_sum(src, kernel, by_output, rows, offsets, by_input, rows_in, phase_in, tap_in,
+               columns, d_columns, length):
+  """``out[m, g] = sum_k kernel[by_output[g, k]] * src[rows[g, k], offsets[g, k] + columns[m]]``
+  (entries ``-1`` weigh 0): the sparse conv's core over ``t < length`` positions of the phase
+  grid, of which ``columns`` are kept; differentiable in ``src`` and the flat ``kernel``.
+  ``by_input`` lists the same entries by source row, ``rows_in``, ``phase_in`` and ``tap_in``
+  saying where each one writes. ``d_columns``: for each position ``t - tail`` (``tail``, the
+  largest tap shift, on each side) the row of ``out`` holding it, or ``len(columns)`` where
+  none does."""
+  return _gather_sum_fwd(src, kernel, by_output, rows, offsets, by_input, rows_in, phase_in,
+                         tap_in, columns, d_columns, length)[0]
 
 
-def _gather_sum_fwd(src, kernel, by_output, rows, offsets, by_input, rows_in, offsets_in,
+def _gather_sum_fwd(src, kernel, by_output, rows, offsets, by_input, rows_in, phase_in, tap_in,
                     columns, d_columns, length):
   out = _accumulate(src, _weights(kernel, by_output), rows, offsets, length)
-  residuals = (src, kernel, by_output, rows, offsets, by_input, rows_in, offsets_in, d_columns)
+  residuals = (src, kernel, by_output, rows, offsets, by_input, rows_in, phase_in, tap_in,
+               d_columns)
   return _take_transposed(out, columns, False), residuals
 
 
 def _gather_sum_bwd(length, residuals, d_out):
-  src, kernel, by_output, rows, offsets, by_input, rows_in, offsets_in, d_columns = residuals
-  # d_src[r, u] = sum over entries e reading row r of kernel[e] * d_pos[g_e, u - offset_e], with
-  # d_pos the gradient at every position, zero-padded by `shift` on each side so that every
-  # shifted segment lies inside it: one gather from d_out.
-  shift = src.shape[1] - length
+  src, kernel, by_output, rows, offsets, by_input, rows_in, phase_in, tap_in, d_columns = (
+      residuals)
+  # d_src[r, q * length + t] = sum over the entries e of phase q reading row r of kernel[e] *
+  # d_pos[g_e, t - tap_e], with d_pos the gradient at every position of the phase grid,
+  # zero-padded by `tail` on each side so that every shifted segment lies inside it: one take
+  # from d_out. Phase by phase: an entry's products over other phases would be zeros.
+  tail = (d_columns.shape[0] - length) // 2
+  phases = (src.shape[1] - tail) // length
   padded = _take_transposed(d_out, d_columns, True)
-  d_src = _accumulate(padded, _weights(kernel, by_input), rows_in, shift - offsets_in,
-                      src.shape[1])
-  d_weights = _segment_dots(src, by_output, rows, offsets, padded, shift, length)
+  weights = _weights(kernel, by_input)
+  if phases == 1:
+    d_src = _accumulate(padded, weights, rows_in, tail - tap_in, src.shape[1])
+  else:  # zero weights: the native kernel skips them
+    pieces = [_accumulate(padded, jnp.where(phase_in == q, weights, 0), rows_in, tail - tap_in,
+                          length) for q in range(phases)]
+    d_src = jnp.concatenate(pieces + [jnp.zeros((src.shape[0], tail), pieces[0].dtype)], 1)
+  d_weights = _segment_dots(src, by_output, rows, offsets, padded, tail, length)
   index = jnp.where(by_output >= 0, by_output, kernel.size)  # padding: dropped
   d_kernel = jnp.zeros_like(kernel).at[index].add(d_weights, mode='drop')
-  return d_src, d_kernel, None, None, None, None, None, None, None, None
+  return (d_src, d_kernel) + (None,) * 9
 
 
 gather_sum.defvjp(_gather_sum_fwd, _gather_sum_bwd)

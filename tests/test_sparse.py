@@ -88,7 +88,7 @@ def test_sparse_execution_picks_skip_layers_by_setting_and_density():
       network.sparse_execution(config, traverse_util.unflatten_dict(flat)), sep=None)
   chosen = {p[:-1] for p in chosen}
   assert thin in chosen and full not in chosen
-  assert chosen == {p for p in skips if flat[p].mean() <= sparse.AUTO_MAX_DENSITY}
+  assert chosen == {p for p in skips if flat[p].mean() <= sparse.auto_max_density()}
 
 
 def test_n2nskip_cnn_by_nonzeros_equals_dense_masked_forward_and_gradients():
