@@ -5,7 +5,8 @@ changes them (they are not parameters: no gradient, no optimizer state), so they
 for the whole run. Gradients are averaged over the ``'batch'`` axis with ``lax.pmean``; BatchNorm
 averages its batch statistics over the same axis (the models' ``bn_axis_name``), so every
 replica holds identical parameters and statistics and the result does not depend on the
-number of devices.
+number of devices. For kernels run by their nonzeros, gradients are averaged and the optimizer
+updated at the nonzero entries only (:func:`apply_gradients`).
 """
 import functools
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import optax
+from flax import traverse_util
 from flax.training import train_state
 from jax import lax
 
@@ -73,10 +75,56 @@ def train_step(state: TrainState, batch) -> tuple[TrainState, dict]:
     return loss, (logits, updates.get('batch_stats', state.batch_stats))
 
   (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  grads = lax.pmean(grads, AXIS)
-  state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+  index = update_index(state.params, state.nonzeros)
+  grads = lax.pmean(jax.tree.map(_compact, grads, index), AXIS)
+  state = apply_gradients(state, grads, index, batch_stats=batch_stats)
   accuracy = jnp.mean(jnp.argmax(logits, -1) == batch['label'])
   return state, lax.pmean({'loss': loss, 'accuracy': accuracy}, AXIS)
+
+
+def update_index(params, nonzeros) -> Any:
+  """Params-shaped: for each kernel run by its nonzeros (``nonzeros``, see ``TrainState``), the
+  flat indices of its nonzero entries (its ``by_output`` table; the padding one past the end),
+  and ``ALL`` for every other parameter."""
+  tables = traverse_util.flatten_dict(nonzeros or {})
+  index = {}
+  for path, leaf in traverse_util.flatten_dict(params).items():
+    table = tables.get(path + ('by_output',))
+    index[path] = ALL if table is None else jnp.where(table >= 0, table, leaf.size).reshape(-1)
+  return traverse_util.unflatten_dict(index)
+
+
+def apply_gradients(state: TrainState, grads, index, **changes) -> TrainState:
+  """``state.apply_gradients`` with the optimizer run over the entries in ``index`` only
+  (:func:`update_index`; ``grads`` already taken at them). Exact: a pruned entry has zero
+  weight, gradient and optimizer state, and SGD's update keeps all three at zero, so only the
+  nonzeros change; their update is the same elementwise arithmetic. Kernels and optimizer
+  state stay dense-shaped, the nonzeros written back in place (the state is donated)."""
+  opt_state = optax.tree_utils.tree_map_params(state.tx, _compact, state.opt_state, index)
+  params = jax.tree.map(_compact, state.params, index)
+  updates, opt_state = state.tx.update(grads, opt_state, params)
+  params = optax.apply_updates(params, updates)
+  opt_index = optax.tree_utils.tree_map_params(state.tx, lambda _, i: i, state.opt_state, index,
+                                               transform_non_params=lambda _: ALL)
+  return state.replace(step=state.step + 1,
+                       params=jax.tree.map(_expand, state.params, params, index),
+                       opt_state=jax.tree.map(_expand, state.opt_state, opt_state, opt_index),
+                       **changes)
+
+
+ALL = 'all'  # an update_index leaf: the whole parameter
+
+
+def _compact(leaf, index):
+  if isinstance(index, str):
+    return leaf
+  return jnp.take(jnp.ravel(leaf), index, mode='fill', fill_value=0)
+
+
+def _expand(leaf, compact, index):
+  if isinstance(index, str):
+    return compact
+  return jnp.ravel(leaf).at[index].set(compact, mode='drop').reshape(leaf.shape)
 
 
 def eval_step(state: TrainState, batch) -> dict:

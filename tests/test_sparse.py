@@ -8,7 +8,7 @@ from conftest import make_config
 from flax import traverse_util
 from jax import lax
 
-from n2nskip_jax import network, pruning, rundir, sparse, train
+from n2nskip_jax import network, pruning, rundir, sparse, steps, train
 from n2nskip_jax.errors import ConfigError
 from n2nskip_jax.models import VGG
 
@@ -89,6 +89,32 @@ def test_sparse_execution_picks_skip_layers_by_setting_and_density():
   chosen = {p[:-1] for p in chosen}
   assert thin in chosen and full not in chosen
   assert chosen == {p for p in skips if flat[p].mean() <= sparse.auto_max_density()}
+
+
+def test_optimizer_over_the_nonzeros_equals_the_dense_update():
+  config, masks = mlp_masks()
+  config.skip.execution = 'sparse'
+  _, variables = network.init(config, 10, (40,))
+  variables = pruning.apply_masks(variables, masks)
+  state = steps.TrainState.create(apply_fn=None, params=variables['params'],
+                                  tx=steps.create_optimizer(config, 10), batch_stats={},
+                                  masks=masks, nonzeros=network.sparse_execution(config, masks))
+  index = steps.update_index(state.params, state.nonzeros)
+  assert sum(not isinstance(i, str) for i in jax.tree.leaves(index)) == len(
+      traverse_util.flatten_dict(state.nonzeros)) // 2  # every skip kernel, no other leaf
+  dense = sparse_state = state
+  rng, flat_masks = np.random.default_rng(0), traverse_util.flatten_dict(masks)
+  for _ in range(3):  # momentum builds up: the update reads the optimizer state too
+    grads = traverse_util.unflatten_dict({  # as the masked model's: zero at pruned entries
+        path: rng.normal(size=p.shape).astype(np.float32) * flat_masks.get(path, 1)
+        for path, p in traverse_util.flatten_dict(state.params).items()})
+    dense = dense.apply_gradients(grads=grads)
+    sparse_state = steps.apply_gradients(
+        sparse_state, jax.tree.map(steps._compact, grads, index), index)
+  for a, b in zip(jax.tree.leaves((dense.params, dense.opt_state, dense.step)),
+                  jax.tree.leaves((sparse_state.params, sparse_state.opt_state,
+                                   sparse_state.step))):
+    np.testing.assert_array_equal(a, b)
 
 
 def test_n2nskip_cnn_by_nonzeros_equals_dense_masked_forward_and_gradients():
