@@ -108,6 +108,7 @@ def test_optimizer_over_the_nonzeros_equals_the_dense_update():
     grads = traverse_util.unflatten_dict({  # as the masked model's: zero at pruned entries
         path: rng.normal(size=p.shape).astype(np.float32) * flat_masks.get(path, 1)
         for path, p in traverse_util.flatten_dict(state.params).items()})
+    # Op by op, so that both run the same float operations (jitted, XLA may fuse them apart).
     dense = dense.apply_gradients(grads=grads)
     sparse_state = steps.apply_gradients(
         sparse_state, jax.tree.map(steps._compact, grads, index), index)
