@@ -11,8 +11,10 @@ offset set by its tap and phase. Entries are grouped by output channel into a pa
 (``by_output``, ELL format); the forward pass runs over the table's columns, each a gather of
 one segment per output channel and a multiply-add. The gradient with respect to the input is
 the same operation over the entries grouped by input channel (``by_input``), reading the
-output gradient; the gradient of each entry's weight is one segment dot product, scattered
-into the dense-shaped kernel gradient (zero at every pruned entry).
+output gradient, one stride phase at a time; the gradient of each entry's weight is one
+segment dot product, scattered into the dense-shaped kernel gradient (zero at every pruned
+entry). On the CPU backend, in float32, these loops and the layout changes run as native
+kernels (:mod:`n2nskip_jax.native`); elsewhere, as ``lax.scan`` and XLA gathers.
 
 The kernel and mask stay dense-shaped (checkpoints, counting and analysis are unchanged);
 the index tables are built once from the mask (:func:`nonzero_tables`) and travel with the
