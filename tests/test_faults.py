@@ -192,10 +192,12 @@ def test_cli_errors_are_one_line(tmp_path, flags, code, message):
 
 
 def test_ctrl_c_says_where_to_resume(tmp_path):
+  """Ctrl-C as soon as the first checkpoint's directory appears, mostly while orbax is still
+  writing it: the save completes, then the run stops and says to resume from it."""
   proc = run_main(*QUICK, '--config.num_epochs=30', f'--workdir={tmp_path}', wait=False)
-  deadline = time.time() + 120
-  while time.time() < deadline and rundir.latest_step(str(tmp_path)) is None:
-    time.sleep(0.05)
+  deadline, checkpoints = time.time() + 120, tmp_path / 'checkpoints'
+  while time.time() < deadline and not (checkpoints.is_dir() and os.listdir(checkpoints)):
+    time.sleep(0.002)
   proc.send_signal(signal.SIGINT)
   out, _ = proc.communicate(timeout=60)
   assert proc.returncode == 130, out[-2000:]
