@@ -2,8 +2,9 @@
 XLA's FFI.
 
 The two loops of :mod:`n2nskip_jax.sparse` that XLA:CPU runs slowest as ``lax.scan`` (the
-gather-multiply-adds and the weight gradients' segment dot products) have float32 CPU kernels
-here. They are compiled from the package's C++ source with the system's C++ compiler on first
+gather-multiply-adds and the weight gradients' segment dot products), and its layout changes
+(a take fused with the transpose between position-major and channel-major), have float32 CPU
+kernels here. They are compiled from the package's C++ source with the system's C++ compiler on first
 use (``$CXX``, else ``c++``; about 2 s), cached under ``$XDG_CACHE_HOME/n2nskip_jax`` (else
 ``~/.cache/n2nskip_jax``) per source, compiler flags, jaxlib and CPU, and registered with XLA.
 ``N2NSKIP_NATIVE=0`` turns them off. Where they cannot be built, one warning says why and the

@@ -174,16 +174,17 @@ ffi::Error TakeTransposed(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> a,
   constexpr int64_t kSide = 32;
   ParallelFor(pool, (columns + kSide - 1) / kSide, [&](int64_t block) {
     const int64_t j0 = block * kSide, n = std::min(columns - j0, kSide);
-    // Per column j, its source: row idx[j] of `a` (to_channels) or element idx[j] of row 0.
+    // Per column j, its source: row idx[j] of `a` (to_channels; the zero row for the padding)
+    // or element idx[j] of row 0 (null for the padding).
     const float* from[kSide];
     for (int64_t j = 0; j < n; ++j) {
       const int64_t p = idx[j0 + j];
-      from[j] = p == positions ? nullptr : src + (to_channels ? p * channels : p);
+      from[j] = p != positions ? src + (to_channels ? p * channels : p)
+                               : (to_channels ? zeros.data() : nullptr);
     }
     for (int64_t c0 = 0; c0 < channels; c0 += kSide) {
       const int64_t c1 = std::min(channels, c0 + kSide);
       if (to_channels) {  // writes run along j: one row of `out` per channel
-        for (int64_t j = 0; j < n; ++j) from[j] = from[j] ? from[j] : zeros.data();
         for (int64_t c = c0; c < c1; ++c) {
           float* dst = y + c * columns + j0;
           for (int64_t j = 0; j < n; ++j) dst[j] = from[j][c];
