@@ -28,16 +28,21 @@ default_kernel_init = nn.initializers.lecun_normal()
 def _operands(module: nn.Module, x, kernel_shape: Sequence[int]):
   """``(x, kernel * mask, bias or None, tables)``, promoted to the module's compute dtype.
 
-  ``tables``: the mask's nonzero index tables when the ``nonzeros`` collection holds them
-  (then the layer runs by its nonzeros, :mod:`n2nskip_jax.sparse`, and the kernel is
-  returned unmasked: only its nonzero entries are read), else ``None``.
+  ``tables``: the mask's nonzero index tables when the ``nonzeros`` collection holds them;
+  then the layer runs by its nonzeros (:mod:`n2nskip_jax.sparse`) and, in place of the masked
+  kernel, gets the kernel's weights at the nonzeros (``sparse.nonzero_weights``), perturbed
+  under the name ``kernel`` (``nn.Module.perturb``: the train step's gradient with respect to
+  the ``perturbations`` collection is the kernel's gradient at its nonzeros). Else ``None``.
   """
   shape = tuple(kernel_shape)
   kernel = module.param('kernel', module.kernel_init, shape, jnp.float32)
   mask = module.variable(MASKS, 'kernel', jnp.ones, shape, jnp.float32)
   bias = module.param('bias', module.bias_init, (module.features,)) if module.use_bias else None
   tables = module.get_variable(sparse.NONZEROS, 'kernel')
-  kernel = kernel if tables is not None else kernel * mask.value
+  if tables is None:
+    kernel = kernel * mask.value
+  else:
+    kernel = module.perturb('kernel', sparse.nonzero_weights(kernel, tables))
   return (*nn.dtypes.promote_dtype(x, kernel, bias, dtype=module.dtype), tables)
 
 
@@ -61,7 +66,8 @@ class MaskedDense(nn.Module):
   def __call__(self, x):
     x, kernel, bias, tables = _operands(self, x, (x.shape[-1], self.features))
     if tables is not None:
-      y = sparse.conv(x.reshape(-1, 1, 1, x.shape[-1]), kernel[None, None], tables)
+      y = sparse.conv(x.reshape(-1, 1, 1, x.shape[-1]), kernel, tables,
+                      (1, 1, x.shape[-1], self.features))
       y = y.reshape(*x.shape[:-1], self.features)
     else:
       y = lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())))
@@ -113,13 +119,14 @@ class MaskedConv(nn.Module):
   @nn.compact
   def __call__(self, x):
     strides = (self.strides,) * 2 if isinstance(self.strides, int) else tuple(self.strides)
-    x, kernel, bias, tables = _operands(self, x, (*self.kernel_size, x.shape[-1], self.features))
+    shape = (*self.kernel_size, x.shape[-1], self.features)
+    x, kernel, bias, tables = _operands(self, x, shape)
     positions = -(-x.shape[1] // strides[0]) * -(-x.shape[2] // strides[1])
     patches = self.impl == 'patches' or (self.impl == 'auto' and jax.default_backend() == 'cpu'
                                          and (positions <= PATCHES_MAX_POSITIONS
                                               or tuple(self.kernel_size) == (1, 1)))
     if tables is not None:
-      y = sparse.conv(x, kernel, tables, strides, self.padding)
+      y = sparse.conv(x, kernel, tables, shape, strides, self.padding)
     elif patches:
       y = conv_patches(x, kernel, strides, self.padding)
     else:

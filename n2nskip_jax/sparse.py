@@ -12,8 +12,9 @@ offset set by its tap and phase. Entries are grouped by output channel into a pa
 one segment per output channel and a multiply-add. The gradient with respect to the input is
 the same operation over the entries grouped by input channel (``by_input``), reading the
 output gradient, one stride phase at a time; the gradient of each entry's weight is one
-segment dot product, scattered into the dense-shaped kernel gradient (zero at every pruned
-entry). On the CPU backend, in float32, these loops and the layout changes run as native
+segment dot product. The conv reads the kernel only through its entries at the nonzeros
+(:func:`nonzero_weights`), so a gradient taken with respect to those is compact; one taken
+with respect to the dense kernel is zero at every pruned entry. On the CPU backend, in float32, these loops and the layout changes run as native
 kernels (:mod:`n2nskip_jax.native`); elsewhere, as ``lax.scan`` and XLA gathers.
 
 The kernel and mask stay dense-shaped (checkpoints, counting and analysis are unchanged);
@@ -50,30 +51,48 @@ def nonzero_tables(mask) -> dict:
 
   ``by_output`` ``(out, K)`` and ``by_input`` ``(in, K')``: row ``g`` lists the flat kernel
   indices of the nonzeros of output (input) channel ``g``, then ``-1`` up to the longest row.
-  A dense ``(in, out)`` kernel is indexed as ``(1, 1, in, out)`` (the same flat order).
+  ``slots_by_input`` ``(in, K')``: where each ``by_input`` entry sits in the flattened
+  ``by_output`` table (``-1`` for the padding). A dense ``(in, out)`` kernel is indexed as
+  ``(1, 1, in, out)`` (the same flat order).
   """
   mask = np.asarray(mask)
   shape = (1,) * (4 - mask.ndim) + mask.shape
   entries = np.flatnonzero(mask)
   _, _, ci, co = np.unravel_index(entries, shape)
-  return {'by_output': _rows_of(entries, co, shape[3]), 'by_input': _rows_of(entries, ci, shape[2])}
+  by_output, slots = _rows_of(entries, co, shape[3])
+  by_input, _ = _rows_of(entries, ci, shape[2])
+  # `entries` ascend, so a sorted search finds each one's rank; the padding gets -1.
+  rank = np.where(by_input >= 0, np.searchsorted(entries, by_input), len(entries))
+  slots_by_input = np.append(slots, -1)[rank].astype(np.int32)
+  return {'by_output': by_output, 'by_input': by_input, 'slots_by_input': slots_by_input}
 
 
-def _rows_of(entries: np.ndarray, group: np.ndarray, n: int) -> np.ndarray:
-  """``(n, K)``: row ``g`` holds ``entries[group == g]`` in order, padded with ``-1``."""
+def _rows_of(entries: np.ndarray, group: np.ndarray, n: int):
+  """``(n, K)`` table whose row ``g`` holds ``entries[group == g]`` in order, padded with
+  ``-1``, and where each entry went in the flattened table."""
   counts = np.bincount(group, minlength=n)
   order = np.argsort(group, kind='stable')
   slot = np.arange(len(group)) - np.repeat(np.cumsum(counts) - counts, counts)
   table = np.full((n, max(1, counts.max(initial=0))), -1, np.int32)
   table[group[order], slot] = entries[order]
-  return table
+  where = np.empty(len(group), np.int64)
+  where[order] = group[order] * table.shape[1] + slot
+  return table, where
 
 
-def conv(x, kernel, tables: dict, strides=(1, 1), padding='SAME'):
+def nonzero_weights(kernel, tables: dict):
+  """``(out, K)``: the kernel's entries listed by ``tables['by_output']``, 0 at the padding:
+  the weights :func:`conv` reads. Differentiating the train step's loss with respect to these
+  (not the dense kernel) gives the gradient at the nonzeros only (``steps.train_step``)."""
+  table = tables['by_output']
+  return jnp.where(table >= 0, jnp.ravel(kernel)[jnp.maximum(table, 0)], 0)
+
+
+def conv(x, weights, tables: dict, kernel_shape, strides=(1, 1), padding='SAME'):
   """``lax.conv_general_dilated(x, kernel * mask, strides, padding)`` in NHWC/HWIO, computed
-  from the mask's ``tables`` (:func:`nonzero_tables`); ``kernel`` is read only at the
-  nonzeros."""
-  kh, kw, _, cout = kernel.shape
+  from the mask's ``tables`` (:func:`nonzero_tables`) and the kernel's ``weights`` at its
+  nonzeros (:func:`nonzero_weights`); ``kernel_shape``: ``(kh, kw, in, out)``."""
+  kh, kw, _, cout = kernel_shape
   sy, sx = strides
   n, h, w, _ = x.shape
   if isinstance(padding, str):
@@ -89,15 +108,15 @@ def conv(x, kernel, tables: dict, strides=(1, 1), padding='SAME'):
     """Each entry's row (its input channel, or output channel for ``by_input``), its stride
     phase, and its tap's shift on the phase grid: it reads the segment at ``phase * length +
     shift``."""
-    dy, dx, *channels = jnp.unravel_index(jnp.maximum(table, 0), kernel.shape)
+    dy, dx, *channels = jnp.unravel_index(jnp.maximum(table, 0), kernel_shape)
     return channels[row_axis], (dy % sy) * sx + dx % sx, (dy // sy) * wq + dx // sx
 
   rows, phase, tap = segments(tables['by_output'], 0)
   columns = _output_index(n, hq, wq, ho, wo)
   d_columns = _inverse(columns, length, margin=tail)
-  out = gather_sum(src, kernel.reshape(-1).astype(x.dtype), tables['by_output'], rows,
-                   phase * length + tap, tables['by_input'], *segments(tables['by_input'], 1),
-                   columns, d_columns, length)
+  out = gather_sum(src, weights.astype(x.dtype), tables['by_output'], rows,
+                   phase * length + tap, tables['slots_by_input'],
+                   *segments(tables['by_input'], 1), columns, d_columns, length)
   return out.reshape(n, ho, wo, cout)
 
 
@@ -172,10 +191,6 @@ def _segments(src, rows, offsets, length):
   return jax.vmap(take)(rows, offsets)
 
 
-def _weights(kernel, table):
-  return jnp.where(table >= 0, kernel[jnp.maximum(table, 0)], 0)
-
-
 def _accumulate(src, weights, rows, offsets, length):
   """``out[g, t] = sum_k weights[g, k] * src[rows[g, k], offsets[g, k] + t]``."""
   return _native_on_cpu(functools.partial(native.accumulate, length=length),
@@ -225,48 +240,46 @@ def _native_on_cpu(kernel, scan, *operands):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(11,))
-def gather_sum(src, kernel, by_output, rows, offsets, by_input, rows_in, phase_in, tap_in,
+def gather_sum(src, weights, by_output, rows, offsets, slots_in, rows_in, phase_in, tap_in,
                columns, d_columns, length):
-  """``out[m, g] = sum_k kernel[by_output[g, k]] * src[rows[g, k], offsets[g, k] + columns[m]]``
-  (entries ``-1`` weigh 0): the sparse conv's core over ``t < length`` positions of the phase
-  grid, of which ``columns`` are kept; differentiable in ``src`` and the flat ``kernel``.
-  ``by_input`` lists the same entries by source row, ``rows_in``, ``phase_in`` and ``tap_in``
-  saying where each one writes. ``d_columns``: for each position ``t - tail`` (``tail``, the
+  """``out[m, g] = sum_k weights[g, k] * src[rows[g, k], offsets[g, k] + columns[m]]`` (the
+  padding, ``by_output < 0``, weighs 0): the sparse conv's core over ``t < length`` positions
+  of the phase grid, of which ``columns`` are kept; differentiable in ``src`` and ``weights``.
+  ``slots_in`` lists the same entries by source row (as slots of the flat ``weights``),
+  ``rows_in``, ``phase_in`` and ``tap_in`` saying where each one writes. ``d_columns``: for each position ``t - tail`` (``tail``, the
   largest tap shift, on each side) the row of ``out`` holding it, or ``len(columns)`` where
   none does."""
-  return _gather_sum_fwd(src, kernel, by_output, rows, offsets, by_input, rows_in, phase_in,
+  return _gather_sum_fwd(src, weights, by_output, rows, offsets, slots_in, rows_in, phase_in,
                          tap_in, columns, d_columns, length)[0]
 
 
-def _gather_sum_fwd(src, kernel, by_output, rows, offsets, by_input, rows_in, phase_in, tap_in,
+def _gather_sum_fwd(src, weights, by_output, rows, offsets, slots_in, rows_in, phase_in, tap_in,
                     columns, d_columns, length):
-  out = _accumulate(src, _weights(kernel, by_output), rows, offsets, length)
-  residuals = (src, kernel, by_output, rows, offsets, by_input, rows_in, phase_in, tap_in,
+  out = _accumulate(src, weights, rows, offsets, length)
+  residuals = (src, weights, by_output, rows, offsets, slots_in, rows_in, phase_in, tap_in,
                d_columns)
   return _take_transposed(out, columns, False), residuals
 
 
 def _gather_sum_bwd(length, residuals, d_out):
-  src, kernel, by_output, rows, offsets, by_input, rows_in, phase_in, tap_in, d_columns = (
+  src, weights, by_output, rows, offsets, slots_in, rows_in, phase_in, tap_in, d_columns = (
       residuals)
-  # d_src[r, q * length + t] = sum over the entries e of phase q reading row r of kernel[e] *
+  # d_src[r, q * length + t] = sum over the entries e of phase q reading row r of weight[e] *
   # d_pos[g_e, t - tap_e], with d_pos the gradient at every position of the phase grid,
   # zero-padded by `tail` on each side so that every shifted segment lies inside it: one take
   # from d_out. Phase by phase: an entry's products over other phases would be zeros.
   tail = (d_columns.shape[0] - length) // 2
   phases = (src.shape[1] - tail) // length
   padded = _take_transposed(d_out, d_columns, True)
-  weights = _weights(kernel, by_input)
+  weights_in = jnp.where(slots_in >= 0, jnp.ravel(weights)[jnp.maximum(slots_in, 0)], 0)
   if phases == 1:
-    d_src = _accumulate(padded, weights, rows_in, tail - tap_in, src.shape[1])
+    d_src = _accumulate(padded, weights_in, rows_in, tail - tap_in, src.shape[1])
   else:  # zero weights: the native kernel skips them
-    pieces = [_accumulate(padded, jnp.where(phase_in == q, weights, 0), rows_in, tail - tap_in,
-                          length) for q in range(phases)]
+    pieces = [_accumulate(padded, jnp.where(phase_in == q, weights_in, 0), rows_in,
+                          tail - tap_in, length) for q in range(phases)]
     d_src = jnp.concatenate(pieces + [jnp.zeros((src.shape[0], tail), pieces[0].dtype)], 1)
   d_weights = _segment_dots(src, by_output, rows, offsets, padded, tail, length)
-  index = jnp.where(by_output >= 0, by_output, kernel.size)  # padding: dropped
-  d_kernel = jnp.zeros_like(kernel).at[index].add(d_weights, mode='drop')
-  return (d_src, d_kernel) + (None,) * 9
+  return (d_src, jnp.where(by_output >= 0, d_weights, 0).astype(weights.dtype)) + (None,) * 9
 
 
 gather_sum.defvjp(_gather_sum_fwd, _gather_sum_bwd)

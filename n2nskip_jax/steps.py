@@ -21,6 +21,7 @@ from jax import lax
 from n2nskip_jax.losses import cross_entropy
 
 AXIS = 'batch'
+PERTURBATIONS = 'perturbations'  # nn.Module.perturb's collection
 
 
 class TrainState(train_state.TrainState):
@@ -66,17 +67,32 @@ def _sgd(weight_decay, momentum, lr, decay_steps, factor) -> optax.GradientTrans
 
 
 def train_step(state: TrainState, batch) -> tuple[TrainState, dict]:
-  """One SGD step on this device's shard of the global batch."""
+  """One SGD step on this device's shard of the global batch.
 
-  def loss_fn(params):
-    logits, updates = state.apply_fn(state.variables(params), batch['image'], train=True,
+  A kernel run by its nonzeros is not differentiated as a dense array: its layer reads it
+  through its weights at the nonzeros, perturbed (``layers``), and the gradient with respect to
+  the perturbation is its gradient there, compact, as :func:`apply_gradients` takes it.
+  """
+  index = update_index(state.params, state.nonzeros)
+  params = traverse_util.flatten_dict(state.params)
+  by_nonzeros = [p for p, i in traverse_util.flatten_dict(index).items() if not isinstance(i, str)]
+  dense = {p: leaf for p, leaf in params.items() if p not in by_nonzeros}
+  tables = traverse_util.flatten_dict(state.nonzeros or {})
+  perturbations = {p: jnp.zeros(tables[p + ('by_output',)].shape) for p in by_nonzeros}
+
+  def loss_fn(dense, perturbations):
+    variables = state.variables(traverse_util.unflatten_dict({**params, **dense}))
+    if perturbations:
+      variables[PERTURBATIONS] = traverse_util.unflatten_dict(perturbations)
+    logits, updates = state.apply_fn(variables, batch['image'], train=True,
                                      mutable=['batch_stats'])
     loss = cross_entropy(logits, batch['label']).mean()
     return loss, (logits, updates.get('batch_stats', state.batch_stats))
 
-  (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  index = update_index(state.params, state.nonzeros)
-  grads = lax.pmean(jax.tree.map(_compact, grads, index), AXIS)
+  (loss, (logits, batch_stats)), (grads, at_nonzeros) = jax.value_and_grad(
+      loss_fn, (0, 1), has_aux=True)(dense, perturbations)
+  grads.update({p: g.reshape(-1) for p, g in at_nonzeros.items()})
+  grads = lax.pmean(traverse_util.unflatten_dict(grads), AXIS)
   state = apply_gradients(state, grads, index, batch_stats=batch_stats)
   accuracy = jnp.mean(jnp.argmax(logits, -1) == batch['label'])
   return state, lax.pmean({'loss': loss, 'accuracy': accuracy}, AXIS)

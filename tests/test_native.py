@@ -52,11 +52,11 @@ def test_native_kernels_equal_the_scan_across_tiles(built):
 def test_sparse_conv_lowers_to_the_native_kernels_in_float32_only(built):
   mask = (np.random.default_rng(1).random((3, 3, 4, 4)) < 0.3).astype(np.float32)
   tables = sparse.nonzero_tables(mask)
-  grad = jax.grad(lambda x, w: jnp.sum(sparse.conv(x, w, tables) ** 2), (0, 1))
+  grad = jax.grad(lambda x, w: jnp.sum(sparse.conv(x, w, tables, mask.shape) ** 2), (0, 1))
   # float32: the forward and input-gradient sums, the weight gradient, and four layout takes
   # (input and output, forward and backward); bfloat16: none, the scan.
   for dtype, calls in ((jnp.float32, (2, 1, 4)), (jnp.bfloat16, (0, 0, 0))):
-    x, w = jnp.ones((2, 5, 5, 4), dtype), jnp.ones((3, 3, 4, 4), dtype)
+    x, w = jnp.ones((2, 5, 5, 4), dtype), jnp.ones(tables['by_output'].shape, dtype)
     text = jax.jit(grad).lower(x, w).as_text()
     targets = (native.ACCUMULATE, native.SEGMENT_DOTS, native.TAKE_TRANSPOSED)
     assert tuple(text.count(f'@{t}(') for t in targets) == calls, dtype

@@ -30,7 +30,8 @@ def test_sparse_conv_equals_masked_xla_conv_and_its_gradients(size, channels, ke
   tables = sparse.nonzero_tables(mask)
   dense = lambda x, w: lax.conv_general_dilated(x, w * mask, (stride, stride), padding,
                                                 dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-  mine = jax.jit(lambda x, w: sparse.conv(x, w, tables, (stride, stride), padding))
+  mine = jax.jit(lambda x, w: sparse.conv(x, sparse.nonzero_weights(w, tables), tables, w.shape,
+                                          (stride, stride), padding))
   np.testing.assert_allclose(mine(x, w), dense(x, w), rtol=1e-5, atol=1e-5)
   loss = lambda f: lambda x, w: jnp.sum(jnp.sin(f(x, w)))
   (dx, dw), (dx_ref, dw_ref) = (jax.grad(loss(f), (0, 1))(x, w) for f in (mine, dense))
@@ -44,7 +45,8 @@ def test_sparse_conv_in_bfloat16_accumulates_in_float32():
   x = jnp.asarray(rng.normal(size=(2, 6, 6, 64)), jnp.bfloat16)
   w = jnp.asarray(rng.normal(size=(3, 3, 64, 4)), jnp.float32)
   mask = random_mask(rng, w.shape, 0.5)
-  y = sparse.conv(x, w.astype(jnp.bfloat16), sparse.nonzero_tables(mask))
+  tables = sparse.nonzero_tables(mask)
+  y = sparse.conv(x, sparse.nonzero_weights(w.astype(jnp.bfloat16), tables), tables, w.shape)
   ref = lax.conv_general_dilated(x.astype(jnp.float32), w.astype(jnp.bfloat16).astype(
       jnp.float32) * mask, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
   assert y.dtype == jnp.bfloat16
@@ -62,6 +64,10 @@ def test_tables_list_every_nonzero_once_per_grouping():
     rows = np.nonzero(table >= 0)[0]
     np.testing.assert_array_equal(channel[listed], rows)  # each row is one channel's entries
     assert table.shape[1] == max(np.bincount(channel[np.flatnonzero(mask)], minlength=len(table)))
+  slots = tables['slots_by_input']
+  assert np.all((slots >= 0) == (tables['by_input'] >= 0))
+  np.testing.assert_array_equal(tables['by_output'].ravel()[slots[slots >= 0]],
+                                tables['by_input'][slots >= 0])  # the same entry, both ways
 
 
 def mlp_masks(**overrides):
@@ -101,7 +107,7 @@ def test_optimizer_over_the_nonzeros_equals_the_dense_update():
                                   masks=masks, nonzeros=network.sparse_execution(config, masks))
   index = steps.update_index(state.params, state.nonzeros)
   assert sum(not isinstance(i, str) for i in jax.tree.leaves(index)) == len(
-      traverse_util.flatten_dict(state.nonzeros)) // 2  # every skip kernel, no other leaf
+      traverse_util.flatten_dict(state.nonzeros)) // 3  # every skip kernel, no other leaf
   dense = sparse_state = state
   rng, flat_masks = np.random.default_rng(0), traverse_util.flatten_dict(masks)
   for _ in range(3):  # momentum builds up: the update reads the optimizer state too
@@ -118,6 +124,31 @@ def test_optimizer_over_the_nonzeros_equals_the_dense_update():
     np.testing.assert_array_equal(a, b)
 
 
+def test_train_step_builds_no_dense_gradient_for_kernels_run_by_their_nonzeros():
+  """Their gradient is taken at the nonzeros (the layers' perturbations): no scatter-add into
+  a kernel-sized array anywhere in the step."""
+  config, masks = mlp_masks(skip__execution='sparse')
+  model, variables = network.init(config, 10, (40,), bn_axis_name=steps.AXIS)
+  state = steps.TrainState.create(apply_fn=model.apply, params=variables['params'],
+                                  tx=steps.create_optimizer(config, 10), batch_stats={},
+                                  masks=masks, nonzeros=network.sparse_execution(config, masks))
+  batch = {'image': jnp.zeros((4, 40)), 'label': jnp.zeros((4,), jnp.int32)}
+  jaxpr = jax.make_jaxpr(steps.train_step, axis_env=[(steps.AXIS, 1)])(state, batch)
+  sizes = {m.size for m in jax.tree.leaves(masks)}
+
+  def scatter_adds(jaxpr):
+    for eqn in jaxpr.eqns:
+      if eqn.primitive.name == 'scatter-add':
+        yield eqn.outvars[0].aval.size
+      for sub in jax.core.jaxprs_in_params(eqn.params):
+        yield from scatter_adds(sub)
+
+  assert not sizes & set(scatter_adds(jaxpr.jaxpr))
+  # The check can fail: differentiated as dense arrays, the same kernels get such scatter-adds.
+  loss = lambda params: jnp.sum(model.apply(state.variables(params), batch['image']))
+  assert sizes & set(scatter_adds(jax.make_jaxpr(jax.grad(loss))(state.params).jaxpr))
+
+
 def test_n2nskip_cnn_by_nonzeros_equals_dense_masked_forward_and_gradients():
   """A small VGG with N2NSkip skips spanning poolings (stride-2 and stride-4 skip convs)."""
   model = VGG(head='cifar', layers=(8, 'M', 8, 8, 'M', 16, 16), skip_kind='n2nskip', skip_span=2)
@@ -127,7 +158,7 @@ def test_n2nskip_cnn_by_nonzeros_equals_dense_masked_forward_and_gradients():
   masks = jax.tree.map(lambda m: random_mask(rng, m.shape, 0.3), variables['masks'])
   variables = pruning.apply_masks({**variables, 'masks': masks}, masks)
   nonzeros = network.sparse_execution(make_config(skip__execution='sparse'), masks)
-  assert len(traverse_util.flatten_dict(nonzeros, sep=None)) == 2 * 4  # 4 skips, 2 tables each
+  assert len(traverse_util.flatten_dict(nonzeros, sep=None)) == 3 * 4  # 4 skips, 3 tables each
 
   def run(extra):
     def loss(params):
