@@ -99,7 +99,14 @@ def conv(x, weights, tables: dict, kernel_shape, strides=(1, 1), padding='SAME')
     padding = lax.padtype_to_pads((h, w), (kh, kw), strides, padding)
   (top, bottom), (left, right) = padding
   ho, wo = (h + top + bottom - kh) // sy + 1, (w + left + right - kw) // sx + 1
-  hq, wq = -(-(h + top + bottom) // sy), -(-(w + left + right) // sx)
+  if (sy, sx) == (1, 1):
+    # One phase: the images' rows one after another, neighbours sharing the zeros between
+    # their data (max(top, bottom) rows: the one's bottom padding and the next's top), likewise
+    # columns. A read past a row's or an image's end lands on zeros (past the last image, on
+    # the row's zero tail). A 4x4 map takes 5x5 positions, not 6x6; a 32x32 one 33x33.
+    hq, wq = max(h + max(top, bottom), ho), max(w + max(left, right), wo)
+  else:  # phases side by side: an entry's reads stay inside its own phase
+    hq, wq = -(-(h + top + bottom) // sy), -(-(w + left + right) // sx)
   tail = ((kh - 1) // sy) * wq + (kw - 1) // sx  # the largest tap shift on the phase grid
   src = source_rows(x, padding, strides, (hq, wq), tail)
   length = n * hq * wq

@@ -20,7 +20,8 @@ def random_mask(rng, shape, density):
 @pytest.mark.parametrize('size,channels,kernel,stride,padding,density', [
     (6, 5, 3, 1, 'SAME', 0.3), (7, 5, 3, 2, 'SAME', 0.3), (9, 4, 3, 4, [(1, 1), (1, 1)], 0.5),
     (8, 5, 1, 2, 'SAME', 0.5), (8, 3, 5, 8, 'SAME', 0.2), (6, 5, 3, 1, 'VALID', 0.3),
-    (6, 5, 3, 1, 'SAME', 0.0)])
+    (6, 5, 3, 1, 'SAME', 0.0), (5, 3, 3, 1, [(2, 0), (0, 1)], 0.5),
+    (7, 3, 3, 2, [(0, 2), (3, 1)], 0.5)])
 def test_sparse_conv_equals_masked_xla_conv_and_its_gradients(size, channels, kernel, stride,
                                                               padding, density):
   rng = np.random.default_rng(size * 10 + stride)
