@@ -2,9 +2,9 @@
 XLA's FFI.
 
 The two loops of :mod:`n2nskip_jax.sparse` that XLA:CPU runs slowest as ``lax.scan`` (the
-gather-multiply-adds and the weight gradients' segment dot products), and its layout changes
-(a take fused with the transpose between position-major and channel-major), have float32 CPU
-kernels here. They are compiled from the package's C++ source with the system's C++ compiler on first
+gather-multiply-adds, which write their sums position-major, and the weight gradients' segment
+dot products), and its layout changes (a take fused with the transpose from position-major to
+channel-major), have float32 CPU kernels here. They are compiled from the package's C++ source with the system's C++ compiler on first
 use (``$CXX``, else ``c++``; about 2 s), cached under ``$XDG_CACHE_HOME/n2nskip_jax`` (else
 ``~/.cache/n2nskip_jax``) per source, compiler flags, jaxlib and CPU, and registered with XLA.
 ``N2NSKIP_NATIVE=0`` turns them off. Where they cannot be built, one warning says why and the
@@ -24,6 +24,7 @@ import warnings
 import jax
 import jax.numpy as jnp
 import jaxlib
+import numpy as np
 
 SOURCE = pathlib.Path(__file__).with_name('sparse_kernels.cc')
 FLAGS = ('-O3', '-march=native', '-std=c++17', '-shared', '-fPIC', '-fopenmp-simd', '-w')
@@ -81,12 +82,16 @@ def _cpu_flags() -> str:
   return next((line for line in info.splitlines() if line.startswith(('flags', 'Features'))), '')
 
 
-def accumulate(src, weights, rows, offsets, length: int):
-  """``out[g, t] = sum_k weights[g, k] * src[rows[g, k], offsets[g, k] + t]`` for ``t <
-  length`` (float32; zero weights are skipped)."""
-  call = jax.ffi.ffi_call(ACCUMULATE, jax.ShapeDtypeStruct((weights.shape[0], length),
+def accumulate(src, weights, rows, offsets, out_rows):
+  """``out[m, g] = sum_k weights[q, g, k] * src[rows[g, k], offsets[g, k] + t]`` where
+  ``out_rows[q * length + t] == m`` (``weights``: ``(P, G, K)``, one set per range of
+  ``length = len(out_rows) // P`` positions; ``out_rows`` maps every row of ``out`` exactly
+  once, ``-1`` for positions not computed; zero weights are skipped; float32)."""
+  num_out = int((np.asarray(out_rows) >= 0).sum())
+  call = jax.ffi.ffi_call(ACCUMULATE, jax.ShapeDtypeStruct((num_out, weights.shape[1]),
                                                            jnp.float32))
-  return call(src, weights, rows.astype(jnp.int32), offsets.astype(jnp.int32))
+  return call(src, weights, rows.astype(jnp.int32), offsets.astype(jnp.int32),
+              jnp.asarray(out_rows, jnp.int32))
 
 
 def segment_dots(src, table, rows, offsets, d, shift: int, length: int):
@@ -97,9 +102,8 @@ def segment_dots(src, table, rows, offsets, d, shift: int, length: int):
               shift=shift, length=length)
 
 
-def take_transposed(a, index, to_channels: bool):
-  """``a[index].T`` if ``to_channels`` else ``a[:, index].T``, zero where ``index`` is one past
-  the last position (float32)."""
-  shape = (a.shape[1], len(index)) if to_channels else (len(index), a.shape[0])
-  call = jax.ffi.ffi_call(TAKE_TRANSPOSED, jax.ShapeDtypeStruct(shape, jnp.float32))
-  return call(a, jnp.asarray(index, jnp.int32), to_channels=to_channels)
+def take_transposed(a, index):
+  """``a[index].T``, zero where ``index`` is one past the last row (float32)."""
+  call = jax.ffi.ffi_call(TAKE_TRANSPOSED, jax.ShapeDtypeStruct((a.shape[1], len(index)),
+                                                                jnp.float32))
+  return call(a, jnp.asarray(index, jnp.int32))

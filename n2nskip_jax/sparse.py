@@ -5,17 +5,19 @@ computed as a sum over the mask's nonzero entries ``e = (dy, dx, ci, co)``:
 
     y[n, h, w, co] = sum_e  kernel[e] * x_pad[n, s*h + dy, s*w + dx, ci]
 
-The input is laid out channel-major with its ``s x s`` stride phases side by side, so every
-entry reads one contiguous segment of its input channel's row (:func:`source_rows`), at an
-offset set by its tap and phase. Entries are grouped by output channel into a padded table
-(``by_output``, ELL format); the forward pass runs over the table's columns, each a gather of
-one segment per output channel and a multiply-add. The gradient with respect to the input is
-the same operation over the entries grouped by input channel (``by_input``), reading the
-output gradient, one stride phase at a time; the gradient of each entry's weight is one
+The input is laid out channel-major with its ``s x s`` stride phases side by side (a grid
+of positions, :class:`_Grid`), so every entry reads one contiguous segment of its input
+channel's row, at an offset set by its tap and phase. Entries are grouped by output channel
+into a padded table (``by_output``, ELL format); the forward pass runs over the table's
+columns, each a gather of one segment per output channel and a multiply-add, and the sums at
+the output positions are written position-major (NHWC). The gradient with respect to the
+input is the same operation over the entries grouped by input channel (``by_input``), reading
+the output gradient, one stride phase at a time; the gradient of each entry's weight is one
 segment dot product. The conv reads the kernel only through its entries at the nonzeros
 (:func:`nonzero_weights`), so a gradient taken with respect to those is compact; one taken
-with respect to the dense kernel is zero at every pruned entry. On the CPU backend, in float32, these loops and the layout changes run as native
-kernels (:mod:`n2nskip_jax.native`); elsewhere, as ``lax.scan`` and XLA gathers.
+with respect to the dense kernel is zero at every pruned entry. On the CPU backend, in
+float32, these loops and the layout changes run as native kernels
+(:mod:`n2nskip_jax.native`); elsewhere, as ``lax.scan`` and XLA gathers.
 
 The kernel and mask stay dense-shaped (checkpoints, counting and analysis are unchanged);
 the index tables are built once from the mask (:func:`nonzero_tables`) and travel with the
@@ -25,6 +27,7 @@ stay exactly 0. Which layers get tables: ``network.sparse_execution``, from
 ``config.skip.execution``.
 """
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -93,23 +96,11 @@ def conv(x, weights, tables: dict, kernel_shape, strides=(1, 1), padding='SAME')
   from the mask's ``tables`` (:func:`nonzero_tables`) and the kernel's ``weights`` at its
   nonzeros (:func:`nonzero_weights`); ``kernel_shape``: ``(kh, kw, in, out)``."""
   kh, kw, _, cout = kernel_shape
-  sy, sx = strides
-  n, h, w, _ = x.shape
+  n, h, w, c = x.shape
   if isinstance(padding, str):
     padding = lax.padtype_to_pads((h, w), (kh, kw), strides, padding)
-  (top, bottom), (left, right) = padding
-  ho, wo = (h + top + bottom - kh) // sy + 1, (w + left + right - kw) // sx + 1
-  if (sy, sx) == (1, 1):
-    # One phase: the images' rows one after another, neighbours sharing the zeros between
-    # their data (max(top, bottom) rows: the one's bottom padding and the next's top), likewise
-    # columns. A read past a row's or an image's end lands on zeros (past the last image, on
-    # the row's zero tail). A 4x4 map takes 5x5 positions, not 6x6; a 32x32 one 33x33.
-    hq, wq = max(h + max(top, bottom), ho), max(w + max(left, right), wo)
-  else:  # phases side by side: an entry's reads stay inside its own phase
-    hq, wq = -(-(h + top + bottom) // sy), -(-(w + left + right) // sx)
-  tail = ((kh - 1) // sy) * wq + (kw - 1) // sx  # the largest tap shift on the phase grid
-  src = source_rows(x, padding, strides, (hq, wq), tail)
-  length = n * hq * wq
+  grid = _grid(n, h, w, (kh, kw), tuple(strides), tuple(map(tuple, padding)))
+  (sy, sx), wq = grid.strides, grid.shape[1]
 
   def segments(table, row_axis):
     """Each entry's row (its input channel, or output channel for ``by_input``), its stride
@@ -119,68 +110,118 @@ def conv(x, weights, tables: dict, kernel_shape, strides=(1, 1), padding='SAME')
     return channels[row_axis], (dy % sy) * sx + dx % sx, (dy // sy) * wq + dx // sx
 
   rows, phase, tap = segments(tables['by_output'], 0)
-  columns = _output_index(n, hq, wq, ho, wo)
-  d_columns = _inverse(columns, length, margin=tail)
-  out = gather_sum(src, weights.astype(x.dtype), tables['by_output'], rows,
-                   phase * length + tap, tables['slots_by_input'],
-                   *segments(tables['by_input'], 1), columns, d_columns, length)
-  return out.reshape(n, ho, wo, cout)
+  out = _gather_sum(grid)(x.reshape(-1, c), weights.astype(x.dtype), tables['by_output'], rows,
+                          phase * grid.length + tap, tables['slots_by_input'],
+                          *segments(tables['by_input'], 1))
+  return out.reshape(n, *grid.output, cout)
 
 
-def source_rows(x, padding, strides, phase_shape, tail: int):
-  """``(in, s_y * s_x * N * H_q * W_q + tail)``: per input channel, the zero-padded input's
-  stride phases ``x_pad[n, s_y * a + p_y, s_x * b + p_x]`` one after another (phase-major,
-  then ``n, a, b``), and ``tail`` zeros so that every entry's segment lies inside the row."""
-  n, h, w, c = x.shape
-  index = _source_index(n, h, w, tuple(map(tuple, padding)), tuple(strides), tuple(phase_shape),
-                        tail)
-  return _to_channels(index, n * h * w)(x.reshape(-1, c))
+class _Grid(NamedTuple):
+  """Where a conv's input is laid out channel-major (:func:`_source_index`): per input channel,
+  the zero-padded input's ``s_y x s_x`` stride phases one after another, each ``(N, H_q, W_q)``
+  (``shape``) flattened, then ``tail`` zeros (the largest tap shift), so that every entry's
+  segment of ``length = N * H_q * W_q`` positions lies inside the row."""
+  images: tuple  # (N, H, W)
+  strides: tuple
+  padding: tuple
+  output: tuple  # (H_o, W_o)
+  shape: tuple  # (H_q, W_q)
+  tail: int
+
+  @property
+  def length(self) -> int:
+    return self.images[0] * self.shape[0] * self.shape[1]
+
+  @property
+  def phases(self) -> int:
+    return self.strides[0] * self.strides[1]
 
 
-@functools.lru_cache(maxsize=None)
-def _source_index(n, h, w, padding, strides, phase_shape, tail) -> np.ndarray:
-  """Column ``j`` of :func:`source_rows` copies input position ``index[j]`` (flat ``n, h,
-  w``), or is a zero where ``index[j] == n * h * w``."""
-  (sy, sx), (hq, wq), ((top, _), (left, _)) = strides, phase_shape, padding
+def _grid(n, h, w, kernel_size, strides, padding) -> _Grid:
+  (kh, kw), (sy, sx), ((top, bottom), (left, right)) = kernel_size, strides, padding
+  ho, wo = (h + top + bottom - kh) // sy + 1, (w + left + right - kw) // sx + 1
+  if (sy, sx) == (1, 1):
+    # One phase: the images' rows one after another, neighbours sharing the zeros between
+    # their data (max(top, bottom) rows: the one's bottom padding and the next's top), likewise
+    # columns. A read past a row's or an image's end lands on zeros (past the last image, on
+    # the row's zero tail). A 4x4 map takes 5x5 positions, not 6x6; a 32x32 one 33x33.
+    hq, wq = max(h + max(top, bottom), ho), max(w + max(left, right), wo)
+  else:  # phases side by side: an entry's reads stay inside its own phase
+    hq, wq = -(-(h + top + bottom) // sy), -(-(w + left + right) // sx)
+  tail = ((kh - 1) // sy) * wq + (kw - 1) // sx
+  return _Grid((n, h, w), strides, padding, (ho, wo), (hq, wq), tail)
+
+
+def _source_index(grid: _Grid) -> np.ndarray:
+  """Column ``j`` of the channel-major layout (:class:`_Grid`) copies input position
+  ``index[j]`` (flat ``n, h, w``), or is a zero where ``index[j] == N * H * W``."""
+  (n, h, w), (sy, sx), (hq, wq) = grid.images, grid.strides, grid.shape
+  (top, _), (left, _) = grid.padding
   py, px, b, a, q = np.meshgrid(np.arange(sy), np.arange(sx), np.arange(n), np.arange(hq),
                                 np.arange(wq), indexing='ij')
   y, z = sy * a + py - top, sx * q + px - left
   inside = (y >= 0) & (y < h) & (z >= 0) & (z < w)
   index = np.where(inside, (b * h + y) * w + z, n * h * w).reshape(-1)
-  return np.concatenate([index, np.full(tail, n * h * w)]).astype(np.int32)
+  return np.concatenate([index, np.full(grid.tail, n * h * w)]).astype(np.int32)
 
 
-@functools.lru_cache(maxsize=None)
-def _output_index(n, hq, wq, ho, wo) -> np.ndarray:
-  """The columns of the phase grid ``(n, H_q, W_q)`` that hold the outputs ``(n, H_o, W_o)``."""
-  b, y, z = np.meshgrid(np.arange(n), np.arange(ho), np.arange(wo), indexing='ij')
+def _output_index(grid: _Grid) -> np.ndarray:
+  """The columns of the phase grid ``(N, H_q, W_q)`` that hold the outputs ``(N, H_o, W_o)``."""
+  (ho, wo), (hq, wq) = grid.output, grid.shape
+  b, y, z = np.meshgrid(np.arange(grid.images[0]), np.arange(ho), np.arange(wo), indexing='ij')
   return ((b * hq + y) * wq + z).reshape(-1).astype(np.int32)
 
 
-def _to_channels(index: np.ndarray, size: int):
-  """``a -> a[index].T`` for ``a`` with ``size`` rows (position-major to channel-major), zero
-  where ``index == size``. Every row of ``a`` is read at most once, so the gradient is the
-  inverse take (not XLA's scatter-add). Layout changes as one transposing take (here and for
-  the output, in :func:`gather_sum`): faster on XLA:CPU than the padded, strided transposes
-  they replace (README, Performance)."""
-  inverse = _inverse(index, size)
+@functools.lru_cache(maxsize=None)
+def _gather_sum(grid: _Grid):
+  """The sparse conv's core on ``grid``:
+
+      out[m, g] = sum_k weights[g, k] * src[rows[g, k], offsets[g, k] + columns[m]]
+
+  for the flat input ``x`` ``(N * H * W, in)``, its channel-major layout ``src``
+  (:class:`_Grid`), and ``columns`` the positions of the grid that hold outputs; the padding
+  of ``by_output`` weighs 0. Differentiable in ``x`` and ``weights``: ``slots_in`` lists the
+  same entries by input channel (as slots of the flat ``weights``), ``rows_in``, ``phase_in``
+  and ``tap_in`` saying where each one writes.
+  """
+  length, tail = grid.length, grid.tail
+  source, columns = _source_index(grid), _output_index(grid)
+  padded_columns = _inverse(columns, length, margin=tail)
+  inputs = _inverse(source, int(np.prod(grid.images)))
 
   @jax.custom_vjp
-  def take(a):
-    return _take_transposed(a, index, True)
+  def gather_sum(x, weights, by_output, rows, offsets, slots_in, rows_in, phase_in, tap_in):
+    return fwd(x, weights, by_output, rows, offsets, slots_in, rows_in, phase_in, tap_in)[0]
 
-  take.defvjp(lambda a: (take(a), None),
-              lambda _, d: (_take_transposed(d, inverse, False),))
-  return take
+  def fwd(x, weights, by_output, rows, offsets, slots_in, rows_in, phase_in, tap_in):
+    src = _take_transposed(x, source)
+    out = _sum_to_positions(src, weights[None], rows, offsets, columns, length)
+    return out, (src, weights, by_output, rows, offsets, slots_in, rows_in, phase_in, tap_in)
+
+  def bwd(residuals, d_out):
+    src, weights, by_output, rows, offsets, slots_in, rows_in, phase_in, tap_in = residuals
+    # d_x at the input position of column q * length + t of src: the sum over the entries e of
+    # phase q reading its row of weight[e] * d_pos[g_e, t - tap_e], with d_pos the gradient at
+    # every position of the phase grid, zero-padded by `tail` on each side so that every
+    # shifted segment lies inside it: one take from d_out. An entry's weight counts in its own
+    # phase only.
+    padded = _take_transposed(d_out, padded_columns)
+    weights_in = jnp.where(slots_in >= 0, jnp.ravel(weights)[jnp.maximum(slots_in, 0)], 0)
+    by_phase = jnp.stack([jnp.where(phase_in == q, weights_in, 0) for q in range(grid.phases)])
+    d_x = _sum_to_positions(padded, by_phase, rows_in, tail - tap_in, inputs, length)
+    d_weights = _segment_dots(src, by_output, rows, offsets, padded, tail, length)
+    return (d_x, jnp.where(by_output >= 0, d_weights, 0).astype(weights.dtype)) + (None,) * 7
+
+  gather_sum.defvjp(fwd, bwd)
+  return gather_sum
 
 
-def _take_transposed(a, index, to_channels: bool):
-  """``a[index].T`` if ``to_channels`` else ``a[:, index].T``, zero where ``index`` is one past
-  the last position."""
-  fallback = lambda a, index: jnp.take(a, index, axis=0 if to_channels else 1, mode='fill',
-                                       fill_value=0).T
-  return _native_on_cpu(functools.partial(native.take_transposed, to_channels=to_channels),
-                        fallback, a, index)
+def _take_transposed(a, index):
+  """``a[index].T`` (position-major to channel-major), zero where ``index`` is one past the
+  last row: a layout change as one transposing take, faster on XLA:CPU than the padded,
+  strided transposes it replaces (README, Performance)."""
+  fallback = lambda a, index: jnp.take(a, index, axis=0, mode='fill', fill_value=0).T
+  return _native_on_cpu(native.take_transposed, fallback, a, index)
 
 
 def _inverse(index: np.ndarray, size: int, margin: int = 0) -> np.ndarray:
@@ -192,21 +233,32 @@ def _inverse(index: np.ndarray, size: int, margin: int = 0) -> np.ndarray:
   return inverse
 
 
+def _sum_to_positions(src, weights, rows, offsets, columns: np.ndarray, length: int):
+  """``out[m, g] = sum_k weights[q, g, k] * src[rows[g, k], offsets[g, k] + t]`` where
+  ``columns[m] = q * length + t``: ``len(weights)`` sums over ``length`` positions, each with
+  its own weights, read at ``columns`` and written position-major."""
+  out_rows = _inverse(columns, len(weights) * length)
+  out_rows = np.where(out_rows < len(columns), out_rows, -1)
+  return _native_on_cpu(functools.partial(native.accumulate, out_rows=out_rows),
+                        functools.partial(_scan_sum_to_positions, columns=columns,
+                                          length=length),
+                        src, weights, rows, offsets)
+
+
+def _scan_sum_to_positions(src, weights, rows, offsets, columns, length):
+  sums = [_scan_accumulate(src, w, rows, offsets, length) for w in weights]
+  return jnp.take(jnp.concatenate(sums, 1), columns, axis=1).T
+
+
 def _segments(src, rows, offsets, length):
   """``(len(rows), length)``: ``src[rows[i], offsets[i]:offsets[i] + length]``."""
   take = lambda r, o: lax.dynamic_slice(src, (r, o), (1, length))[0]
   return jax.vmap(take)(rows, offsets)
 
 
-def _accumulate(src, weights, rows, offsets, length):
-  """``out[g, t] = sum_k weights[g, k] * src[rows[g, k], offsets[g, k] + t]``."""
-  return _native_on_cpu(functools.partial(native.accumulate, length=length),
-                        functools.partial(_scan_accumulate, length=length),
-                        src, weights, rows, offsets)
-
-
 def _scan_accumulate(src, weights, rows, offsets, length):
-  """:func:`_accumulate` as one gather-and-multiply-add per table column, accumulated in at
+  """``out[g, t] = sum_k weights[g, k] * src[rows[g, k], offsets[g, k] + t]`` for ``t <
+  length``, as one gather-and-multiply-add per table column, accumulated in at
   least float32."""
   def column(acc, k):
     w, r, o = k
@@ -244,49 +296,3 @@ def _native_on_cpu(kernel, scan, *operands):
   if all(dtype == jnp.float32 for dtype in floats) and native.available():
     return lax.platform_dependent(*operands, cpu=kernel, default=scan)
   return scan(*operands)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(11,))
-def gather_sum(src, weights, by_output, rows, offsets, slots_in, rows_in, phase_in, tap_in,
-               columns, d_columns, length):
-  """``out[m, g] = sum_k weights[g, k] * src[rows[g, k], offsets[g, k] + columns[m]]`` (the
-  padding, ``by_output < 0``, weighs 0): the sparse conv's core over ``t < length`` positions
-  of the phase grid, of which ``columns`` are kept; differentiable in ``src`` and ``weights``.
-  ``slots_in`` lists the same entries by source row (as slots of the flat ``weights``),
-  ``rows_in``, ``phase_in`` and ``tap_in`` saying where each one writes. ``d_columns``: for each position ``t - tail`` (``tail``, the
-  largest tap shift, on each side) the row of ``out`` holding it, or ``len(columns)`` where
-  none does."""
-  return _gather_sum_fwd(src, weights, by_output, rows, offsets, slots_in, rows_in, phase_in,
-                         tap_in, columns, d_columns, length)[0]
-
-
-def _gather_sum_fwd(src, weights, by_output, rows, offsets, slots_in, rows_in, phase_in, tap_in,
-                    columns, d_columns, length):
-  out = _accumulate(src, weights, rows, offsets, length)
-  residuals = (src, weights, by_output, rows, offsets, slots_in, rows_in, phase_in, tap_in,
-               d_columns)
-  return _take_transposed(out, columns, False), residuals
-
-
-def _gather_sum_bwd(length, residuals, d_out):
-  src, weights, by_output, rows, offsets, slots_in, rows_in, phase_in, tap_in, d_columns = (
-      residuals)
-  # d_src[r, q * length + t] = sum over the entries e of phase q reading row r of weight[e] *
-  # d_pos[g_e, t - tap_e], with d_pos the gradient at every position of the phase grid,
-  # zero-padded by `tail` on each side so that every shifted segment lies inside it: one take
-  # from d_out. Phase by phase: an entry's products over other phases would be zeros.
-  tail = (d_columns.shape[0] - length) // 2
-  phases = (src.shape[1] - tail) // length
-  padded = _take_transposed(d_out, d_columns, True)
-  weights_in = jnp.where(slots_in >= 0, jnp.ravel(weights)[jnp.maximum(slots_in, 0)], 0)
-  if phases == 1:
-    d_src = _accumulate(padded, weights_in, rows_in, tail - tap_in, src.shape[1])
-  else:  # zero weights: the native kernel skips them
-    pieces = [_accumulate(padded, jnp.where(phase_in == q, weights_in, 0), rows_in,
-                          tail - tap_in, length) for q in range(phases)]
-    d_src = jnp.concatenate(pieces + [jnp.zeros((src.shape[0], tail), pieces[0].dtype)], 1)
-  d_weights = _segment_dots(src, by_output, rows, offsets, padded, tail, length)
-  return (d_src, jnp.where(by_output >= 0, d_weights, 0).astype(weights.dtype)) + (None,) * 9
-
-
-gather_sum.defvjp(_gather_sum_fwd, _gather_sum_bwd)

@@ -2,10 +2,10 @@
 //
 // The two loops that sparse.py writes as lax.scan over table columns (Accumulate, SegmentDots)
 // run here over tiles of positions, so that a tile of every source row stays in cache while all
-// the table's entries read it; the layout changes around them (TakeTransposed) are one tiled
-// pass each. Work is shared among XLA's intra-op threads; every result is computed in a fixed
-// order (the same bits whatever the thread count or schedule). Built on first use by
-// n2nskip_jax/native.py.
+// the table's entries read it; Accumulate writes its sums position-major, and the layout changes
+// into channel-major (TakeTransposed) are one tiled pass each. Work is shared among XLA's
+// intra-op threads; every result is computed in a fixed order (the same bits whatever the
+// thread count or schedule). Built on first use by n2nskip_jax/native.py.
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
@@ -23,6 +23,7 @@ namespace {
 constexpr int64_t kTile = 512;  // positions per tile: a tile of one row is 2 KiB
 constexpr int64_t kParts = 8;   // SegmentDots: ranges of tiles summed apart (not per thread)
 constexpr int64_t kBlock = 64;  // Accumulate: positions summed in registers per entry
+constexpr int64_t kPanel = 64;  // Accumulate: groups written together to each output row
 
 // Calls body(c) for c in [0, n), on the calling thread and on up to (threads - 1) tasks of
 // XLA's pool. Returns when every c is done; tasks that start later find nothing left to do.
@@ -57,42 +58,73 @@ ffi::Error CheckSegments(const int32_t* rows, const int32_t* offsets, int64_t en
   return ffi::Error::Success();
 }
 
-// out[g, t] = sum_k weights[g, k] * src[rows[g, k], offsets[g, k] + t]; zero weights (the
-// tables' padding) are skipped.
+// out[m, g] = sum_k weights[q, g, k] * src[rows[g, k], offsets[g, k] + t] for the m with
+// out_rows[q * length + t] == m: sums over P ranges of `length` positions, each range with its
+// own weights (zero weights, the tables' padding, are skipped), written position-major
+// (transposed) straight into the rows of `out` that the positions map to; positions mapped to
+// -1 are not computed. Every row of `out` is mapped exactly once (checked).
 ffi::Error Accumulate(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> src,
                       ffi::Buffer<ffi::F32> weights, ffi::Buffer<ffi::S32> rows,
-                      ffi::Buffer<ffi::S32> offsets, ffi::ResultBuffer<ffi::F32> out) {
+                      ffi::Buffer<ffi::S32> offsets, ffi::Buffer<ffi::S32> out_rows,
+                      ffi::ResultBuffer<ffi::F32> out) {
   const int64_t num_rows = src.dimensions()[0], row_size = src.dimensions()[1];
-  const int64_t groups = weights.dimensions()[0], width = weights.dimensions()[1];
-  const int64_t length = out->dimensions()[1];
+  const int64_t ranges = weights.dimensions()[0], groups = weights.dimensions()[1];
+  const int64_t width = weights.dimensions()[2];
+  const int64_t length = out_rows.dimensions()[0] / ranges, num_out = out->dimensions()[0];
   const float* s = src.typed_data();
-  const float* w = weights.typed_data();
   const int32_t* r = rows.typed_data();
   const int32_t* o = offsets.typed_data();
+  const int32_t* to = out_rows.typed_data();
   float* y = out->typed_data();
   if (ffi::Error e = CheckSegments(r, o, groups * width, num_rows, row_size, length);
       e.failure()) {
     return e;
   }
-  ParallelFor(pool, (length + kTile - 1) / kTile, [&](int64_t tile) {
-    const int64_t t0 = tile * kTile, n = std::min(kTile, length - t0);
-    for (int64_t g = 0; g < groups; ++g) {
-      // A block of kBlock positions is summed over the row's entries in registers.
+  std::vector<char> mapped(num_out, 0);
+  int64_t count = 0;
+  for (int64_t j = 0; j < ranges * length; ++j) {
+    if (to[j] < -1 || to[j] >= num_out || (to[j] >= 0 && mapped[to[j]]++)) {
+      return ffi::Error::InvalidArgument("sparse kernel: output row map is not one-to-one");
+    }
+    count += to[j] >= 0;
+  }
+  if (count != num_out || out->dimensions()[1] != groups) {
+    return ffi::Error::InvalidArgument("sparse kernel: output rows not all mapped");
+  }
+  const int64_t tiles = (length + kTile - 1) / kTile;
+  ParallelFor(pool, ranges * tiles, [&](int64_t task) {
+    const int64_t q = task / tiles, t0 = (task % tiles) * kTile;
+    const int64_t n = std::min(kTile, length - t0);
+    const float* w = weights.typed_data() + q * groups * width;
+    const int32_t* dst_rows = to + q * length + t0;
+    for (int64_t g0 = 0; g0 < groups; g0 += kPanel) {
+      const int64_t gn = std::min(kPanel, groups - g0);
       for (int64_t b = 0; b < n; b += kBlock) {
         const int64_t m = std::min(kBlock, n - b);
-        float acc[kBlock] = {};
-        for (int64_t k = g * width; k < (g + 1) * width; ++k) {
-          const float wk = w[k];
-          if (wk == 0.0f) continue;
-          const float* seg = s + r[k] * row_size + o[k] + t0 + b;
-          if (m == kBlock) {
+        // A block of kBlock positions of kPanel groups, summed in registers group by group,
+        // then written row by row: kPanel consecutive floats of each output row.
+        float panel[kPanel][kBlock];
+        for (int64_t gi = 0; gi < gn; ++gi) {
+          const int64_t g = g0 + gi;
+          float acc[kBlock] = {};
+          for (int64_t k = g * width; k < (g + 1) * width; ++k) {
+            const float wk = w[k];
+            if (wk == 0.0f) continue;
+            const float* seg = s + r[k] * row_size + o[k] + t0 + b;
+            if (m == kBlock) {
 #pragma omp simd
-            for (int64_t t = 0; t < kBlock; ++t) acc[t] += wk * seg[t];
-          } else {
-            for (int64_t t = 0; t < m; ++t) acc[t] += wk * seg[t];
+              for (int64_t t = 0; t < kBlock; ++t) acc[t] += wk * seg[t];
+            } else {
+              for (int64_t t = 0; t < m; ++t) acc[t] += wk * seg[t];
+            }
           }
+          std::copy(acc, acc + kBlock, panel[gi]);
         }
-        std::copy(acc, acc + m, y + g * length + t0 + b);
+        for (int64_t t = 0; t < m; ++t) {
+          if (dst_rows[b + t] < 0) continue;
+          float* dst = y + dst_rows[b + t] * groups + g0;
+          for (int64_t gi = 0; gi < gn; ++gi) dst[gi] = panel[gi][t];
+        }
       }
     }
   });
@@ -150,16 +182,13 @@ ffi::Error SegmentDots(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> src,
   return ffi::Error::Success();
 }
 
-// The layout changes of sparse.py (padding, stride phases, crops) fused with the transpose
-// between position-major and channel-major, in 32 x 32 tiles, in place of XLA:CPU's gather then
-// transpose of the whole array. With `to_channels`, `a` is (positions, C) and
-// out[c, j] = a[index[j], c]; else `a` is (C, positions) and out[j, c] = a[c, index[j]]. Either
-// is 0 where index[j] == positions.
+// The layout changes of sparse.py (padding, stride phases) fused with the transpose from
+// position-major to channel-major, in 32 x 32 tiles, in place of XLA:CPU's gather then
+// transpose of the whole array: `a` is (positions, C) and out[c, j] = a[index[j], c], 0 where
+// index[j] == positions.
 ffi::Error TakeTransposed(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> a,
-                          ffi::Buffer<ffi::S32> index, bool to_channels,
-                          ffi::ResultBuffer<ffi::F32> out) {
-  const int64_t positions = a.dimensions()[to_channels ? 0 : 1];
-  const int64_t channels = a.dimensions()[to_channels ? 1 : 0];
+                          ffi::Buffer<ffi::S32> index, ffi::ResultBuffer<ffi::F32> out) {
+  const int64_t positions = a.dimensions()[0], channels = a.dimensions()[1];
   const int64_t columns = index.dimensions()[0];
   const float* src = a.typed_data();
   const int32_t* idx = index.typed_data();
@@ -174,26 +203,16 @@ ffi::Error TakeTransposed(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> a,
   constexpr int64_t kSide = 32;
   ParallelFor(pool, (columns + kSide - 1) / kSide, [&](int64_t block) {
     const int64_t j0 = block * kSide, n = std::min(columns - j0, kSide);
-    // Per column j, its source: row idx[j] of `a` (to_channels; the zero row for the padding)
-    // or element idx[j] of row 0 (null for the padding).
-    const float* from[kSide];
+    const float* from[kSide];  // per column j, its source row (the zero row for the padding)
     for (int64_t j = 0; j < n; ++j) {
       const int64_t p = idx[j0 + j];
-      from[j] = p != positions ? src + (to_channels ? p * channels : p)
-                               : (to_channels ? zeros.data() : nullptr);
+      from[j] = p != positions ? src + p * channels : zeros.data();
     }
     for (int64_t c0 = 0; c0 < channels; c0 += kSide) {
       const int64_t c1 = std::min(channels, c0 + kSide);
-      if (to_channels) {  // writes run along j: one row of `out` per channel
-        for (int64_t c = c0; c < c1; ++c) {
-          float* dst = y + c * columns + j0;
-          for (int64_t j = 0; j < n; ++j) dst[j] = from[j][c];
-        }
-      } else {  // writes run along c: one row of `out` per column
-        for (int64_t j = 0; j < n; ++j) {
-          float* dst = y + (j0 + j) * channels;
-          for (int64_t c = c0; c < c1; ++c) dst[c] = from[j] ? from[j][c * positions] : 0.0f;
-        }
+      for (int64_t c = c0; c < c1; ++c) {  // writes run along j: one row of `out` per channel
+        float* dst = y + c * columns + j0;
+        for (int64_t j = 0; j < n; ++j) dst[j] = from[j][c];
       }
     }
   });
@@ -207,6 +226,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(N2nskipAccumulate, Accumulate,
                                   .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
                                   .Arg<ffi::Buffer<ffi::S32>>()
                                   .Arg<ffi::Buffer<ffi::S32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>());
@@ -228,5 +248,4 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(N2nskipTakeTransposed, TakeTransposed,
                                   .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::S32>>()
-                                  .Attr<bool>("to_channels")
                                   .Ret<ffi::Buffer<ffi::F32>>());

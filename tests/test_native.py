@@ -37,8 +37,15 @@ def test_native_kernels_equal_the_scan_across_tiles(built):
   length, shift = 1300, 9
   table, rows, offsets, weights = random_tables(rng, 6, 5, 4, shift)
   src = jnp.asarray(rng.normal(size=(4, length + shift)), jnp.float32)
-  out = jax.jit(lambda *a: native.accumulate(*a, length))(src, weights, rows, offsets)
-  ref = sparse._scan_accumulate(src, weights, rows, offsets, length)
+  # Two ranges with their own weights; written position-major, to 2000 rows in random order
+  # (the other 600 positions are not computed).
+  by_range = np.stack([weights, np.where(table >= 0, rng.normal(size=table.shape), 0)])
+  columns = rng.permutation(2 * length)[:2000].astype(np.int32)
+  out = jax.jit(lambda *a: sparse._sum_to_positions(*a, columns, length))(
+      src, by_range.astype(np.float32), rows, offsets)
+  assert 'n2nskip_accumulate' in jax.jit(lambda *a: sparse._sum_to_positions(
+      *a, columns, length)).lower(src, by_range.astype(np.float32), rows, offsets).as_text()
+  ref = sparse._scan_sum_to_positions(src, by_range, rows, offsets, columns, length)
   np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
 
   d = jnp.asarray(rng.normal(size=(6, length + 2 * shift)), jnp.float32)
@@ -53,20 +60,23 @@ def test_sparse_conv_lowers_to_the_native_kernels_in_float32_only(built):
   mask = (np.random.default_rng(1).random((3, 3, 4, 4)) < 0.3).astype(np.float32)
   tables = sparse.nonzero_tables(mask)
   grad = jax.grad(lambda x, w: jnp.sum(sparse.conv(x, w, tables, mask.shape) ** 2), (0, 1))
-  # float32: the forward and input-gradient sums, the weight gradient, and four layout takes
-  # (input and output, forward and backward); bfloat16: none, the scan.
-  for dtype, calls in ((jnp.float32, (2, 1, 4)), (jnp.bfloat16, (0, 0, 0))):
+  # float32: the forward and input-gradient sums, the weight gradient, and two layout takes
+  # (the input, the output gradient); bfloat16: none, the scan.
+  for dtype, calls in ((jnp.float32, (2, 1, 2)), (jnp.bfloat16, (0, 0, 0))):
     x, w = jnp.ones((2, 5, 5, 4), dtype), jnp.ones(tables['by_output'].shape, dtype)
     text = jax.jit(grad).lower(x, w).as_text()
     targets = (native.ACCUMULATE, native.SEGMENT_DOTS, native.TAKE_TRANSPOSED)
     assert tuple(text.count(f'@{t}(') for t in targets) == calls, dtype
 
 
-def test_native_kernel_refuses_segments_outside_their_row(built):
-  src = jnp.zeros((2, 10), jnp.float32)
+def test_native_kernel_refuses_bad_segments_and_output_maps(built):
+  src, weights = jnp.zeros((2, 10), jnp.float32), np.ones((1, 1, 1), np.float32)
   rows, offsets = np.zeros((1, 1), np.int32), np.full((1, 1), 5, np.int32)
   with pytest.raises(Exception, match='reads outside its source row'):
-    jax.block_until_ready(native.accumulate(src, np.ones((1, 1), np.float32), rows, offsets, 6))
+    jax.block_until_ready(native.accumulate(src, weights, rows, offsets, np.arange(6)))
+  with pytest.raises(Exception, match='not one-to-one'):  # two positions write row 0
+    jax.block_until_ready(native.accumulate(src, weights, rows, offsets * 0,
+                                            np.array([0, 1, 0, -1])))
 
 
 def test_failed_build_warns_once_and_falls_back_to_the_scan(monkeypatch, tmp_path):
@@ -79,16 +89,13 @@ def test_failed_build_warns_once_and_falls_back_to_the_scan(monkeypatch, tmp_pat
   assert not any(tmp_path.rglob('*.so'))
 
 
-@pytest.mark.parametrize('to_channels', [True, False])
-def test_take_transposed_equals_take_then_transpose(built, to_channels):
+def test_take_transposed_equals_take_then_transpose(built):
   rng = np.random.default_rng(2)
   a = jnp.asarray(rng.normal(size=(70, 45)), jnp.float32)
-  positions = a.shape[0] if to_channels else a.shape[1]
-  index = rng.integers(0, positions + 1, 100).astype(np.int32)  # `positions`: a zero column
-  out = jax.jit(lambda a: native.take_transposed(a, index, to_channels))(a)
-  ref = np.take(np.asarray(a), np.minimum(index, positions - 1), axis=0 if to_channels else 1)
-  ref[(index == positions, slice(None)) if to_channels else (slice(None), index == positions)] = 0
+  index = rng.integers(0, 71, 100).astype(np.int32)  # 70: a zero column
+  out = jax.jit(lambda a: native.take_transposed(a, index))(a)
+  ref = np.take(np.asarray(a), np.minimum(index, 69), axis=0)
+  ref[index == 70] = 0
   np.testing.assert_array_equal(out, ref.T)
   with pytest.raises(Exception, match='outside'):
-    jax.block_until_ready(native.take_transposed(a, np.array([positions + 1], np.int32),
-                                                 to_channels))
+    jax.block_until_ready(native.take_transposed(a, np.array([71], np.int32)))
