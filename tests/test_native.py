@@ -35,7 +35,7 @@ def test_native_kernels_equal_the_scan_across_tiles(built):
   # 1300 positions: two full 512-position tiles and a part of one, with a part-filled block.
   rng = np.random.default_rng(0)
   length, shift = 1300, 9
-  table, rows, offsets, weights = random_tables(rng, 6, 5, 4, shift)
+  table, rows, offsets, weights = random_tables(rng, 70, 5, 4, shift)  # panels: 64 + 6
   src = jnp.asarray(rng.normal(size=(4, length + shift)), jnp.float32)
   # Two ranges with their own weights; written position-major, to 2000 rows in random order
   # (the other 600 positions are not computed).
@@ -48,7 +48,7 @@ def test_native_kernels_equal_the_scan_across_tiles(built):
   ref = sparse._scan_sum_to_positions(src, by_range, rows, offsets, columns, length)
   np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
 
-  d = jnp.asarray(rng.normal(size=(6, length + 2 * shift)), jnp.float32)
+  d = jnp.asarray(rng.normal(size=(70, length + 2 * shift)), jnp.float32)
   dots = jax.jit(lambda *a: native.segment_dots(*a, shift, length))(src, table, rows, offsets, d)
   ref = sparse._scan_segment_dots(src, table, rows, offsets, d, shift, length)
   np.testing.assert_allclose(np.where(table >= 0, dots, 0), np.where(table >= 0, ref, 0),
