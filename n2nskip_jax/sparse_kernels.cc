@@ -22,7 +22,7 @@ namespace {
 
 constexpr int64_t kTile = 512;  // positions per tile: a tile of one row is 2 KiB
 constexpr int64_t kParts = 8;   // SegmentDots: ranges of tiles summed apart (not per thread)
-constexpr int64_t kBlock = 64;  // Accumulate: positions summed in registers per entry
+constexpr int64_t kBlock = 128;  // Accumulate: positions summed in registers per entry
 constexpr int64_t kPanel = 64;  // Accumulate: groups written together to each output row
 
 // Calls body(c) for c in [0, n), on the calling thread and on up to (threads - 1) tasks of
