@@ -67,6 +67,6 @@ def get_config() -> ml_collections.ConfigDict:
   c.skip.kernel_size = 3             # f: conv skip kernel is f x f (odd)
   c.skip.execution = 'auto'          # 'dense': skip layers as masked dense-shaped kernels | 'sparse':
                                      # by their nonzeros (work scales with them) | 'auto': sparse on
-                                     # CPU for skip kernels <= 4 % nonzero (2 % without the
+                                     # CPU for skip kernels <= 8 % nonzero (2 % without the
                                      # native kernels; README, Performance)
   return c

@@ -41,7 +41,7 @@ EXECUTIONS = ('auto', 'dense', 'sparse')
 # 'auto' runs a skip layer by its nonzeros on the CPU backend when at most this share of its
 # kernel is nonzero, with the native kernels or with the scan (README, Performance: the
 # measured per-layer crossover against XLA's dense conv).
-AUTO_MAX_DENSITY = {'native': 0.04, 'scan': 0.02}
+AUTO_MAX_DENSITY = {'native': 0.08, 'scan': 0.02}
 
 
 def auto_max_density() -> float:
