@@ -5,8 +5,8 @@ changes them (they are not parameters: no gradient, no optimizer state), so they
 for the whole run. Gradients are averaged over the ``'batch'`` axis with ``lax.pmean``; BatchNorm
 averages its batch statistics over the same axis (the models' ``bn_axis_name``), so every
 replica holds identical parameters and statistics and the result does not depend on the
-number of devices. For kernels run by their nonzeros, gradients are averaged and the optimizer
-updated at the nonzero entries only (:func:`apply_gradients`).
+number of devices. For kernels run by their nonzeros, gradients are taken, averaged and the
+optimizer updated at the nonzero entries only (:func:`train_step`, :func:`apply_gradients`).
 """
 import functools
 from typing import Any
@@ -75,7 +75,7 @@ def train_step(state: TrainState, batch) -> tuple[TrainState, dict]:
   """
   index = update_index(state.params, state.nonzeros)
   params = traverse_util.flatten_dict(state.params)
-  by_nonzeros = [p for p, i in traverse_util.flatten_dict(index).items() if not isinstance(i, str)]
+  by_nonzeros = {p for p, i in traverse_util.flatten_dict(index).items() if not isinstance(i, str)}
   dense = {p: leaf for p, leaf in params.items() if p not in by_nonzeros}
   tables = traverse_util.flatten_dict(state.nonzeros or {})
   perturbations = {p: jnp.zeros(tables[p + ('by_output',)].shape) for p in by_nonzeros}
