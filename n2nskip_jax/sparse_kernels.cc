@@ -20,10 +20,10 @@ namespace ffi = xla::ffi;
 
 namespace {
 
-constexpr int64_t kTile = 512;  // positions per tile: a tile of one row is 2 KiB
-constexpr int64_t kParts = 8;   // SegmentDots: ranges of tiles summed apart (not per thread)
+constexpr int64_t kTile = 512;   // positions per tile: a tile of one row is 2 KiB
+constexpr int64_t kParts = 8;    // SegmentDots: ranges of tiles summed apart (not per thread)
 constexpr int64_t kBlock = 128;  // Accumulate: positions summed in registers per entry
-constexpr int64_t kPanel = 64;  // Accumulate: groups written together to each output row
+constexpr int64_t kPanel = 64;   // Accumulate: groups written together to each output row
 
 // Calls body(c) for c in [0, n), on the calling thread and on up to (threads - 1) tasks of
 // XLA's pool. Returns when every c is done; tasks that start later find nothing left to do.
@@ -76,8 +76,13 @@ ffi::Error Accumulate(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> src,
   const int32_t* o = offsets.typed_data();
   const int32_t* to = out_rows.typed_data();
   float* y = out->typed_data();
-  if (ffi::Error e = CheckSegments(r, o, groups * width, num_rows, row_size, length);
-      e.failure()) {
+  const int64_t entries = groups * width;
+  if (static_cast<int64_t>(rows.element_count()) != entries ||
+      static_cast<int64_t>(offsets.element_count()) != entries ||
+      static_cast<int64_t>(out_rows.element_count()) != ranges * length) {
+    return ffi::Error::InvalidArgument("sparse kernel: tables and weights do not match");
+  }
+  if (ffi::Error e = CheckSegments(r, o, entries, num_rows, row_size, length); e.failure()) {
     return e;
   }
   std::vector<char> mapped(num_out, 0);

@@ -77,6 +77,9 @@ def test_native_kernel_refuses_bad_segments_and_output_maps(built):
   with pytest.raises(Exception, match='not one-to-one'):  # two positions write row 0
     jax.block_until_ready(native.accumulate(src, weights, rows, offsets * 0,
                                             np.array([0, 1, 0, -1])))
+  with pytest.raises(Exception, match='do not match'):  # 2 ranges cannot split 3 positions
+    jax.block_until_ready(native.accumulate(src, np.ones((2, 1, 1), np.float32), rows,
+                                            offsets * 0, np.arange(3)))
 
 
 def test_failed_build_warns_once_and_falls_back_to_the_scan(monkeypatch, tmp_path):
