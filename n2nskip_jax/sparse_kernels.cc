@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <thread>
@@ -43,6 +44,47 @@ void ParallelFor(ffi::ThreadPool& pool, int64_t n, const Body& body) {
   for (int64_t i = 0; i < helpers; ++i) pool.Schedule(decltype(work)(work));
   work();
   while (counters->done.load(std::memory_order_acquire) < n) std::this_thread::yield();
+}
+
+typedef float Vector16 __attribute__((vector_size(64)));
+
+// out[j][i] = in[i][j] for i, j < 16 (16 floats read from each in[i]); a null out[j] is
+// skipped. In vector registers: rows interleaved one, two, four, then eight elements at a time
+// (GCC and Clang vector extensions: AVX-512 shuffles where there are, narrower ones elsewhere).
+inline void Transpose16(const float* const in[16], float* const out[16]) {
+  Vector16 a[16], b[16];
+  for (int i = 0; i < 16; ++i) std::memcpy(&a[i], in[i], sizeof(Vector16));
+  for (int i = 0; i < 16; i += 2) {
+    b[i] = __builtin_shufflevector(a[i], a[i + 1], 0, 16, 1, 17, 4, 20, 5, 21, 8, 24, 9, 25,
+                                   12, 28, 13, 29);
+    b[i + 1] = __builtin_shufflevector(a[i], a[i + 1], 2, 18, 3, 19, 6, 22, 7, 23, 10, 26, 11,
+                                       27, 14, 30, 15, 31);
+  }
+  for (int i = 0; i < 16; i += 4) {
+    for (int h = 0; h < 2; ++h) {
+      a[i + 2 * h] = __builtin_shufflevector(b[i + h], b[i + h + 2], 0, 1, 16, 17, 4, 5, 20, 21,
+                                             8, 9, 24, 25, 12, 13, 28, 29);
+      a[i + 2 * h + 1] = __builtin_shufflevector(b[i + h], b[i + h + 2], 2, 3, 18, 19, 6, 7, 22,
+                                                 23, 10, 11, 26, 27, 14, 15, 30, 31);
+    }
+  }
+  for (int i = 0; i < 16; i += 8) {
+    for (int h = 0; h < 4; ++h) {
+      b[i + h] = __builtin_shufflevector(a[i + h], a[i + h + 4], 0, 1, 2, 3, 8, 9, 10, 11, 16,
+                                         17, 18, 19, 24, 25, 26, 27);
+      b[i + h + 4] = __builtin_shufflevector(a[i + h], a[i + h + 4], 4, 5, 6, 7, 12, 13, 14, 15,
+                                             20, 21, 22, 23, 28, 29, 30, 31);
+    }
+  }
+  for (int h = 0; h < 8; ++h) {
+    a[h] = __builtin_shufflevector(b[h], b[h + 8], 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24,
+                                   25, 26, 27);
+    a[h + 8] = __builtin_shufflevector(b[h], b[h + 8], 4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22,
+                                       23, 28, 29, 30, 31);
+  }
+  for (int j = 0; j < 16; ++j) {
+    if (out[j]) std::memcpy(out[j], &a[j], sizeof(Vector16));
+  }
 }
 
 // Every entry's segment [offset, offset + length) must lie inside its row of `src`.
@@ -125,10 +167,25 @@ ffi::Error Accumulate(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> src,
           }
           std::copy(acc, acc + kBlock, panel[gi]);
         }
-        for (int64_t t = 0; t < m; ++t) {
-          if (dst_rows[b + t] < 0) continue;
-          float* dst = y + dst_rows[b + t] * groups + g0;
-          for (int64_t gi = 0; gi < gn; ++gi) dst[gi] = panel[gi][t];
+        for (int64_t t = 0; t < m; t += 16) {  // the panel in 16 x 16 blocks, transposed
+          for (int64_t gi = 0; gi < gn; gi += 16) {
+            const float* in[16];
+            float* to[16];
+            for (int i = 0; i < 16; ++i) {
+              in[i] = panel[std::min<int64_t>(gi + i, gn - 1)] + t;
+              const int32_t row = t + i < m ? dst_rows[b + t + i] : -1;
+              to[i] = row >= 0 ? y + row * groups + g0 + gi : nullptr;
+            }
+            if (t + 16 <= m && gi + 16 <= gn) {
+              Transpose16(in, to);
+              continue;
+            }
+            for (int i = 0; i < 16; ++i) {  // a part block: the last positions or channels
+              for (int64_t j = 0; to[i] && j < std::min<int64_t>(16, gn - gi); ++j) {
+                to[i][j] = panel[gi + j][t + i];
+              }
+            }
+          }
         }
       }
     }
@@ -212,7 +269,7 @@ ffi::Error SegmentDots(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> src,
 }
 
 // The layout changes of sparse.py (padding, stride phases) fused with the transpose from
-// position-major to channel-major, in 32 x 32 tiles, in place of XLA:CPU's gather then
+// position-major to channel-major, in 16 x 16 tiles, in place of XLA:CPU's gather then
 // transpose of the whole array: `a` is (positions, C) and out[c, j] = a[index[j], c], 0 where
 // index[j] == positions.
 ffi::Error TakeTransposed(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> a,
@@ -229,17 +286,26 @@ ffi::Error TakeTransposed(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> a,
     }
   }
   const std::vector<float> zeros(channels, 0.0f);
-  constexpr int64_t kSide = 32;
+  constexpr int64_t kSide = 16;
   ParallelFor(pool, (columns + kSide - 1) / kSide, [&](int64_t block) {
     const int64_t j0 = block * kSide, n = std::min(columns - j0, kSide);
     const float* from[kSide];  // per column j, its source row (the zero row for the padding)
-    for (int64_t j = 0; j < n; ++j) {
-      const int64_t p = idx[j0 + j];
+    for (int64_t j = 0; j < kSide; ++j) {
+      const int64_t p = idx[j0 + std::min(j, n - 1)];
       from[j] = p != positions ? src + p * channels : zeros.data();
     }
     for (int64_t c0 = 0; c0 < channels; c0 += kSide) {
-      const int64_t c1 = std::min(channels, c0 + kSide);
-      for (int64_t c = c0; c < c1; ++c) {  // writes run along j: one row of `out` per channel
+      if (n == kSide && c0 + kSide <= channels) {
+        const float* in[kSide];
+        float* to[kSide];
+        for (int64_t i = 0; i < kSide; ++i) {
+          in[i] = from[i] + c0;
+          to[i] = y + (c0 + i) * columns + j0;
+        }
+        Transpose16(in, to);
+        continue;
+      }
+      for (int64_t c = c0; c < std::min(channels, c0 + kSide); ++c) {  // a part block
         float* dst = y + c * columns + j0;
         for (int64_t j = 0; j < n; ++j) dst[j] = from[j][c];
       }
