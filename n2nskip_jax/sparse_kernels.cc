@@ -170,19 +170,19 @@ ffi::Error Accumulate(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> src,
         for (int64_t t = 0; t < m; t += 16) {  // the panel in 16 x 16 blocks, transposed
           for (int64_t gi = 0; gi < gn; gi += 16) {
             const float* in[16];
-            float* to[16];
+            float* dst[16];
             for (int i = 0; i < 16; ++i) {
               in[i] = panel[std::min<int64_t>(gi + i, gn - 1)] + t;
               const int32_t row = t + i < m ? dst_rows[b + t + i] : -1;
-              to[i] = row >= 0 ? y + row * groups + g0 + gi : nullptr;
+              dst[i] = row >= 0 ? y + row * groups + g0 + gi : nullptr;
             }
             if (t + 16 <= m && gi + 16 <= gn) {
-              Transpose16(in, to);
+              Transpose16(in, dst);
               continue;
             }
             for (int i = 0; i < 16; ++i) {  // a part block: the last positions or channels
-              for (int64_t j = 0; to[i] && j < std::min<int64_t>(16, gn - gi); ++j) {
-                to[i][j] = panel[gi + j][t + i];
+              for (int64_t j = 0; dst[i] && j < std::min<int64_t>(16, gn - gi); ++j) {
+                dst[i][j] = panel[gi + j][t + i];
               }
             }
           }
@@ -225,36 +225,34 @@ ffi::Error SegmentDots(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> src,
       for (int64_t g = 0; g < groups; ++g) {
         const float* dg = dd + g * d_size + shift + t0;
         int64_t k[4], found = 0;  // four entries at a time share each load of the gradient
-        for (int64_t e = g * width; e <= (g + 1) * width; ++e) {
-          const bool last = e == (g + 1) * width;
-          if (!last && tb[e] >= 0) k[found++] = e;
-          if (found == 4) {
-            const float* s0 = s + r[k[0]] * row_size + o[k[0]] + t0;
-            const float* s1 = s + r[k[1]] * row_size + o[k[1]] + t0;
-            const float* s2 = s + r[k[2]] * row_size + o[k[2]] + t0;
-            const float* s3 = s + r[k[3]] * row_size + o[k[3]] + t0;
-            float d0 = 0.0f, d1 = 0.0f, d2 = 0.0f, d3 = 0.0f;
+        for (int64_t e = g * width; e < (g + 1) * width; ++e) {
+          if (tb[e] < 0) continue;
+          k[found++] = e;
+          if (found < 4) continue;
+          const float* s0 = s + r[k[0]] * row_size + o[k[0]] + t0;
+          const float* s1 = s + r[k[1]] * row_size + o[k[1]] + t0;
+          const float* s2 = s + r[k[2]] * row_size + o[k[2]] + t0;
+          const float* s3 = s + r[k[3]] * row_size + o[k[3]] + t0;
+          float d0 = 0.0f, d1 = 0.0f, d2 = 0.0f, d3 = 0.0f;
 #pragma omp simd reduction(+ : d0, d1, d2, d3)
-            for (int64_t t = 0; t < n; ++t) {
-              d0 += s0[t] * dg[t];
-              d1 += s1[t] * dg[t];
-              d2 += s2[t] * dg[t];
-              d3 += s3[t] * dg[t];
-            }
-            sums[k[0]] += d0;
-            sums[k[1]] += d1;
-            sums[k[2]] += d2;
-            sums[k[3]] += d3;
-            found = 0;
-          } else if (last) {
-            for (int64_t i = 0; i < found; ++i) {
-              const float* seg = s + r[k[i]] * row_size + o[k[i]] + t0;
-              float dot = 0.0f;
-#pragma omp simd reduction(+ : dot)
-              for (int64_t t = 0; t < n; ++t) dot += seg[t] * dg[t];
-              sums[k[i]] += dot;
-            }
+          for (int64_t t = 0; t < n; ++t) {
+            d0 += s0[t] * dg[t];
+            d1 += s1[t] * dg[t];
+            d2 += s2[t] * dg[t];
+            d3 += s3[t] * dg[t];
           }
+          sums[k[0]] += d0;
+          sums[k[1]] += d1;
+          sums[k[2]] += d2;
+          sums[k[3]] += d3;
+          found = 0;
+        }
+        for (int64_t i = 0; i < found; ++i) {  // the row's last one to three entries
+          const float* seg = s + r[k[i]] * row_size + o[k[i]] + t0;
+          float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+          for (int64_t t = 0; t < n; ++t) dot += seg[t] * dg[t];
+          sums[k[i]] += dot;
         }
       }
     }
