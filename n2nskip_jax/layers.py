@@ -95,7 +95,35 @@ def conv_patches(x, kernel, strides, padding):
              dx:dx + (wo - 1) * strides[1] + 1:strides[1]]
            for dy in range(kh) for dx in range(kw)]
   patches = jnp.concatenate(views, axis=-1) if len(views) > 1 else views[0]
-  return jnp.einsum('nhwk,ko->nhwo', patches, kernel.reshape(-1, out))
+  return patches_matmul(patches, kernel.reshape(-1, out))
+
+
+@jax.custom_vjp
+def patches_matmul(patches, kernel):
+  """``patches @ kernel`` over the last axis, with the kernel's gradient ``patches^T @ dy``
+  summed over positions by whichever operand is narrower transposed: XLA:CPU moves the
+  positions axis of the left operand of that contraction to the minor side with a copy, and
+  JAX's own transpose rule puts ``dy`` there, the wider of the two for a bottleneck's
+  expanding 1x1 convs (README, Performance)."""
+  return patches @ kernel
+
+
+def _patches_matmul_fwd(patches, kernel):
+  return patches @ kernel, (patches, kernel)
+
+
+def _patches_matmul_bwd(residuals, dy):
+  patches, kernel = residuals
+  a, d = patches.reshape(-1, kernel.shape[0]), dy.reshape(-1, kernel.shape[1])
+  over_positions = (((0,), (0,)), ((), ()))
+  if kernel.shape[0] <= kernel.shape[1]:
+    d_kernel = lax.dot_general(a, d, over_positions)
+  else:
+    d_kernel = lax.dot_general(d, a, over_positions).T
+  return dy @ kernel.T, d_kernel.astype(kernel.dtype)
+
+
+patches_matmul.defvjp(_patches_matmul_fwd, _patches_matmul_bwd)
 
 
 class MaskedConv(nn.Module):

@@ -99,7 +99,7 @@ def test_bf16_compute_keeps_float32_params():
 
 @pytest.mark.parametrize('size,channels,kernel,stride,padding', [
     (2, 8, 3, 1, 'SAME'), (5, 4, 3, 2, 'SAME'), (8, 3, 7, 2, [(3, 3), (3, 3)]),
-    (4, 8, 1, 2, 'SAME'), (6, 5, 3, 1, 'VALID')])
+    (4, 8, 1, 2, 'SAME'), (6, 5, 3, 1, 'VALID'), (4, 3, 1, 1, 'SAME')])
 def test_conv_as_patches_matmul_equals_xla_conv_and_its_gradients(size, channels, kernel, stride,
                                                                   padding):
   from jax import lax
