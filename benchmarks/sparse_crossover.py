@@ -3,8 +3,10 @@
     python benchmarks/sparse_crossover.py --densities=0.01,0.02,0.04
 
 ResNet50-C10's skip-conv shapes (batch 32): forward, and forward plus backward (gradients with
-respect to the input and the kernel), of ``lax.conv_general_dilated(x, kernel * mask)`` and of
-``sparse.conv`` with the mask's tables; RP masks. One JSON object per shape and density.
+respect to the input and the kernel), of the layers' dense path ``layers.dense_conv(x, kernel *
+mask)`` (``conv_impl='auto'``: XLA's convolution, or the patches matmul on the CPU backend for
+the 4x4 maps) and of ``sparse.conv`` with the mask's tables; RP masks. One JSON object per
+shape and density.
 """
 import argparse
 
@@ -12,9 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from common import device_info, emit, timed
-from jax import lax
-
-from n2nskip_jax import sparse
+from n2nskip_jax import layers, sparse
 
 # (input channels, output channels, input size, stride): ResNet50-C10 skip convs.
 SHAPES = ((256, 256, 32, 1), (256, 512, 32, 2), (1024, 1024, 8, 1), (2048, 2048, 4, 1))
@@ -29,8 +29,7 @@ def bench(shape, density: float, batch: int, iters: int) -> dict:
   tables = sparse.nonzero_tables(mask)
   strides = (stride, stride)
   # Each differentiated as the train step does: the dense kernel, or the weights at the nonzeros.
-  convs = {'dense': (lambda x, k: lax.conv_general_dilated(
-               x, k * mask, strides, 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC')), kernel),
+  convs = {'dense': (lambda x, k: layers.dense_conv(x, k * mask, strides, 'SAME'), kernel),
            'sparse': (lambda x, w: sparse.conv(x, w, tables, mask.shape, strides),
                       sparse.nonzero_weights(kernel, tables))}
   record = {'benchmark': 'sparse_crossover', 'in': cin, 'out': cout, 'size': size,

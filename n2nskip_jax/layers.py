@@ -149,15 +149,19 @@ class MaskedConv(nn.Module):
     strides = (self.strides,) * 2 if isinstance(self.strides, int) else tuple(self.strides)
     shape = (*self.kernel_size, x.shape[-1], self.features)
     x, kernel, bias, tables = _operands(self, x, shape)
-    positions = -(-x.shape[1] // strides[0]) * -(-x.shape[2] // strides[1])
-    patches = self.impl == 'patches' or (self.impl == 'auto' and jax.default_backend() == 'cpu'
-                                         and (positions <= PATCHES_MAX_POSITIONS
-                                              or tuple(self.kernel_size) == (1, 1)))
     if tables is not None:
       y = sparse.conv(x, kernel, tables, shape, strides, self.padding)
-    elif patches:
-      y = conv_patches(x, kernel, strides, self.padding)
     else:
-      y = lax.conv_general_dilated(
-          x, kernel, strides, self.padding, dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+      y = dense_conv(x, kernel, strides, self.padding, self.impl)
     return y if bias is None else y + bias
+
+
+def dense_conv(x, kernel, strides: Sequence[int], padding, impl: str = 'auto'):
+  """``conv(x, kernel)`` in NHWC/HWIO as :class:`MaskedConv` runs it without tables, by
+  ``impl``: :func:`conv_patches` or ``lax.conv_general_dilated``."""
+  positions = -(-x.shape[1] // strides[0]) * -(-x.shape[2] // strides[1])
+  if impl == 'patches' or (impl == 'auto' and jax.default_backend() == 'cpu'
+                           and (positions <= PATCHES_MAX_POSITIONS or kernel.shape[:2] == (1, 1))):
+    return conv_patches(x, kernel, strides, padding)
+  return lax.conv_general_dilated(x, kernel, strides, padding,
+                                  dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
