@@ -1,13 +1,26 @@
 """Shared helpers: configs with overrides, and main.py run as a subprocess."""
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+
+# One persistent compilation cache for the session, this process and the main.py processes it
+# starts (they inherit the environment): many tests compile the same tiny models again, and
+# compiling is most of their time on 2 cores. Set before JAX is imported.
+COMPILATION_CACHE = tempfile.mkdtemp(prefix='n2nskip-jax-tests-')
+os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', COMPILATION_CACHE)
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.5')
+
+
+def pytest_sessionfinish(session, exitstatus):
+  shutil.rmtree(COMPILATION_CACHE, ignore_errors=True)
 
 
 def make_config(**overrides):
