@@ -11,7 +11,7 @@ Flags:
 import copy
 import os
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
@@ -54,5 +54,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  from n2nskip_jax.cli import parse_flags
-  app.run(main, flags_parser=parse_flags)
+  from n2nskip_jax import cli
+  cli.run(main)

@@ -7,6 +7,9 @@ import time
 import jax
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from n2nskip_jax import host_memory  # noqa: E402  (this checkout's package)
+
+host_memory.reuse_freed_memory()  # before the first JAX computation, as the tools do
 
 
 def timed(fn, warmup: int, iters: int) -> float:
@@ -23,11 +26,13 @@ def timed(fn, warmup: int, iters: int) -> float:
 
 
 def device_info() -> dict:
-  """The backend, and whether sparse skip layers get the native CPU kernels (``N2NSKIP_NATIVE``)."""
+  """The backend, whether sparse skip layers get the native CPU kernels (``N2NSKIP_NATIVE``),
+  and whether freed host memory is reused (``N2NSKIP_MALLOC``)."""
   from n2nskip_jax import native
   d = jax.devices()[0]
   return {'backend': jax.default_backend(), 'device': d.device_kind, 'devices': jax.device_count(),
-          'native_kernels': native.available()}
+          'native_kernels': native.available(),
+          'reuse_freed_memory': host_memory.reuse_freed_memory()}
 
 
 def emit(record: dict) -> None:

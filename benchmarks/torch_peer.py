@@ -8,6 +8,8 @@ head, the paper's MLP), every conv and linear kernel multiplied by a fixed binar
 forward pass (``weight * mask``, RP: a global uniformly random subset at ``--density``); SGD
 with momentum 0.9 and weight decay 5e-4, cross-entropy, on a fixed random batch. Prints one
 JSON object per variant (``masked``, ``plain``) with the fields ``train_throughput.py`` prints.
+Both run with the same host allocator settings (``common.py``: freed memory reused, unless
+``N2NSKIP_MALLOC=0``; ``n2nskip_jax.host_memory``).
 """
 import argparse
 import json
@@ -17,6 +19,7 @@ from common import timed
 from torch import nn
 from torch.nn import functional as F
 
+from n2nskip_jax import host_memory
 from n2nskip_jax.models.vgg import VGG19_LAYERS
 
 
@@ -148,6 +151,7 @@ def bench(args, masked: bool) -> dict:
           'images_per_s': args.batch / seconds,
           'params_total': sum(p.numel() for p in model.parameters()),
           'backend': device.type, 'threads': torch.get_num_threads(),
+          'reuse_freed_memory': host_memory.reuse_freed_memory(),
           'device': torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}
 
 

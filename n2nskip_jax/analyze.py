@@ -9,7 +9,7 @@ are refused.
 """
 import os
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from n2nskip_jax import cli, rundir
 from n2nskip_jax.config import setup_logging
@@ -65,4 +65,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=cli.parse_flags)
+  cli.run(main)

@@ -9,8 +9,9 @@ import os
 import runpy
 import sys
 
-from absl import flags
+from absl import app, flags
 
+from n2nskip_jax import host_memory
 from n2nskip_jax.errors import UserError
 
 EXIT_USER, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 130
@@ -59,6 +60,14 @@ def _explain(argv, error: Exception) -> str:
         hint = f'; did you mean --config.{close[0]}?' if close else ''
         return f'--config.{key}: no such key in {file}{hint}'
   return f'{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ""}'
+
+
+def run(main):
+  """``app.run(main)`` as every tool runs: freed host memory reused
+  (:func:`host_memory.reuse_freed_memory`, before any JAX computation), flags parsed by
+  :func:`parse_flags`."""
+  host_memory.reuse_freed_memory()
+  app.run(main, flags_parser=parse_flags)
 
 
 def parse_flags(argv: list[str]) -> list[str]:

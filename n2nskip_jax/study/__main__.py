@@ -13,7 +13,7 @@ Rerunning the same command skips finished runs and resumes an interrupted one.
 import os
 import shlex
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
@@ -76,5 +76,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  from n2nskip_jax.cli import parse_flags
-  app.run(main, flags_parser=parse_flags)
+  from n2nskip_jax import cli
+  cli.run(main)
