@@ -144,10 +144,10 @@ ffi::Error Accumulate(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> src,
     const int64_t n = std::min(kTile, length - t0);
     const float* w = weights.typed_data() + q * groups * width;
     const int32_t* dst_rows = to + q * length + t0;
-    for (int64_t g0 = 0; g0 < groups; g0 += kPanel) {
-      const int64_t gn = std::min(kPanel, groups - g0);
-      for (int64_t b = 0; b < n; b += kBlock) {
-        const int64_t m = std::min(kBlock, n - b);
+    for (int64_t b = 0; b < n; b += kBlock) {
+      const int64_t m = std::min(kBlock, n - b);
+      for (int64_t g0 = 0; g0 < groups; g0 += kPanel) {
+        const int64_t gn = std::min(kPanel, groups - g0);
         // A block of kBlock positions of kPanel groups, summed in registers group by group,
         // then written row by row: kPanel consecutive floats of each output row.
         float panel[kPanel][kBlock];
