@@ -55,8 +55,12 @@ def nonzero_tables(mask) -> dict:
   ``by_output`` ``(out, K)`` and ``by_input`` ``(in, K')``: row ``g`` lists the flat kernel
   indices of the nonzeros of output (input) channel ``g``, then ``-1`` up to the longest row.
   ``slots_by_input`` ``(in, K')``: where each ``by_input`` entry sits in the flattened
-  ``by_output`` table (``-1`` for the padding). A dense ``(in, out)`` kernel is indexed as
-  ``(1, 1, in, out)`` (the same flat order).
+  ``by_output`` table (``-1`` for the padding). ``ascending`` ``(out * K,)``: the flattened
+  ``by_output`` table's entries in ascending order, its padding last as ``mask.size`` (one past
+  the end), so that gathers and scatters at the nonzeros sweep the kernel once, in order;
+  ``order``: the slot of the flattened ``by_output`` table each ``ascending`` entry comes from,
+  and ``rank`` its inverse. A dense ``(in, out)`` kernel is indexed as ``(1, 1, in, out)`` (the
+  same flat order).
   """
   mask = np.asarray(mask)
   shape = (1,) * (4 - mask.ndim) + mask.shape
@@ -67,7 +71,10 @@ def nonzero_tables(mask) -> dict:
   # `entries` ascend, so a sorted search finds each one's rank; the padding gets -1.
   rank = np.where(by_input >= 0, np.searchsorted(entries, by_input), len(entries))
   slots_by_input = np.append(slots, -1)[rank].astype(np.int32)
-  return {'by_output': by_output, 'by_input': by_input, 'slots_by_input': slots_by_input}
+  flat = np.where(by_output >= 0, by_output, mask.size).ravel()
+  order = np.argsort(flat, kind='stable').astype(np.int32)
+  return {'by_output': by_output, 'by_input': by_input, 'slots_by_input': slots_by_input,
+          'ascending': flat[order], 'order': order, 'rank': np.argsort(order).astype(np.int32)}
 
 
 def _rows_of(entries: np.ndarray, group: np.ndarray, n: int):
@@ -86,9 +93,17 @@ def _rows_of(entries: np.ndarray, group: np.ndarray, n: int):
 def nonzero_weights(kernel, tables: dict):
   """``(out, K)``: the kernel's entries listed by ``tables['by_output']``, 0 at the padding:
   the weights :func:`conv` reads. Differentiating the train step's loss with respect to these
-  (not the dense kernel) gives the gradient at the nonzeros only (``steps.train_step``)."""
-  table = tables['by_output']
-  return jnp.where(table >= 0, jnp.ravel(kernel)[jnp.maximum(table, 0)], 0)
+  (not the dense kernel) gives the gradient at the nonzeros only (``steps.train_step``).
+  Gathered in ascending order (:func:`at_nonzeros`, the optimizer's own gather, which XLA
+  computes once for both), then put in table order."""
+  return at_nonzeros(kernel, tables['ascending'])[tables['rank']].reshape(
+      tables['by_output'].shape)
+
+
+def at_nonzeros(kernel, ascending):
+  """``kernel``'s flat entries at ``ascending`` (a table of :func:`nonzero_tables`), 0 where
+  it points one past the end."""
+  return jnp.take(jnp.ravel(kernel), ascending, mode='fill', fill_value=0)
 
 
 def conv(x, weights, tables: dict, kernel_shape, strides=(1, 1), padding='SAME'):

@@ -18,6 +18,7 @@ from flax import traverse_util
 from flax.training import train_state
 from jax import lax
 
+from n2nskip_jax import sparse
 from n2nskip_jax.losses import cross_entropy
 
 AXIS = 'batch'
@@ -71,7 +72,8 @@ def train_step(state: TrainState, batch) -> tuple[TrainState, dict]:
 
   A kernel run by its nonzeros is not differentiated as a dense array: its layer reads it
   through its weights at the nonzeros, perturbed (``layers``), and the gradient with respect to
-  the perturbation is its gradient there, compact, as :func:`apply_gradients` takes it.
+  the perturbation is its gradient there, in table order; put in ascending order (its
+  ``order`` table), it is compact as :func:`apply_gradients` takes it.
   """
   index = update_index(state.params, state.nonzeros)
   params = traverse_util.flatten_dict(state.params)
@@ -89,9 +91,9 @@ def train_step(state: TrainState, batch) -> tuple[TrainState, dict]:
     loss = cross_entropy(logits, batch['label']).mean()
     return loss, (logits, updates.get('batch_stats', state.batch_stats))
 
-  (loss, (logits, batch_stats)), (grads, at_nonzeros) = jax.value_and_grad(
+  (loss, (logits, batch_stats)), (grads, in_table_order) = jax.value_and_grad(
       loss_fn, (0, 1), has_aux=True)(dense, perturbations)
-  grads.update({p: g.reshape(-1) for p, g in at_nonzeros.items()})
+  grads.update({p: g.reshape(-1)[tables[p + ('order',)]] for p, g in in_table_order.items()})
   grads = device_mean(traverse_util.unflatten_dict(grads))
   state = apply_gradients(state, grads, index, batch_stats=batch_stats)
   accuracy = jnp.mean(jnp.argmax(logits, -1) == batch['label'])
@@ -106,14 +108,12 @@ def device_mean(tree):
 
 def update_index(params, nonzeros) -> Any:
   """Params-shaped: for each kernel run by its nonzeros (``nonzeros``, see ``TrainState``), the
-  flat indices of its nonzero entries (its ``by_output`` table; the padding one past the end),
-  and ``ALL`` for every other parameter."""
+  flat indices of its nonzero entries in ascending order (its ``ascending`` table; the padding
+  one past the end), and ``ALL`` for every other parameter."""
   tables = traverse_util.flatten_dict(nonzeros or {})
-  index = {}
-  for path, leaf in traverse_util.flatten_dict(params).items():
-    table = tables.get(path + ('by_output',))
-    index[path] = ALL if table is None else jnp.where(table >= 0, table, leaf.size).reshape(-1)
-  return traverse_util.unflatten_dict(index)
+  return traverse_util.unflatten_dict(
+      {path: tables.get(path + ('ascending',), ALL)
+       for path in traverse_util.flatten_dict(params)})
 
 
 def apply_gradients(state: TrainState, grads, index, **changes) -> TrainState:
@@ -138,9 +138,7 @@ ALL = 'all'  # an update_index leaf: the whole parameter
 
 
 def _compact(leaf, index):
-  if isinstance(index, str):
-    return leaf
-  return jnp.take(jnp.ravel(leaf), index, mode='fill', fill_value=0)
+  return leaf if isinstance(index, str) else sparse.at_nonzeros(leaf, index)
 
 
 def _expand(leaf, compact, index):

@@ -69,6 +69,13 @@ def test_tables_list_every_nonzero_once_per_grouping():
   assert np.all((slots >= 0) == (tables['by_input'] >= 0))
   np.testing.assert_array_equal(tables['by_output'].ravel()[slots[slots >= 0]],
                                 tables['by_input'][slots >= 0])  # the same entry, both ways
+  ascending, order, rank = tables['ascending'], tables['order'], tables['rank']
+  nonzeros = np.count_nonzero(mask)
+  np.testing.assert_array_equal(ascending[:nonzeros], np.flatnonzero(mask))
+  assert np.all(ascending[nonzeros:] == mask.size)  # the padding, last, one past the end
+  flat = tables['by_output'].ravel()
+  np.testing.assert_array_equal(np.where(flat >= 0, flat, mask.size)[order], ascending)
+  np.testing.assert_array_equal(order[rank], np.arange(flat.size))  # inverse permutations
 
 
 def mlp_masks(**overrides):
@@ -107,8 +114,8 @@ def test_optimizer_over_the_nonzeros_equals_the_dense_update():
                                   tx=steps.create_optimizer(config, 10), batch_stats={},
                                   masks=masks, nonzeros=network.sparse_execution(config, masks))
   index = steps.update_index(state.params, state.nonzeros)
-  assert sum(not isinstance(i, str) for i in jax.tree.leaves(index)) == len(
-      traverse_util.flatten_dict(state.nonzeros)) // 3  # every skip kernel, no other leaf
+  assert sum(not isinstance(i, str) for i in jax.tree.leaves(index)) == sum(
+      p[-1] == 'by_output' for p in traverse_util.flatten_dict(state.nonzeros))  # skips only
   dense = sparse_state = state
   rng, flat_masks = np.random.default_rng(0), traverse_util.flatten_dict(masks)
   for _ in range(3):  # momentum builds up: the update reads the optimizer state too
@@ -159,7 +166,7 @@ def test_n2nskip_cnn_by_nonzeros_equals_dense_masked_forward_and_gradients():
   masks = jax.tree.map(lambda m: random_mask(rng, m.shape, 0.3), variables['masks'])
   variables = pruning.apply_masks({**variables, 'masks': masks}, masks)
   nonzeros = network.sparse_execution(make_config(skip__execution='sparse'), masks)
-  assert len(traverse_util.flatten_dict(nonzeros, sep=None)) == 3 * 4  # 4 skips, 3 tables each
+  assert len(traverse_util.flatten_dict(nonzeros, sep=None)) == 6 * 4  # 4 skips, 6 tables each
 
   def run(extra):
     def loss(params):
