@@ -87,6 +87,26 @@ inline void Transpose16(const float* const in[16], float* const out[16]) {
   }
 }
 
+// out[t] = sum_{k in [begin, end)} w[k] * src[rows[k] * row_size + offsets[k] + start + t] for
+// t < kBlock, entries of zero weight skipped: the sums held in vector registers throughout.
+inline void SumBlock(const float* src, const float* w, const int32_t* rows,
+                     const int32_t* offsets, int64_t begin, int64_t end, int64_t row_size,
+                     int64_t start, float* out) {
+  constexpr int kVectors = kBlock / 16;
+  Vector16 acc[kVectors] = {};
+  for (int64_t k = begin; k < end; ++k) {
+    if (w[k] == 0.0f) continue;
+    const float* seg = src + rows[k] * row_size + offsets[k] + start;
+#pragma GCC unroll 8
+    for (int i = 0; i < kVectors; ++i) {
+      Vector16 v;
+      std::memcpy(&v, seg + 16 * i, sizeof v);
+      acc[i] += w[k] * v;
+    }
+  }
+  std::memcpy(out, acc, sizeof acc);
+}
+
 // Every entry's segment [offset, offset + length) must lie inside its row of `src`.
 ffi::Error CheckSegments(const int32_t* rows, const int32_t* offsets, int64_t entries,
                          int64_t num_rows, int64_t row_size, int64_t length) {
@@ -153,17 +173,14 @@ ffi::Error Accumulate(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> src,
         float panel[kPanel][kBlock];
         for (int64_t gi = 0; gi < gn; ++gi) {
           const int64_t g = g0 + gi;
-          float acc[kBlock] = {};
+          if (m == kBlock) {
+            SumBlock(s, w, r, o, g * width, (g + 1) * width, row_size, t0 + b, panel[gi]);
+            continue;
+          }
+          float acc[kBlock] = {};  // a part block: the tile's last positions
           for (int64_t k = g * width; k < (g + 1) * width; ++k) {
-            const float wk = w[k];
-            if (wk == 0.0f) continue;
             const float* seg = s + r[k] * row_size + o[k] + t0 + b;
-            if (m == kBlock) {
-#pragma omp simd
-              for (int64_t t = 0; t < kBlock; ++t) acc[t] += wk * seg[t];
-            } else {
-              for (int64_t t = 0; t < m; ++t) acc[t] += wk * seg[t];
-            }
+            for (int64_t t = 0; t < m; ++t) acc[t] += w[k] * seg[t];
           }
           std::copy(acc, acc + kBlock, panel[gi]);
         }
