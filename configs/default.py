@@ -59,6 +59,11 @@ def get_config() -> ml_collections.ConfigDict:
   c.pruning.rescale = False          # beyond the paper: scale each unit's surviving weights by
                                      # sqrt(dense fan-in / surviving fan-in) after pruning, so its
                                      # initial pre-activation variance is the dense network's
+  c.pruning.execution = 'auto'       # the pruned layers but the skips (skip.execution): 'dense':
+                                     # masked dense-shaped kernels | 'sparse': by their nonzeros
+                                     # (work scales with them) | 'auto': sparse on CPU for kernels
+                                     # <= 8 % nonzero (2 % without the native kernels; README,
+                                     # Performance)
   # --- skip connections (n2nskip_jax.models.skips) ------------------------------
   c.skip = ml_collections.ConfigDict()
   c.skip.kind = 'none'               # 'none' | 'n2nskip' (Eq. 2) | 'resskip' (Eq. 1)

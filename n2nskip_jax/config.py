@@ -107,6 +107,7 @@ def validate(config, num_devices: int = 1, num_processes: int = 1) -> None:
            f'a multiple of the device count ({num_devices} devices over {num_processes} processes)')
   # Pruning and skips.
   choice('pruning.method', ('dense', *pruning.METHODS))
+  choice('pruning.execution', EXECUTIONS)
   _check(config, 'pruning.density', lambda v: _is_number(v) and 0 < v <= 1, 'a number in (0, 1]')
   positive_int('pruning.snip_batch_size')
   _check(config, 'pruning.exclude', lambda v: all(_is_regex(p) for p in v),

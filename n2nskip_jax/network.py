@@ -36,18 +36,23 @@ def abstract_variables(config, num_classes: int, input_shape: tuple[int, ...]):
 
 
 def sparse_execution(config, masks) -> dict:
-  """The ``nonzeros`` variable collection (:mod:`n2nskip_jax.sparse`) for
-  ``config.skip.execution``: index tables for the skip layers that run by their nonzeros.
+  """The ``nonzeros`` variable collection (:mod:`n2nskip_jax.sparse`): index tables for the
+  masked layers that run by their nonzeros, chosen per layer by ``config.skip.execution`` for
+  the skip layers and ``config.pruning.execution`` for the others.
 
-  ``'sparse'``: every skip layer; ``'dense'``: none; ``'auto'``: on the CPU backend, the skip
-  layers with at most ``sparse.auto_max_density()`` of their kernel nonzero (elsewhere none:
-  accelerators keep XLA's dense convolutions, which no device measurement has beaten yet).
+  ``'sparse'``: the layer runs by its nonzeros; ``'dense'``: it does not; ``'auto'``: on the
+  CPU backend, if at most ``sparse.auto_max_density()`` of its kernel is nonzero (elsewhere
+  not: accelerators keep XLA's dense convolutions, which no device measurement has beaten yet).
   """
-  execution = config.skip.execution
-  if execution == 'dense' or (execution == 'auto' and jax.default_backend() != 'cpu'):
-    return {}
-  tables, max_density = {}, sparse.auto_max_density()
+  tables = {}
   for path, mask in traverse_util.flatten_dict(jax.device_get(masks)).items():
-    if is_skip_path(path) and (execution == 'sparse' or np.mean(mask) <= max_density):
+    execution = config.skip.execution if is_skip_path(path) else config.pruning.execution
+    if _by_nonzeros(execution, mask):
       tables[path] = sparse.nonzero_tables(mask)
   return traverse_util.unflatten_dict(tables)
+
+
+def _by_nonzeros(execution: str, mask) -> bool:
+  if execution == 'auto':
+    return jax.default_backend() == 'cpu' and np.mean(mask) <= sparse.auto_max_density()
+  return execution == 'sparse'

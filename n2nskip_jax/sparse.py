@@ -24,7 +24,7 @@ the index tables are built once from the mask (:func:`nonzero_tables`) and trave
 train state in their own variable collection, :data:`NONZEROS`. A layer with tables there runs
 this path; without, the dense masked one. Pruned entries get no gradient either way, so they
 stay exactly 0. Which layers get tables: ``network.sparse_execution``, from
-``config.skip.execution``.
+``config.pruning.execution`` and ``config.skip.execution``.
 """
 import functools
 from typing import NamedTuple
@@ -38,14 +38,15 @@ from n2nskip_jax import native
 
 NONZEROS = 'nonzeros'
 EXECUTIONS = ('auto', 'dense', 'sparse')
-# 'auto' runs a skip layer by its nonzeros on the CPU backend when at most this share of its
+# 'auto' runs a masked layer by its nonzeros on the CPU backend when at most this share of its
 # kernel is nonzero, with the native kernels or with the scan (README, Performance: the
-# measured per-layer crossover against XLA's dense conv).
+# measured per-layer crossover against the dense path, skip and main-path shapes).
 AUTO_MAX_DENSITY = {'native': 0.08, 'scan': 0.02}
 
 
 def auto_max_density() -> float:
-  """The density up to which ``skip.execution='auto'`` runs a skip layer by its nonzeros."""
+  """The density up to which ``execution='auto'`` (``pruning.`` and ``skip.``) runs a masked
+  layer by its nonzeros."""
   return AUTO_MAX_DENSITY['native' if native.available() else 'scan']
 
 

@@ -86,7 +86,7 @@ def mlp_masks(**overrides):
 
 
 def test_sparse_execution_picks_skip_layers_by_setting_and_density():
-  config, masks = mlp_masks()
+  config, masks = mlp_masks(pruning__execution='dense')
   skips = {p for p in traverse_util.flatten_dict(masks) if p[0].startswith('skip')}
   config.skip.execution = 'dense'
   assert network.sparse_execution(config, masks) == {}
@@ -103,6 +103,22 @@ def test_sparse_execution_picks_skip_layers_by_setting_and_density():
   chosen = {p[:-1] for p in chosen}
   assert thin in chosen and full not in chosen
   assert chosen == {p for p in skips if flat[p].mean() <= sparse.auto_max_density()}
+
+
+def test_sparse_execution_picks_the_other_pruned_layers_by_their_own_setting():
+  config, masks = mlp_masks(skip__execution='dense')
+  flat = traverse_util.flatten_dict(masks)
+  sequential = {p for p in flat if not p[0].startswith('skip')}
+  config.pruning.execution = 'sparse'
+  chosen = traverse_util.flatten_dict(network.sparse_execution(config, masks), sep=None)
+  assert {p[:-1] for p in chosen} == sequential
+  config.pruning.execution = 'auto'  # the masks hold 20 %, over the threshold...
+  assert network.sparse_execution(config, masks) == {}
+  thin = sorted(sequential)[0]  # ...but this one 1 %
+  flat[thin] = (np.arange(flat[thin].size) % 100 == 0).reshape(flat[thin].shape).astype(np.float32)
+  chosen = traverse_util.flatten_dict(
+      network.sparse_execution(config, traverse_util.unflatten_dict(flat)), sep=None)
+  assert {p[:-1] for p in chosen} == {thin}
 
 
 def test_optimizer_over_the_nonzeros_equals_the_dense_update():
@@ -157,16 +173,21 @@ def test_train_step_builds_no_dense_gradient_for_kernels_run_by_their_nonzeros()
   assert sizes & set(scatter_adds(jax.make_jaxpr(jax.grad(loss))(state.params).jaxpr))
 
 
-def test_n2nskip_cnn_by_nonzeros_equals_dense_masked_forward_and_gradients():
-  """A small VGG with N2NSkip skips spanning poolings (stride-2 and stride-4 skip convs)."""
+@pytest.mark.parametrize('layers', ['skips', 'all'])
+def test_n2nskip_cnn_by_nonzeros_equals_dense_masked_forward_and_gradients(layers):
+  """A small VGG with N2NSkip skips spanning poolings (stride-2 and stride-4 skip convs); its
+  skip layers, or every masked layer (convs and the classifier), run by their nonzeros."""
   model = VGG(head='cifar', layers=(8, 'M', 8, 8, 'M', 16, 16), skip_kind='n2nskip', skip_span=2)
   x = jnp.asarray(np.random.default_rng(0).normal(size=(3, 12, 12, 3)), jnp.float32)
   variables = model.init(jax.random.PRNGKey(0), x, train=False)
   rng = np.random.default_rng(1)
   masks = jax.tree.map(lambda m: random_mask(rng, m.shape, 0.3), variables['masks'])
   variables = pruning.apply_masks({**variables, 'masks': masks}, masks)
-  nonzeros = network.sparse_execution(make_config(skip__execution='sparse'), masks)
-  assert len(traverse_util.flatten_dict(nonzeros, sep=None)) == 6 * 4  # 4 skips, 6 tables each
+  execution = 'sparse' if layers == 'all' else 'dense'
+  nonzeros = network.sparse_execution(
+      make_config(skip__execution='sparse', pruning__execution=execution), masks)
+  kernels = len(jax.tree.leaves(masks)) if layers == 'all' else 4  # 4 skips
+  assert len(traverse_util.flatten_dict(nonzeros, sep=None)) == 6 * kernels  # 6 tables each
 
   def run(extra):
     def loss(params):
@@ -181,16 +202,17 @@ def test_n2nskip_cnn_by_nonzeros_equals_dense_masked_forward_and_gradients():
 
 
 def test_training_by_nonzeros_follows_the_dense_trajectory_and_resumes(tmp_path):
-  """MLP N2NSkip-RP on MNIST-1D: 'sparse' (one epoch, then resumed to two) against 'dense'
-  (two epochs): the same losses and weights to float32 tolerance; masks unchanged and pruned
-  weights exactly 0 in the checkpoint."""
+  """MLP N2NSkip-RP on MNIST-1D, every masked layer 'sparse' (one epoch, then resumed to two)
+  against 'dense' (two epochs): the same losses and weights to float32 tolerance; masks
+  unchanged and pruned weights exactly 0 in the checkpoint."""
   base = dict(model='mlp', dataset='mnist1d', skip__kind='n2nskip', pruning__method='rp',
               pruning__density=0.05, batch_size=500, log_every_steps=2, eval_every_epochs=1)
-  dense = train.train_and_evaluate(make_config(num_epochs=2, skip__execution='dense', **base),
+  dense = dict(skip__execution='dense', pruning__execution='dense')
+  sparse_ = dict(skip__execution='sparse', pruning__execution='sparse')
+  dense = train.train_and_evaluate(make_config(num_epochs=2, **dense, **base),
                                    str(tmp_path / 'dense'))
-  train.train_and_evaluate(make_config(num_epochs=1, skip__execution='sparse', **base),
-                           str(tmp_path / 'sparse'))
-  resumed = train.train_and_evaluate(make_config(num_epochs=2, skip__execution='sparse', **base),
+  train.train_and_evaluate(make_config(num_epochs=1, **sparse_, **base), str(tmp_path / 'sparse'))
+  resumed = train.train_and_evaluate(make_config(num_epochs=2, **sparse_, **base),
                                      str(tmp_path / 'sparse'))
   assert resumed['steps'] == dense['steps']
   np.testing.assert_allclose(resumed['test_loss'], dense['test_loss'], rtol=1e-4)
@@ -203,7 +225,8 @@ def test_training_by_nonzeros_follows_the_dense_trajectory_and_resumes(tmp_path)
     np.testing.assert_allclose(params[1][path], params[0][path], rtol=1e-3, atol=1e-5)
 
 
-def test_bad_execution_is_refused_with_the_key():
+@pytest.mark.parametrize('key', ['skip', 'pruning'])
+def test_bad_execution_is_refused_with_the_key(key):
   from n2nskip_jax.config import validate
-  with pytest.raises(ConfigError, match=r"skip\.execution.*'fast'.*'auto'"):
-    validate(make_config(skip__execution='fast'))
+  with pytest.raises(ConfigError, match=key + r"\.execution.*'fast'.*'auto'"):
+    validate(make_config(**{f'{key}__execution': 'fast'}))
