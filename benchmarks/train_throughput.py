@@ -93,6 +93,8 @@ def parser(description: str) -> argparse.ArgumentParser:
                  help='skip layers: dense-shaped, or by their nonzeros')
   p.add_argument('--pruning_execution', default='auto', choices=['auto', 'dense', 'sparse'],
                  help='the other masked layers: dense-shaped, or by their nonzeros')
+  p.add_argument('--variants', default='masked,plain',
+                 help="comma-separated, of 'masked' and 'plain' (plain only without skips)")
   p.add_argument('--warmup', type=int, default=2)
   p.add_argument('--iters', type=int, default=10)
   return p
@@ -101,9 +103,12 @@ def parser(description: str) -> argparse.ArgumentParser:
 def main():
   args = parser(__doc__.splitlines()[0]).parse_args()
   config = make_config(args)
-  variants = (False,) if args.skip != 'none' else (False, True)
-  for plain in variants:
-    emit(bench(config, plain, args.batch, args.warmup, args.iters))
+  variants = args.variants.split(',')
+  if not set(variants) <= {'masked', 'plain'}:
+    raise SystemExit(f"--variants={args.variants!r}: expected 'masked', 'plain' or both")
+  for variant in variants:
+    if variant == 'masked' or args.skip == 'none':
+      emit(bench(config, variant == 'plain', args.batch, args.warmup, args.iters))
 
 
 if __name__ == '__main__':
