@@ -41,18 +41,20 @@ def sparse_execution(config, masks) -> dict:
   the skip layers and ``config.pruning.execution`` for the others.
 
   ``'sparse'``: the layer runs by its nonzeros; ``'dense'``: it does not; ``'auto'``: on the
-  CPU backend, if at most ``sparse.auto_max_density()`` of its kernel is nonzero (elsewhere
-  not: accelerators keep XLA's dense convolutions, which no device measurement has beaten yet).
+  CPU backend, if at most ``sparse.auto_max_density(dtype)`` of its kernel is nonzero, for the
+  compute dtype of ``config.half_precision`` (elsewhere not: accelerators keep XLA's dense
+  convolutions, which no device measurement has beaten yet).
   """
   tables = {}
+  dtype = jnp.bfloat16 if config.half_precision else jnp.float32
   for path, mask in traverse_util.flatten_dict(jax.device_get(masks)).items():
     execution = config.skip.execution if is_skip_path(path) else config.pruning.execution
-    if _by_nonzeros(execution, mask):
+    if _by_nonzeros(execution, mask, dtype):
       tables[path] = sparse.nonzero_tables(mask)
   return traverse_util.unflatten_dict(tables)
 
 
-def _by_nonzeros(execution: str, mask) -> bool:
+def _by_nonzeros(execution: str, mask, dtype) -> bool:
   if execution == 'auto':
-    return jax.default_backend() == 'cpu' and np.mean(mask) <= sparse.auto_max_density()
+    return jax.default_backend() == 'cpu' and np.mean(mask) <= sparse.auto_max_density(dtype)
   return execution == 'sparse'

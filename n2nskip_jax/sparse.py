@@ -44,10 +44,11 @@ EXECUTIONS = ('auto', 'dense', 'sparse')
 AUTO_MAX_DENSITY = {'native': 0.08, 'scan': 0.02}
 
 
-def auto_max_density() -> float:
+def auto_max_density(dtype=jnp.float32) -> float:
   """The density up to which ``execution='auto'`` (``pruning.`` and ``skip.``) runs a masked
-  layer by its nonzeros."""
-  return AUTO_MAX_DENSITY['native' if native.available() else 'scan']
+  layer computing in ``dtype`` by its nonzeros (the native kernels are float32 only)."""
+  kernels = jnp.dtype(dtype) == jnp.float32 and native.available()
+  return AUTO_MAX_DENSITY['native' if kernels else 'scan']
 
 
 def nonzero_tables(mask) -> dict:

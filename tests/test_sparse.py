@@ -8,7 +8,7 @@ from conftest import make_config
 from flax import traverse_util
 from jax import lax
 
-from n2nskip_jax import network, pruning, rundir, sparse, steps, train
+from n2nskip_jax import native, network, pruning, rundir, sparse, steps, train
 from n2nskip_jax.errors import ConfigError
 from n2nskip_jax.models import VGG
 
@@ -114,11 +114,17 @@ def test_sparse_execution_picks_the_other_pruned_layers_by_their_own_setting():
   assert {p[:-1] for p in chosen} == sequential
   config.pruning.execution = 'auto'  # the masks hold 20 %, over the threshold...
   assert network.sparse_execution(config, masks) == {}
-  thin = sorted(sequential)[0]  # ...but this one 1 %
-  flat[thin] = (np.arange(flat[thin].size) % 100 == 0).reshape(flat[thin].shape).astype(np.float32)
-  chosen = traverse_util.flatten_dict(
-      network.sparse_execution(config, traverse_util.unflatten_dict(flat)), sep=None)
-  assert {p[:-1] for p in chosen} == {thin}
+  thin, mid = sorted(sequential)[:2]  # ...but this one 1 %, and this one 5 %
+  for path, every in ((thin, 100), (mid, 20)):
+    flat[path] = (np.arange(flat[path].size) % every == 0).reshape(flat[path].shape)
+  masks = traverse_util.unflatten_dict(jax.tree.map(lambda m: m.astype(np.float32), flat))
+  chosen = {p[:-1] for p in traverse_util.flatten_dict(network.sparse_execution(config, masks),
+                                                        sep=None)}
+  assert chosen == ({thin, mid} if native.available() else {thin})
+  config.half_precision = True  # no native kernels in bfloat16: the scan's lower threshold
+  chosen = {p[:-1] for p in traverse_util.flatten_dict(network.sparse_execution(config, masks),
+                                                        sep=None)}
+  assert chosen == {thin}
 
 
 def test_optimizer_over_the_nonzeros_equals_the_dense_update():
