@@ -29,9 +29,9 @@ LAYERS = {
 
 
 def bench(shape, density: float, batch: int, iters: int) -> dict:
-  f, cin, cout, size, stride = shape
+  size_k, cin, cout, size, stride = shape
   rng = np.random.default_rng(0)
-  mask = (rng.random((f, f, cin, cout)) < density).astype(np.float32)
+  mask = (rng.random((size_k, size_k, cin, cout)) < density).astype(np.float32)
   kernel = jnp.asarray(rng.normal(size=mask.shape), jnp.float32)
   x = jnp.asarray(rng.normal(size=(batch, size, size, cin)), jnp.float32)
   tables = sparse.nonzero_tables(mask)
@@ -40,8 +40,8 @@ def bench(shape, density: float, batch: int, iters: int) -> dict:
   convs = {'dense': (lambda x, k: layers.dense_conv(x, k * mask, strides, 'SAME'), kernel),
            'sparse': (lambda x, w: sparse.conv(x, w, tables, mask.shape, strides),
                       sparse.nonzero_weights(kernel, tables))}
-  record = {'benchmark': 'sparse_crossover', 'kernel_size': f, 'in': cin, 'out': cout, 'size': size,
-            'stride': stride, 'batch': batch, 'density': density,
+  record = {'benchmark': 'sparse_crossover', 'kernel_size': size_k, 'in': cin, 'out': cout,
+            'size': size, 'stride': stride, 'batch': batch, 'density': density,
             'longest_output_row': int(tables['by_output'].shape[1]), **device_info()}
   for name, (f, k) in convs.items():
     fwd = jax.jit(f)

@@ -55,6 +55,8 @@ def sparse_execution(config, masks) -> dict:
 
 
 def _by_nonzeros(execution: str, mask, dtype) -> bool:
-  if execution == 'auto':
-    return jax.default_backend() == 'cpu' and np.mean(mask) <= sparse.auto_max_density(dtype)
+  if execution == 'auto':  # (the threshold's check builds the native kernels: only if needed)
+    density = np.mean(mask)
+    return (jax.default_backend() == 'cpu' and density <= max(sparse.AUTO_MAX_DENSITY.values())
+            and density <= sparse.auto_max_density(dtype))
   return execution == 'sparse'
