@@ -11,6 +11,7 @@ from jax import lax
 from n2nskip_jax import native, network, pruning, rundir, sparse, steps, train
 from n2nskip_jax.errors import ConfigError
 from n2nskip_jax.models import VGG
+from n2nskip_jax.models.resnet import ResNet
 
 
 def random_mask(rng, shape, density):
@@ -179,11 +180,19 @@ def test_train_step_builds_no_dense_gradient_for_kernels_run_by_their_nonzeros()
   assert sizes & set(scatter_adds(jax.make_jaxpr(jax.grad(loss))(state.params).jaxpr))
 
 
+CNNS = {  # 4 skips each: spanning poolings (stride-2 and stride-4 skip convs), or bottlenecks
+    'vgg': lambda: VGG(head='cifar', layers=(8, 'M', 8, 8, 'M', 16, 16), skip_kind='n2nskip',
+                       skip_span=2),
+    'resnet': lambda: ResNet(stage_sizes=(1, 1, 1, 1), width_multiplier=0.125,
+                             skip_kind='n2nskip')}
+
+
+@pytest.mark.parametrize('cnn', sorted(CNNS))
 @pytest.mark.parametrize('layers', ['skips', 'all'])
-def test_n2nskip_cnn_by_nonzeros_equals_dense_masked_forward_and_gradients(layers):
-  """A small VGG with N2NSkip skips spanning poolings (stride-2 and stride-4 skip convs); its
-  skip layers, or every masked layer (convs and the classifier), run by their nonzeros."""
-  model = VGG(head='cifar', layers=(8, 'M', 8, 8, 'M', 16, 16), skip_kind='n2nskip', skip_span=2)
+def test_n2nskip_cnn_by_nonzeros_equals_dense_masked_forward_and_gradients(cnn, layers):
+  """A small VGG or ResNet with N2NSkip skips; its skip layers, or every masked layer (convs,
+  projections and the classifier), run by their nonzeros."""
+  model = CNNS[cnn]()
   x = jnp.asarray(np.random.default_rng(0).normal(size=(3, 12, 12, 3)), jnp.float32)
   variables = model.init(jax.random.PRNGKey(0), x, train=False)
   rng = np.random.default_rng(1)
