@@ -129,6 +129,21 @@ def test_shrinking_num_epochs_below_the_checkpoint_is_refused(two_epochs, tmp_pa
     train.train_and_evaluate(tiny(num_epochs=1), str(workdir))
 
 
+def test_execution_keys_may_change_on_resume_even_from_a_config_without_them(two_epochs,
+                                                                              tmp_path):
+  """A run started before ``pruning.execution`` existed (its config.json lacks the key), or
+  with the other execution, resumes; a key that changes the math is still refused."""
+  workdir = copy_run(two_epochs, tmp_path)
+  config = json.loads((workdir / 'config.json').read_text())
+  del config['pruning']['execution']
+  (workdir / 'config.json').write_text(json.dumps(config))
+  resumed = train.train_and_evaluate(tiny(num_epochs=3, pruning__execution='sparse',
+                                          skip__execution='dense'), str(workdir))
+  assert resumed['steps'] == 66
+  with pytest.raises(UserError, match=r"different config \(keys \['pruning.density'\]\)"):
+    train.train_and_evaluate(tiny(num_epochs=4, pruning__density=0.2), str(workdir))
+
+
 def test_torn_metrics_line_is_dropped_and_broken_config_json_is_named(tmp_path):
   (tmp_path / 'metrics.jsonl').write_text('{"step": 5, "train_loss": 1.0}\n{"step": 10, "tr')
   MetricsWriter(str(tmp_path), resume_step=10).close()
