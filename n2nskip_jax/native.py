@@ -3,8 +3,9 @@ XLA's FFI.
 
 The two loops of :mod:`n2nskip_jax.sparse` that XLA:CPU runs slowest as ``lax.scan`` (the
 gather-multiply-adds, which write their sums position-major, and the weight gradients' segment
-dot products), and its layout changes (a take fused with the transpose from position-major to
-channel-major), have float32 CPU kernels here. They are compiled from the package's C++ source
+dot products; both read the layer's input position-major, gathering its channel-major layout
+a tile at a time in cache), and its layout change of the output gradient (a take fused with
+the transpose from position-major to channel-major), have float32 CPU kernels here. They are compiled from the package's C++ source
 with the system's C++ compiler on first use (``$CXX``, else ``c++``; about 2 s), cached under
 ``$XDG_CACHE_HOME/n2nskip_jax`` (else ``~/.cache/n2nskip_jax``) per source, compiler flags,
 jaxlib and CPU, and registered with XLA. ``N2NSKIP_NATIVE=0`` turns them off. Where they
@@ -83,24 +84,37 @@ def _cpu_flags() -> str:
   return next((line for line in info.splitlines() if line.startswith(('flags', 'Features'))), '')
 
 
-def accumulate(src, weights, rows, offsets, out_rows):
-  """``out[m, g] = sum_k weights[q, g, k] * src[rows[g, k], offsets[g, k] + t]`` where
-  ``out_rows[q * length + t] == m`` (``weights``: ``(P, G, K)``, one set per range of
+def accumulate(src, weights, rows, phases, taps, out_rows, index=None, span: int = 0):
+  """``out[m, g] = sum_k weights[q, g, k] * src[rows[g, k], phases[g, k] * length + taps[g, k]
+  + t]`` where ``out_rows[q * length + t] == m`` (``weights``: ``(P, G, K)``, one set per range of
   ``length = len(out_rows) // P`` positions; ``out_rows`` maps every row of ``out`` exactly
-  once, ``-1`` for positions not computed; zero weights are skipped; float32)."""
+  once, ``-1`` for positions not computed; zero weights are skipped; float32). With ``index``,
+  ``src`` is position-major and read as ``src[index].T`` (0 where ``index`` is one past its
+  last row), gathered a tile at a time and never written out; ``index`` then holds the phases
+  of ``length`` columns and ``span`` more, the largest ``taps``."""
   num_out = int((np.asarray(out_rows) >= 0).sum())
   call = jax.ffi.ffi_call(ACCUMULATE, jax.ShapeDtypeStruct((num_out, weights.shape[1]),
                                                            jnp.float32))
-  return call(src, weights, rows.astype(jnp.int32), offsets.astype(jnp.int32),
-              jnp.asarray(out_rows, jnp.int32))
+  return call(src, _index(index), weights, *_ints(rows, phases, taps),
+              jnp.asarray(out_rows, jnp.int32), span=span)
 
 
-def segment_dots(src, table, rows, offsets, d, shift: int, length: int):
-  """``out[g, k] = sum_{t < length} src[rows[g, k], offsets[g, k] + t] * d[g, shift + t]``
-  where ``table[g, k] >= 0``, else 0 (float32)."""
+def segment_dots(src, table, rows, phases, taps, d, shift: int, length: int, index=None,
+                 span: int = 0):
+  """``out[g, k] = sum_{t < length} src[rows[g, k], phases[g, k] * length + taps[g, k] + t] *
+  d[g, shift + t]`` where ``table[g, k] >= 0``, else 0 (float32; ``index``, ``span``: as
+  :func:`accumulate`'s)."""
   call = jax.ffi.ffi_call(SEGMENT_DOTS, jax.ShapeDtypeStruct(table.shape, jnp.float32))
-  return call(src, table.astype(jnp.int32), rows.astype(jnp.int32), offsets.astype(jnp.int32), d,
-              shift=shift, length=length)
+  return call(src, _index(index), *_ints(table, rows, phases, taps), d, shift=shift,
+              length=length, span=span)
+
+
+def _index(index):
+  return jnp.zeros((0,), jnp.int32) if index is None else jnp.asarray(index, jnp.int32)
+
+
+def _ints(*arrays):
+  return [a.astype(jnp.int32) for a in arrays]
 
 
 def take_transposed(a, index):

@@ -126,9 +126,8 @@ def conv(x, weights, tables: dict, kernel_shape, strides=(1, 1), padding='SAME')
     dy, dx, *channels = jnp.unravel_index(jnp.maximum(table, 0), kernel_shape)
     return channels[row_axis], (dy % sy) * sx + dx % sx, (dy // sy) * wq + dx // sx
 
-  rows, phase, tap = segments(tables['by_output'], 0)
-  out = _gather_sum(grid)(x.reshape(-1, c), weights.astype(x.dtype), tables['by_output'], rows,
-                          phase * grid.length + tap, tables['slots_by_input'],
+  out = _gather_sum(grid)(x.reshape(-1, c), weights.astype(x.dtype), tables['by_output'],
+                          *segments(tables['by_output'], 0), tables['slots_by_input'],
                           *segments(tables['by_input'], 1))
   return out.reshape(n, *grid.output, cout)
 
@@ -193,13 +192,15 @@ def _output_index(grid: _Grid) -> np.ndarray:
 def _gather_sum(grid: _Grid):
   """The sparse conv's core on ``grid``:
 
-      out[m, g] = sum_k weights[g, k] * src[rows[g, k], offsets[g, k] + columns[m]]
+      out[m, g] = sum_k weights[g, k] * src[rows[g, k], phases[g, k] * length + taps[g, k]
+                                           + columns[m]]
 
   for the flat input ``x`` ``(N * H * W, in)``, its channel-major layout ``src``
-  (:class:`_Grid`), and ``columns`` the positions of the grid that hold outputs; the padding
-  of ``by_output`` weighs 0. Differentiable in ``x`` and ``weights``: ``slots_in`` lists the
-  same entries by input channel (as slots of the flat ``weights``), ``rows_in``, ``phase_in``
-  and ``tap_in`` saying where each one writes.
+  (:class:`_Grid`; the native kernels gather it from ``x`` a tile at a time instead of writing
+  it out), and ``columns`` the positions of the grid that hold outputs; the padding of
+  ``by_output`` weighs 0. Differentiable in ``x`` and ``weights``: ``slots_in`` lists the same
+  entries by input channel (as slots of the flat ``weights``), ``rows_in``, ``phase_in`` and
+  ``tap_in`` saying where each one writes.
   """
   length, tail = grid.length, grid.tail
   source, columns = _source_index(grid), _output_index(grid)
@@ -207,16 +208,15 @@ def _gather_sum(grid: _Grid):
   inputs = _inverse(source, int(np.prod(grid.images)))
 
   @jax.custom_vjp
-  def gather_sum(x, weights, by_output, rows, offsets, slots_in, rows_in, phase_in, tap_in):
-    return fwd(x, weights, by_output, rows, offsets, slots_in, rows_in, phase_in, tap_in)[0]
+  def gather_sum(x, weights, by_output, rows, phases, taps, slots_in, rows_in, phase_in, tap_in):
+    return fwd(x, weights, by_output, rows, phases, taps, slots_in, rows_in, phase_in, tap_in)[0]
 
-  def fwd(x, weights, by_output, rows, offsets, slots_in, rows_in, phase_in, tap_in):
-    src = _take_transposed(x, source)
-    out = _sum_to_positions(src, weights[None], rows, offsets, columns, length)
-    return out, (src, weights, by_output, rows, offsets, slots_in, rows_in, phase_in, tap_in)
+  def fwd(x, weights, by_output, rows, phases, taps, slots_in, rows_in, phase_in, tap_in):
+    out = _sum_to_positions(x, weights[None], rows, phases, taps, columns, length, source, tail)
+    return out, (x, weights, by_output, rows, phases, taps, slots_in, rows_in, phase_in, tap_in)
 
   def bwd(residuals, d_out):
-    src, weights, by_output, rows, offsets, slots_in, rows_in, phase_in, tap_in = residuals
+    x, weights, by_output, rows, phases, taps, slots_in, rows_in, phase_in, tap_in = residuals
     # d_x at the input position of column q * length + t of src: the sum over the entries e of
     # phase q reading its row of weight[e] * d_pos[g_e, t - tap_e], with d_pos the gradient at
     # every position of the phase grid, zero-padded by `tail` on each side so that every
@@ -225,9 +225,11 @@ def _gather_sum(grid: _Grid):
     padded = _take_transposed(d_out, padded_columns)
     weights_in = jnp.where(slots_in >= 0, jnp.ravel(weights)[jnp.maximum(slots_in, 0)], 0)
     by_phase = jnp.stack([jnp.where(phase_in == q, weights_in, 0) for q in range(grid.phases)])
-    d_x = _sum_to_positions(padded, by_phase, rows_in, tail - tap_in, inputs, length)
-    d_weights = _segment_dots(src, by_output, rows, offsets, padded, tail, length)
-    return (d_x, jnp.where(by_output >= 0, d_weights, 0).astype(weights.dtype)) + (None,) * 7
+    d_x = _sum_to_positions(padded, by_phase, rows_in, jnp.zeros_like(tap_in), tail - tap_in,
+                            inputs, length)
+    d_weights = _segment_dots(x, by_output, rows, phases, taps, padded, tail, length, source,
+                              tail)
+    return (d_x, jnp.where(by_output >= 0, d_weights, 0).astype(weights.dtype)) + (None,) * 8
 
   gather_sum.defvjp(fwd, bwd)
   return gather_sum
@@ -237,8 +239,12 @@ def _take_transposed(a, index):
   """``a[index].T`` (position-major to channel-major), zero where ``index`` is one past the
   last row: a layout change as one transposing take, faster on XLA:CPU than the padded,
   strided transposes it replaces (README, Performance)."""
-  fallback = lambda a, index: jnp.take(a, index, axis=0, mode='fill', fill_value=0).T
-  return _native_on_cpu(native.take_transposed, fallback, a, index)
+  return _native_on_cpu(native.take_transposed, _channel_major, a, index)
+
+
+def _channel_major(a, index=None):
+  """``a[index].T``, zero where ``index`` is one past the last row (``a`` where no index)."""
+  return a if index is None else jnp.take(a, index, axis=0, mode='fill', fill_value=0).T
 
 
 def _inverse(index: np.ndarray, size: int, margin: int = 0) -> np.ndarray:
@@ -250,16 +256,21 @@ def _inverse(index: np.ndarray, size: int, margin: int = 0) -> np.ndarray:
   return inverse
 
 
-def _sum_to_positions(src, weights, rows, offsets, columns: np.ndarray, length: int):
-  """``out[m, g] = sum_k weights[q, g, k] * src[rows[g, k], offsets[g, k] + t]`` where
-  ``columns[m] = q * length + t``: ``len(weights)`` sums over ``length`` positions, each with
-  its own weights, read at ``columns`` and written position-major."""
+def _sum_to_positions(src, weights, rows, phases, taps, columns: np.ndarray, length: int,
+                      source: np.ndarray | None = None, span: int = 0):
+  """``out[m, g] = sum_k weights[q, g, k] * src[rows[g, k], phases[g, k] * length + taps[g, k]
+  + t]`` where ``columns[m] = q * length + t``: ``len(weights)`` sums over ``length``
+  positions, each with its own weights, read at ``columns`` and written position-major. With
+  ``source``, ``src`` is position-major and read as ``_channel_major(src, source)`` (``span``:
+  the largest tap)."""
   out_rows = _inverse(columns, len(weights) * length)
   out_rows = np.where(out_rows < len(columns), out_rows, -1)
-  return _native_on_cpu(functools.partial(native.accumulate, out_rows=out_rows),
-                        functools.partial(_scan_sum_to_positions, columns=columns,
-                                          length=length),
-                        src, weights, rows, offsets)
+
+  def scan(src, weights, rows, phases, taps):
+    return _scan_sum_to_positions(_channel_major(src, source), weights, rows,
+                                  phases * length + taps, columns, length)
+  kernel = functools.partial(native.accumulate, out_rows=out_rows, index=source, span=span)
+  return _native_on_cpu(kernel, scan, src, weights, rows, phases, taps)
 
 
 def _scan_sum_to_positions(src, weights, rows, offsets, columns, length):
@@ -285,12 +296,16 @@ def _scan_accumulate(src, weights, rows, offsets, length):
   return lax.scan(column, init, (weights.T, rows.T, offsets.T))[0].astype(dtype)
 
 
-def _segment_dots(src, table, rows, offsets, d, shift, length):
-  """``out[g, k] = sum_{t < length} src[rows[g, k], offsets[g, k] + t] * d[g, shift + t]``
-  (any value where ``table[g, k] < 0``): the weight gradient of each table entry."""
-  return _native_on_cpu(functools.partial(native.segment_dots, shift=shift, length=length),
-                        functools.partial(_scan_segment_dots, shift=shift, length=length),
-                        src, table, rows, offsets, d)
+def _segment_dots(src, table, rows, phases, taps, d, shift, length, source=None, span=0):
+  """``out[g, k] = sum_{t < length} src[rows[g, k], phases[g, k] * length + taps[g, k] + t] *
+  d[g, shift + t]`` (any value where ``table[g, k] < 0``): the weight gradient of each table
+  entry (``source``, ``span``: as :func:`_sum_to_positions`')."""
+  def scan(src, table, rows, phases, taps, d):
+    return _scan_segment_dots(_channel_major(src, source), table, rows, phases * length + taps,
+                              d, shift, length)
+  kernel = functools.partial(native.segment_dots, shift=shift, length=length, index=source,
+                             span=span)
+  return _native_on_cpu(kernel, scan, src, table, rows, phases, taps, d)
 
 
 def _scan_segment_dots(src, table, rows, offsets, d, shift, length):

@@ -2,8 +2,10 @@
 //
 // The two loops that sparse.py writes as lax.scan over table columns (Accumulate, SegmentDots)
 // run here over tiles of positions, so that a tile of every source row stays in cache while all
-// the table's entries read it; Accumulate writes its sums position-major, and the layout changes
-// into channel-major (TakeTransposed) are one tiled pass each. Work is shared among XLA's
+// the table's entries read it. Both can read their input position-major, gathering and
+// transposing a tile at a time in cache (Source), Accumulate writes its sums position-major, and
+// the one layout change left, of the output gradient into channel-major (TakeTransposed), is
+// one tiled pass. Work is shared among XLA's
 // intra-op threads; every result is computed in a fixed order (the same bits whatever the
 // thread count or schedule). Built on first use by n2nskip_jax/native.py.
 #include <algorithm>
@@ -87,16 +89,15 @@ inline void Transpose16(const float* const in[16], float* const out[16]) {
   }
 }
 
-// out[t] = sum_{k in [begin, end)} w[k] * src[rows[k] * row_size + offsets[k] + start + t] for
-// t < kBlock, entries of zero weight skipped: the sums held in vector registers throughout.
-inline void SumBlock(const float* src, const float* w, const int32_t* rows,
-                     const int32_t* offsets, int64_t begin, int64_t end, int64_t row_size,
-                     int64_t start, float* out) {
+// out[t] = sum_{k in [begin, end)} w[k] * base[at[k] + start + t] for t < kBlock, entries of
+// zero weight skipped: the sums held in vector registers throughout.
+inline void SumBlock(const float* base, const float* w, const int64_t* at, int64_t begin,
+                     int64_t end, int64_t start, float* out) {
   constexpr int kVectors = kBlock / 16;
   Vector16 acc[kVectors] = {};
   for (int64_t k = begin; k < end; ++k) {
     if (w[k] == 0.0f) continue;
-    const float* seg = src + rows[k] * row_size + offsets[k] + start;
+    const float* seg = base + at[k] + start;
 #pragma GCC unroll 8
     for (int i = 0; i < kVectors; ++i) {
       Vector16 v;
@@ -107,44 +108,144 @@ inline void SumBlock(const float* src, const float* w, const int32_t* rows,
   std::memcpy(out, acc, sizeof acc);
 }
 
-// Every entry's segment [offset, offset + length) must lie inside its row of `src`.
-ffi::Error CheckSegments(const int32_t* rows, const int32_t* offsets, int64_t entries,
-                         int64_t num_rows, int64_t row_size, int64_t length) {
-  for (int64_t e = 0; e < entries; ++e) {
-    if (rows[e] < 0 || rows[e] >= num_rows || offsets[e] < 0 ||
-        offsets[e] + length > row_size) {
-      return ffi::Error::InvalidArgument("sparse kernel: entry " + std::to_string(e) +
-                                         " reads outside its source row");
+// out[c * stride + j] = a[index[j], c] for j < n (at most 16), c < channels: 0 where index[j]
+// is `zeros`' row (one past the last). In 16 x 16 blocks, transposed in vector registers.
+void GatherTransposed(const float* a, int64_t positions, int64_t channels, const int32_t* index,
+                      int64_t n, const float* zeros, float* out, int64_t stride) {
+  constexpr int64_t kSide = 16;
+  const float* from[kSide];  // per column j, its source row (the zero row for the padding)
+  for (int64_t j = 0; j < kSide; ++j) {
+    const int64_t p = index[std::min(j, n - 1)];
+    from[j] = p != positions ? a + p * channels : zeros;
+  }
+  for (int64_t c0 = 0; c0 < channels; c0 += kSide) {
+    if (n == kSide && c0 + kSide <= channels) {
+      const float* in[kSide];
+      float* to[kSide];
+      for (int64_t i = 0; i < kSide; ++i) {
+        in[i] = from[i] + c0;
+        to[i] = out + (c0 + i) * stride;
+      }
+      Transpose16(in, to);
+      continue;
+    }
+    for (int64_t c = c0; c < std::min(channels, c0 + kSide); ++c) {  // a part block
+      for (int64_t j = 0; j < n; ++j) out[c * stride + j] = from[j][c];
+    }
+  }
+}
+
+// Index values must lie in [0, positions]: `positions` stands for a zero.
+ffi::Error CheckIndex(const int32_t* index, int64_t n, int64_t positions) {
+  for (int64_t j = 0; j < n; ++j) {
+    if (index[j] < 0 || index[j] > positions) {
+      return ffi::Error::InvalidArgument("sparse kernel: index " + std::to_string(index[j]) +
+                                         " outside [0, " + std::to_string(positions) + "]");
     }
   }
   return ffi::Error::Success();
 }
 
-// out[m, g] = sum_k weights[q, g, k] * src[rows[g, k], offsets[g, k] + t] for the m with
-// out_rows[q * length + t] == m: sums over P ranges of `length` positions, each range with its
+// The channel-major array src[row, column] (a row per channel) that the sums and the dot
+// products read: entry e reads row rows[e] at columns phases[e] * length + taps[e] + t, for
+// t < length. Either `data` itself (rows x columns), or, where `index` is not empty, gathered
+// from the position-major `data` (positions x channels), src[c, j] = data[index[j], c] (0 where
+// index[j] == positions), a tile at a time: columns [t0, t0 + n + span) of every phase are
+// transposed into a buffer of the calling thread's (in cache), and the channel-major array is
+// never written out.
+class Source {
+ public:
+  Source(ffi::Buffer<ffi::F32>& data, ffi::Buffer<ffi::S32>& index, int64_t length,
+         int64_t span)
+      : data_(data.typed_data()), index_(index.typed_data()), length_(length), span_(span),
+        gathered_(index.element_count() > 0), columns_(index.element_count()) {
+    rows_ = gathered_ ? data.dimensions()[1] : data.dimensions()[0];
+    positions_ = data.dimensions()[0];
+    if (!gathered_) columns_ = data.dimensions()[1];
+    phases_ = gathered_ ? (columns_ - span_) / std::max<int64_t>(1, length_) : 0;
+    zeros_.assign(gathered_ ? rows_ : 0, 0.0f);
+  }
+
+  // Every entry's segment must lie inside its row (gathered: inside its tile), every index
+  // value in range. Returns each entry's offset from a tile's base (Load).
+  ffi::Error Offsets(const int32_t* rows, const int32_t* phases, const int32_t* taps,
+                     int64_t entries, std::vector<int64_t>& at) const {
+    if (gathered_) {
+      if (span_ < 0 || phases_ < 1 || phases_ * length_ + span_ != columns_) {
+        return ffi::Error::InvalidArgument("sparse kernel: index is not phases x length + span");
+      }
+      if (ffi::Error e = CheckIndex(index_, columns_, positions_); e.failure()) return e;
+    }
+    at.resize(entries);
+    for (int64_t e = 0; e < entries; ++e) {
+      const int64_t column = int64_t{phases[e]} * length_ + taps[e];
+      const bool outside_tile = gathered_ && (phases[e] >= phases_ || taps[e] > span_);
+      if (rows[e] < 0 || rows[e] >= rows_ || phases[e] < 0 || taps[e] < 0 ||
+          column + length_ > columns_ || outside_tile) {
+        return ffi::Error::InvalidArgument("sparse kernel: entry " + std::to_string(e) +
+                                           " reads outside its source row");
+      }
+      at[e] = gathered_ ? (phases[e] * rows_ + rows[e]) * Width() + taps[e]
+                        : rows[e] * columns_ + column;
+    }
+    return ffi::Error::Success();
+  }
+
+  // The base that entry e's offset is added to, reading columns from t0 on: `data` itself, or
+  // the tile of columns [t0, t0 + n) gathered into `tile`.
+  const float* Load(int64_t t0, int64_t n, std::vector<float>& tile) const {
+    if (!gathered_) return data_ + t0;
+    const int64_t width = Width();
+    tile.resize(phases_ * rows_ * width);
+    for (int64_t p = 0; p < phases_; ++p) {
+      for (int64_t j = 0; j < n + span_; j += 16) {
+        GatherTransposed(data_, positions_, rows_, index_ + p * length_ + t0 + j,
+                         std::min<int64_t>(16, n + span_ - j), zeros_.data(),
+                         tile.data() + p * rows_ * width + j, width);
+      }
+    }
+    return tile.data();
+  }
+
+ private:
+  int64_t Width() const { return kTile + span_; }
+
+  const float* data_;
+  const int32_t* index_;
+  int64_t length_, span_;
+  bool gathered_;
+  int64_t columns_, rows_, positions_, phases_;
+  std::vector<float> zeros_;
+};
+
+// out[m, g] = sum_k weights[q, g, k] * src[rows[g, k], phases[g, k] * length + taps[g, k] + t]
+// for the m with out_rows[q * length + t] == m (src: see Source; `index` and `span` gather it
+// from a position-major `src`): sums over P ranges of `length` positions, each range with its
 // own weights (zero weights, the tables' padding, are skipped), written position-major
 // (transposed) straight into the rows of `out` that the positions map to; positions mapped to
 // -1 are not computed. Every row of `out` is mapped exactly once (checked).
 ffi::Error Accumulate(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> src,
-                      ffi::Buffer<ffi::F32> weights, ffi::Buffer<ffi::S32> rows,
-                      ffi::Buffer<ffi::S32> offsets, ffi::Buffer<ffi::S32> out_rows,
+                      ffi::Buffer<ffi::S32> index, ffi::Buffer<ffi::F32> weights,
+                      ffi::Buffer<ffi::S32> rows, ffi::Buffer<ffi::S32> phases,
+                      ffi::Buffer<ffi::S32> taps, ffi::Buffer<ffi::S32> out_rows, int64_t span,
                       ffi::ResultBuffer<ffi::F32> out) {
-  const int64_t num_rows = src.dimensions()[0], row_size = src.dimensions()[1];
   const int64_t ranges = weights.dimensions()[0], groups = weights.dimensions()[1];
   const int64_t width = weights.dimensions()[2];
   const int64_t length = out_rows.dimensions()[0] / ranges, num_out = out->dimensions()[0];
-  const float* s = src.typed_data();
-  const int32_t* r = rows.typed_data();
-  const int32_t* o = offsets.typed_data();
   const int32_t* to = out_rows.typed_data();
   float* y = out->typed_data();
   const int64_t entries = groups * width;
   if (static_cast<int64_t>(rows.element_count()) != entries ||
-      static_cast<int64_t>(offsets.element_count()) != entries ||
+      static_cast<int64_t>(phases.element_count()) != entries ||
+      static_cast<int64_t>(taps.element_count()) != entries ||
       static_cast<int64_t>(out_rows.element_count()) != ranges * length) {
     return ffi::Error::InvalidArgument("sparse kernel: tables and weights do not match");
   }
-  if (ffi::Error e = CheckSegments(r, o, entries, num_rows, row_size, length); e.failure()) {
+  const Source source(src, index, length, span);
+  std::vector<int64_t> at;
+  if (ffi::Error e = source.Offsets(rows.typed_data(), phases.typed_data(), taps.typed_data(),
+                                    entries, at);
+      e.failure()) {
     return e;
   }
   std::vector<char> mapped(num_out, 0);
@@ -162,6 +263,8 @@ ffi::Error Accumulate(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> src,
   ParallelFor(pool, ranges * tiles, [&](int64_t task) {
     const int64_t q = task / tiles, t0 = (task % tiles) * kTile;
     const int64_t n = std::min(kTile, length - t0);
+    thread_local std::vector<float> tile;
+    const float* base = source.Load(t0, n, tile);
     const float* w = weights.typed_data() + q * groups * width;
     const int32_t* dst_rows = to + q * length + t0;
     for (int64_t b = 0; b < n; b += kBlock) {
@@ -174,12 +277,12 @@ ffi::Error Accumulate(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> src,
         for (int64_t gi = 0; gi < gn; ++gi) {
           const int64_t g = g0 + gi;
           if (m == kBlock) {
-            SumBlock(s, w, r, o, g * width, (g + 1) * width, row_size, t0 + b, panel[gi]);
+            SumBlock(base, w, at.data(), g * width, (g + 1) * width, b, panel[gi]);
             continue;
           }
           float acc[kBlock] = {};  // a part block: the tile's last positions
           for (int64_t k = g * width; k < (g + 1) * width; ++k) {
-            const float* seg = s + r[k] * row_size + o[k] + t0 + b;
+            const float* seg = base + at[k] + b;
             for (int64_t t = 0; t < m; ++t) acc[t] += w[k] * seg[t];
           }
           std::copy(acc, acc + kBlock, panel[gi]);
@@ -210,22 +313,23 @@ ffi::Error Accumulate(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> src,
   return ffi::Error::Success();
 }
 
-// out[g, k] = sum_{t < length} src[rows[g, k], offsets[g, k] + t] * d[g, shift + t] for the
-// entries with table[g, k] >= 0 (0 for the padding). Each of kParts contiguous ranges of tiles
-// is summed in double on its own; the ranges are added in order.
+// out[g, k] = sum_{t < length} src[rows[g, k], phases[g, k] * length + taps[g, k] + t] *
+// d[g, shift + t] for the entries with table[g, k] >= 0, 0 for the padding (src: see Source).
+// Each of kParts contiguous ranges of tiles is summed in double on its own; the ranges are
+// added in order.
 ffi::Error SegmentDots(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> src,
-                       ffi::Buffer<ffi::S32> table, ffi::Buffer<ffi::S32> rows,
-                       ffi::Buffer<ffi::S32> offsets, ffi::Buffer<ffi::F32> d, int64_t shift,
-                       int64_t length, ffi::ResultBuffer<ffi::F32> out) {
-  const int64_t num_rows = src.dimensions()[0], row_size = src.dimensions()[1];
+                       ffi::Buffer<ffi::S32> index, ffi::Buffer<ffi::S32> table,
+                       ffi::Buffer<ffi::S32> rows, ffi::Buffer<ffi::S32> phases,
+                       ffi::Buffer<ffi::S32> taps, ffi::Buffer<ffi::F32> d, int64_t shift,
+                       int64_t length, int64_t span, ffi::ResultBuffer<ffi::F32> out) {
   const int64_t groups = table.dimensions()[0], width = table.dimensions()[1];
   const int64_t d_size = d.dimensions()[1];
-  const float* s = src.typed_data();
   const float* dd = d.typed_data();
   const int32_t* tb = table.typed_data();
-  const int32_t* r = rows.typed_data();
-  const int32_t* o = offsets.typed_data();
-  if (ffi::Error e = CheckSegments(r, o, groups * width, num_rows, row_size, length);
+  const Source source(src, index, length, span);
+  std::vector<int64_t> at;
+  if (ffi::Error e = source.Offsets(rows.typed_data(), phases.typed_data(), taps.typed_data(),
+                                    groups * width, at);
       e.failure()) {
     return e;
   }
@@ -237,8 +341,10 @@ ffi::Error SegmentDots(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> src,
   std::vector<double> partial(parts * groups * width, 0.0);
   ParallelFor(pool, parts, [&](int64_t part) {
     double* sums = partial.data() + part * groups * width;
-    for (int64_t tile = part * tiles / parts; tile < (part + 1) * tiles / parts; ++tile) {
-      const int64_t t0 = tile * kTile, n = std::min(kTile, length - t0);
+    thread_local std::vector<float> tile;
+    for (int64_t t = part * tiles / parts; t < (part + 1) * tiles / parts; ++t) {
+      const int64_t t0 = t * kTile, n = std::min(kTile, length - t0);
+      const float* base = source.Load(t0, n, tile);
       for (int64_t g = 0; g < groups; ++g) {
         const float* dg = dd + g * d_size + shift + t0;
         int64_t k[4], found = 0;  // four entries at a time share each load of the gradient
@@ -246,17 +352,17 @@ ffi::Error SegmentDots(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> src,
           if (tb[e] < 0) continue;
           k[found++] = e;
           if (found < 4) continue;
-          const float* s0 = s + r[k[0]] * row_size + o[k[0]] + t0;
-          const float* s1 = s + r[k[1]] * row_size + o[k[1]] + t0;
-          const float* s2 = s + r[k[2]] * row_size + o[k[2]] + t0;
-          const float* s3 = s + r[k[3]] * row_size + o[k[3]] + t0;
+          const float* s0 = base + at[k[0]];
+          const float* s1 = base + at[k[1]];
+          const float* s2 = base + at[k[2]];
+          const float* s3 = base + at[k[3]];
           float d0 = 0.0f, d1 = 0.0f, d2 = 0.0f, d3 = 0.0f;
 #pragma omp simd reduction(+ : d0, d1, d2, d3)
-          for (int64_t t = 0; t < n; ++t) {
-            d0 += s0[t] * dg[t];
-            d1 += s1[t] * dg[t];
-            d2 += s2[t] * dg[t];
-            d3 += s3[t] * dg[t];
+          for (int64_t i = 0; i < n; ++i) {
+            d0 += s0[i] * dg[i];
+            d1 += s1[i] * dg[i];
+            d2 += s2[i] * dg[i];
+            d3 += s3[i] * dg[i];
           }
           sums[k[0]] += d0;
           sums[k[1]] += d1;
@@ -265,10 +371,10 @@ ffi::Error SegmentDots(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> src,
           found = 0;
         }
         for (int64_t i = 0; i < found; ++i) {  // the row's last one to three entries
-          const float* seg = s + r[k[i]] * row_size + o[k[i]] + t0;
+          const float* seg = base + at[k[i]];
           float dot = 0.0f;
 #pragma omp simd reduction(+ : dot)
-          for (int64_t t = 0; t < n; ++t) dot += seg[t] * dg[t];
+          for (int64_t u = 0; u < n; ++u) dot += seg[u] * dg[u];
           sums[k[i]] += dot;
         }
       }
@@ -291,40 +397,14 @@ ffi::Error TakeTransposed(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> a,
                           ffi::Buffer<ffi::S32> index, ffi::ResultBuffer<ffi::F32> out) {
   const int64_t positions = a.dimensions()[0], channels = a.dimensions()[1];
   const int64_t columns = index.dimensions()[0];
-  const float* src = a.typed_data();
   const int32_t* idx = index.typed_data();
-  float* y = out->typed_data();
-  for (int64_t j = 0; j < columns; ++j) {
-    if (idx[j] < 0 || idx[j] > positions) {
-      return ffi::Error::InvalidArgument("take_transposed: index " + std::to_string(idx[j]) +
-                                         " outside [0, " + std::to_string(positions) + "]");
-    }
-  }
+  if (ffi::Error e = CheckIndex(idx, columns, positions); e.failure()) return e;
   const std::vector<float> zeros(channels, 0.0f);
-  constexpr int64_t kSide = 16;
-  ParallelFor(pool, (columns + kSide - 1) / kSide, [&](int64_t block) {
-    const int64_t j0 = block * kSide, n = std::min(columns - j0, kSide);
-    const float* from[kSide];  // per column j, its source row (the zero row for the padding)
-    for (int64_t j = 0; j < kSide; ++j) {
-      const int64_t p = idx[j0 + std::min(j, n - 1)];
-      from[j] = p != positions ? src + p * channels : zeros.data();
-    }
-    for (int64_t c0 = 0; c0 < channels; c0 += kSide) {
-      if (n == kSide && c0 + kSide <= channels) {
-        const float* in[kSide];
-        float* to[kSide];
-        for (int64_t i = 0; i < kSide; ++i) {
-          in[i] = from[i] + c0;
-          to[i] = y + (c0 + i) * columns + j0;
-        }
-        Transpose16(in, to);
-        continue;
-      }
-      for (int64_t c = c0; c < std::min(channels, c0 + kSide); ++c) {  // a part block
-        float* dst = y + c * columns + j0;
-        for (int64_t j = 0; j < n; ++j) dst[j] = from[j][c];
-      }
-    }
+  ParallelFor(pool, (columns + 15) / 16, [&](int64_t block) {
+    const int64_t j0 = block * 16;
+    GatherTransposed(a.typed_data(), positions, channels, idx + j0,
+                     std::min<int64_t>(16, columns - j0), zeros.data(),
+                     out->typed_data() + j0, columns);
   });
   return ffi::Error::Success();
 }
@@ -335,10 +415,13 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(N2nskipAccumulate, Accumulate,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::S32>>()
                                   .Arg<ffi::Buffer<ffi::S32>>()
                                   .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Attr<int64_t>("span")
                                   .Ret<ffi::Buffer<ffi::F32>>());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(N2nskipSegmentDots, SegmentDots,
@@ -348,9 +431,12 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(N2nskipSegmentDots, SegmentDots,
                                   .Arg<ffi::Buffer<ffi::S32>>()
                                   .Arg<ffi::Buffer<ffi::S32>>()
                                   .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Attr<int64_t>("shift")
                                   .Attr<int64_t>("length")
+                                  .Attr<int64_t>("span")
                                   .Ret<ffi::Buffer<ffi::F32>>());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(N2nskipTakeTransposed, TakeTransposed,

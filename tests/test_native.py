@@ -19,38 +19,47 @@ def built():
   assert native.available(), 'a compiler is present, so the kernels must build'
 
 
-def random_tables(rng, groups, width, num_rows, max_offset):
-  """A padded table (-1 after each row's count), its rows and offsets, and its weights (0 at
-  the padding), like sparse.conv's."""
+def random_tables(rng, groups, width, num_rows, phases, max_tap):
+  """A padded table (-1 after each row's count), its rows, phases and taps, and its weights (0
+  at the padding), like sparse.conv's."""
   counts = rng.integers(0, width + 1, groups)
   table = np.where(np.arange(width) < counts[:, None], rng.integers(0, 10**6, (groups, width)),
                    -1).astype(np.int32)
   rows = rng.integers(0, num_rows, table.shape).astype(np.int32)
-  offsets = rng.integers(0, max_offset + 1, table.shape).astype(np.int32)
+  phase = rng.integers(0, phases, table.shape).astype(np.int32)
+  tap = rng.integers(0, max_tap + 1, table.shape).astype(np.int32)
   weights = np.where(table >= 0, rng.normal(size=table.shape), 0).astype(np.float32)
-  return table, rows, offsets, weights
+  return table, rows, phase, tap, weights
 
 
-def test_native_kernels_equal_the_scan_across_tiles(built):
+@pytest.mark.parametrize('gathered', [False, True])
+def test_native_kernels_equal_the_scan_across_tiles(built, gathered):
+  """Reading a channel-major array, or gathering it a tile at a time from a position-major one
+  through an index (zeros where it points one past the end)."""
   # 1300 positions: two full 512-position tiles and a part of one, with a part-filled block.
   rng = np.random.default_rng(0)
   length, shift = 1300, 9
-  table, rows, offsets, weights = random_tables(rng, 70, 5, 4, shift)  # panels: 64 + 6
-  src = jnp.asarray(rng.normal(size=(4, length + shift)), jnp.float32)
+  table, rows, phase, tap, weights = random_tables(rng, 70, 5, 4, 2, shift)  # panels: 64 + 6
+  positions = 2000  # gathered: src = a[index].T, the index over 2 phases and the shift
+  a = jnp.asarray(rng.normal(size=(positions, 4)), jnp.float32)
+  index = rng.integers(0, positions + 1, 2 * length + shift).astype(np.int32)
+  src = sparse._channel_major(a, index)
+  read, source = (a, index) if gathered else (src, None)
   # Two ranges with their own weights; written position-major, to 2000 rows in random order
   # (the other 600 positions are not computed).
   by_range = np.stack([weights, np.where(table >= 0, rng.normal(size=table.shape), 0)])
   columns = rng.permutation(2 * length)[:2000].astype(np.int32)
-  out = jax.jit(lambda *a: sparse._sum_to_positions(*a, columns, length))(
-      src, by_range.astype(np.float32), rows, offsets)
-  assert 'n2nskip_accumulate' in jax.jit(lambda *a: sparse._sum_to_positions(
-      *a, columns, length)).lower(src, by_range.astype(np.float32), rows, offsets).as_text()
-  ref = sparse._scan_sum_to_positions(src, by_range, rows, offsets, columns, length)
+  sums = lambda *a: sparse._sum_to_positions(*a, columns, length, source, shift)
+  operands = (read, by_range.astype(np.float32), rows, phase, tap)
+  out = jax.jit(sums)(*operands)
+  assert 'n2nskip_accumulate' in jax.jit(sums).lower(*operands).as_text()
+  ref = sparse._scan_sum_to_positions(src, by_range, rows, phase * length + tap, columns, length)
   np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
 
   d = jnp.asarray(rng.normal(size=(70, length + 2 * shift)), jnp.float32)
-  dots = jax.jit(lambda *a: native.segment_dots(*a, shift, length))(src, table, rows, offsets, d)
-  ref = sparse._scan_segment_dots(src, table, rows, offsets, d, shift, length)
+  dots = jax.jit(lambda *a: native.segment_dots(*a, shift, length, source, shift))(
+      read, table, rows, phase, tap, d)
+  ref = sparse._scan_segment_dots(src, table, rows, phase * length + tap, d, shift, length)
   np.testing.assert_allclose(np.where(table >= 0, dots, 0), np.where(table >= 0, ref, 0),
                              rtol=1e-4, atol=1e-3)
   assert np.all(np.asarray(dots)[table < 0] == 0)
@@ -60,9 +69,10 @@ def test_sparse_conv_lowers_to_the_native_kernels_in_float32_only(built):
   mask = (np.random.default_rng(1).random((3, 3, 4, 4)) < 0.3).astype(np.float32)
   tables = sparse.nonzero_tables(mask)
   grad = jax.grad(lambda x, w: jnp.sum(sparse.conv(x, w, tables, mask.shape) ** 2), (0, 1))
-  # float32: the forward and input-gradient sums, the weight gradient, and two layout takes
-  # (the input, the output gradient); bfloat16: none, the scan.
-  for dtype, calls in ((jnp.float32, (2, 1, 2)), (jnp.bfloat16, (0, 0, 0))):
+  # float32: the forward and input-gradient sums, the weight gradient, and one layout take (the
+  # output gradient: the input is gathered by the kernels, a tile at a time); bfloat16: none,
+  # the scan.
+  for dtype, calls in ((jnp.float32, (2, 1, 1)), (jnp.bfloat16, (0, 0, 0))):
     x, w = jnp.ones((2, 5, 5, 4), dtype), jnp.ones(tables['by_output'].shape, dtype)
     text = jax.jit(grad).lower(x, w).as_text()
     targets = (native.ACCUMULATE, native.SEGMENT_DOTS, native.TAKE_TRANSPOSED)
@@ -71,15 +81,23 @@ def test_sparse_conv_lowers_to_the_native_kernels_in_float32_only(built):
 
 def test_native_kernel_refuses_bad_segments_and_output_maps(built):
   src, weights = jnp.zeros((2, 10), jnp.float32), np.ones((1, 1, 1), np.float32)
-  rows, offsets = np.zeros((1, 1), np.int32), np.full((1, 1), 5, np.int32)
+  rows, phases, taps = np.zeros((1, 1), np.int32), np.zeros((1, 1), np.int32), np.full((1, 1), 5)
   with pytest.raises(Exception, match='reads outside its source row'):
-    jax.block_until_ready(native.accumulate(src, weights, rows, offsets, np.arange(6)))
+    jax.block_until_ready(native.accumulate(src, weights, rows, phases, taps, np.arange(6)))
   with pytest.raises(Exception, match='not one-to-one'):  # two positions write row 0
-    jax.block_until_ready(native.accumulate(src, weights, rows, offsets * 0,
+    jax.block_until_ready(native.accumulate(src, weights, rows, phases, taps * 0,
                                             np.array([0, 1, 0, -1])))
   with pytest.raises(Exception, match='do not match'):  # 2 ranges cannot split 3 positions
-    jax.block_until_ready(native.accumulate(src, np.ones((2, 1, 1), np.float32), rows,
-                                            offsets * 0, np.arange(3)))
+    jax.block_until_ready(native.accumulate(src, np.ones((2, 1, 1), np.float32), rows, phases,
+                                            taps * 0, np.arange(3)))
+  # Gathered from a position-major (10, 2) array: index values in [0, 10], taps within span.
+  a = jnp.zeros((10, 2), jnp.float32)
+  with pytest.raises(Exception, match='outside'):
+    jax.block_until_ready(native.accumulate(a, weights, rows, phases, taps * 0, np.arange(4),
+                                            index=np.full(5, 11), span=1))
+  with pytest.raises(Exception, match='reads outside its source row'):
+    jax.block_until_ready(native.accumulate(a, weights, rows, phases, taps, np.arange(4),
+                                            index=np.zeros(5), span=1))
 
 
 def test_failed_build_warns_once_and_falls_back_to_the_scan(monkeypatch, tmp_path):
