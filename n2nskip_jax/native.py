@@ -5,10 +5,10 @@ The two loops of :mod:`n2nskip_jax.sparse` that XLA:CPU runs slowest as ``lax.sc
 gather-multiply-adds, which write their sums position-major, and the weight gradients' segment
 dot products; both read the layer's input position-major, gathering its channel-major layout
 a tile at a time in cache), and its layout change of the output gradient (a take fused with
-the transpose from position-major to channel-major), have float32 CPU kernels here. They are compiled from the package's C++ source
-with the system's C++ compiler on first use (``$CXX``, else ``c++``; about 2 s), cached under
-``$XDG_CACHE_HOME/n2nskip_jax`` (else ``~/.cache/n2nskip_jax``) per source, compiler flags,
-jaxlib and CPU, and registered with XLA. ``N2NSKIP_NATIVE=0`` turns them off. Where they
+the transpose from position-major to channel-major), have float32 CPU kernels here. They are
+compiled from the package's C++ source with the system's C++ compiler on first use (``$CXX``,
+else ``c++``; about 2 s), cached under ``$XDG_CACHE_HOME/n2nskip_jax`` (else
+``~/.cache/n2nskip_jax``) per source, compiler flags, jaxlib and CPU, and registered with XLA. ``N2NSKIP_NATIVE=0`` turns them off. Where they
 cannot be built, one warning says why and the sparse path runs as ``lax.scan``: same results,
 slower. Accelerators always run the scan.
 """

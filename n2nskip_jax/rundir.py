@@ -14,9 +14,9 @@ from n2nskip_jax.checkpoints import Checkpoints
 from n2nskip_jax.errors import UserError
 from n2nskip_jax.metrics import write_json
 
-# Keys a resumed run may change: they do not alter the trajectory of the run, or (how the
-# masked layers execute, as the device count) only by float rounding. A key missing from a
-# stored config (written before the key existed) counts as changed.
+# Keys a resumed run may change: they do not alter the trajectory of the run, or alter it by
+# float rounding only (how the masked layers execute, like the process count). A key missing
+# from a stored config (written before the key existed) counts as changed.
 RESUMABLE_KEYS = ('num_epochs', 'log_every_steps', 'eval_every_epochs', 'eval_batch_size',
                   'checkpoint_every_steps', 'max_checkpoints_to_keep', 'data_dir',
                   'download', 'multihost', 'restart_on_corrupt', 'coordinator_address',
