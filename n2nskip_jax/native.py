@@ -8,9 +8,9 @@ a tile at a time in cache), and its layout change of the output gradient (a take
 the transpose from position-major to channel-major), have float32 CPU kernels here. They are
 compiled from the package's C++ source with the system's C++ compiler on first use (``$CXX``,
 else ``c++``; about 2 s), cached under ``$XDG_CACHE_HOME/n2nskip_jax`` (else
-``~/.cache/n2nskip_jax``) per source, compiler flags, jaxlib and CPU, and registered with XLA. ``N2NSKIP_NATIVE=0`` turns them off. Where they
-cannot be built, one warning says why and the sparse path runs as ``lax.scan``: same results,
-slower. Accelerators always run the scan.
+``~/.cache/n2nskip_jax``) per source, compiler flags, jaxlib and CPU, and registered with XLA.
+``N2NSKIP_NATIVE=0`` turns them off. Where they cannot be built, one warning says why and the
+sparse path runs as ``lax.scan``: same results, slower. Accelerators always run the scan.
 """
 import ctypes
 import functools
