@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from n2nskip_jax import sparse
+from n2nskip_jax import normalization, sparse
 
 MASKS = 'masks'
 
@@ -48,8 +48,9 @@ def _operands(module: nn.Module, x, kernel_shape: Sequence[int]):
 
 def batch_norm(train: bool, dtype: Any, axis_name: str | None):
   """BatchNorm with PyTorch's defaults (running-average momentum 0.1 in PyTorch's convention,
-  0.9 in Flax's; eps 1e-5), averaging batch statistics over ``axis_name`` under ``pmap``."""
-  return functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
+  0.9 in Flax's; eps 1e-5), averaging batch statistics over ``axis_name`` under ``pmap``:
+  :class:`n2nskip_jax.normalization.BatchNorm`, Flax's with a closed-form gradient on CPU."""
+  return functools.partial(normalization.BatchNorm, use_running_average=not train, momentum=0.9,
                            epsilon=1e-5, dtype=dtype, axis_name=axis_name)
 
 
