@@ -3,9 +3,9 @@ XLA's FFI.
 
 The two loops of :mod:`n2nskip_jax.sparse` that XLA:CPU runs slowest as ``lax.scan`` (the
 gather-multiply-adds, which write their sums position-major, and the weight gradients' segment
-dot products; both read the layer's input position-major, gathering its channel-major layout
-a tile at a time in cache), and its layout change of the output gradient (a take fused with
-the transpose from position-major to channel-major), have float32 CPU kernels here. They are
+dot products) have float32 CPU kernels here. Both read their operands position-major (the
+layer's input, the output gradient), gathering the channel-major layout a tile at a time in
+cache, so no layout change of an activation-sized array is written out. They are
 compiled from the package's C++ source with the system's C++ compiler on first use (``$CXX``,
 else ``c++``; about 2 s), cached under ``$XDG_CACHE_HOME/n2nskip_jax`` (else
 ``~/.cache/n2nskip_jax``) per source, compiler flags, jaxlib and CPU, and registered with XLA.
@@ -31,9 +31,7 @@ import numpy as np
 SOURCE = pathlib.Path(__file__).with_name('sparse_kernels.cc')
 FLAGS = ('-O3', '-march=native', '-std=c++17', '-shared', '-fPIC', '-fopenmp-simd', '-w')
 ACCUMULATE, SEGMENT_DOTS = 'n2nskip_accumulate', 'n2nskip_segment_dots'
-TAKE_TRANSPOSED = 'n2nskip_take_transposed'
-_SYMBOLS = {ACCUMULATE: 'N2nskipAccumulate', SEGMENT_DOTS: 'N2nskipSegmentDots',
-            TAKE_TRANSPOSED: 'N2nskipTakeTransposed'}
+_SYMBOLS = {ACCUMULATE: 'N2nskipAccumulate', SEGMENT_DOTS: 'N2nskipSegmentDots'}
 
 
 @functools.lru_cache(maxsize=None)
@@ -100,13 +98,14 @@ def accumulate(src, weights, rows, phases, taps, out_rows, index=None, span: int
 
 
 def segment_dots(src, table, rows, phases, taps, d, shift: int, length: int, index=None,
-                 span: int = 0):
+                 span: int = 0, d_index=None):
   """``out[g, k] = sum_{t < length} src[rows[g, k], phases[g, k] * length + taps[g, k] + t] *
   d[g, shift + t]`` where ``table[g, k] >= 0``, else 0 (float32; ``index``, ``span``: as
-  :func:`accumulate`'s)."""
+  :func:`accumulate`'s). With ``d_index`` (``length`` entries; then ``shift`` is 0), ``d`` is
+  position-major too and read as ``d[d_index].T`` the same way."""
   call = jax.ffi.ffi_call(SEGMENT_DOTS, jax.ShapeDtypeStruct(table.shape, jnp.float32))
-  return call(src, _index(index), *_ints(table, rows, phases, taps), d, shift=shift,
-              length=length, span=span)
+  return call(src, _index(index), *_ints(table, rows, phases, taps), d, _index(d_index),
+              shift=shift, length=length, span=span)
 
 
 def _index(index):
@@ -115,10 +114,3 @@ def _index(index):
 
 def _ints(*arrays):
   return [a.astype(jnp.int32) for a in arrays]
-
-
-def take_transposed(a, index):
-  """``a[index].T``, zero where ``index`` is one past the last row (float32)."""
-  call = jax.ffi.ffi_call(TAKE_TRANSPOSED, jax.ShapeDtypeStruct((a.shape[1], len(index)),
-                                                                jnp.float32))
-  return call(a, jnp.asarray(index, jnp.int32))

@@ -220,26 +220,18 @@ def _gather_sum(grid: _Grid):
     # d_x at the input position of column q * length + t of src: the sum over the entries e of
     # phase q reading its row of weight[e] * d_pos[g_e, t - tap_e], with d_pos the gradient at
     # every position of the phase grid, zero-padded by `tail` on each side so that every
-    # shifted segment lies inside it: one take from d_out. An entry's weight counts in its own
-    # phase only.
-    padded = _take_transposed(d_out, padded_columns)
+    # shifted segment lies inside it: d_out read through `padded_columns`. An entry's weight
+    # counts in its own phase only.
     weights_in = jnp.where(slots_in >= 0, jnp.ravel(weights)[jnp.maximum(slots_in, 0)], 0)
     by_phase = jnp.stack([jnp.where(phase_in == q, weights_in, 0) for q in range(grid.phases)])
-    d_x = _sum_to_positions(padded, by_phase, rows_in, jnp.zeros_like(tap_in), tail - tap_in,
-                            inputs, length)
-    d_weights = _segment_dots(x, by_output, rows, phases, taps, padded, tail, length, source,
-                              tail)
+    d_x = _sum_to_positions(d_out, by_phase, rows_in, jnp.zeros_like(tap_in), tail - tap_in,
+                            inputs, length, padded_columns, 2 * tail)
+    d_weights = _segment_dots(x, by_output, rows, phases, taps, d_out, length, source, tail,
+                              padded_columns[tail:tail + length])
     return (d_x, jnp.where(by_output >= 0, d_weights, 0).astype(weights.dtype)) + (None,) * 8
 
   gather_sum.defvjp(fwd, bwd)
   return gather_sum
-
-
-def _take_transposed(a, index):
-  """``a[index].T`` (position-major to channel-major), zero where ``index`` is one past the
-  last row: a layout change as one transposing take, faster on XLA:CPU than the padded,
-  strided transposes it replaces (README, Performance)."""
-  return _native_on_cpu(native.take_transposed, _channel_major, a, index)
 
 
 def _channel_major(a, index=None):
@@ -296,28 +288,29 @@ def _scan_accumulate(src, weights, rows, offsets, length):
   return lax.scan(column, init, (weights.T, rows.T, offsets.T))[0].astype(dtype)
 
 
-def _segment_dots(src, table, rows, phases, taps, d, shift, length, source=None, span=0):
+def _segment_dots(src, table, rows, phases, taps, d, length, source, span, d_source):
   """``out[g, k] = sum_{t < length} src[rows[g, k], phases[g, k] * length + taps[g, k] + t] *
-  d[g, shift + t]`` (any value where ``table[g, k] < 0``): the weight gradient of each table
-  entry (``source``, ``span``: as :func:`_sum_to_positions`')."""
+  d[g, t]`` (any value where ``table[g, k] < 0``): the weight gradient of each table entry, with
+  ``src`` and ``d`` position-major, read as ``_channel_major(src, source)`` and
+  ``_channel_major(d, d_source)`` (``span``: as :func:`_sum_to_positions`')."""
   def scan(src, table, rows, phases, taps, d):
     return _scan_segment_dots(_channel_major(src, source), table, rows, phases * length + taps,
-                              d, shift, length)
-  kernel = functools.partial(native.segment_dots, shift=shift, length=length, index=source,
-                             span=span)
+                              _channel_major(d, d_source), length)
+  kernel = functools.partial(native.segment_dots, shift=0, length=length, index=source,
+                             span=span, d_index=d_source)
   return _native_on_cpu(kernel, scan, src, table, rows, phases, taps, d)
 
 
-def _scan_segment_dots(src, table, rows, offsets, d, shift, length):
-  """:func:`_segment_dots` as one segment product per table column."""
+def _scan_segment_dots(src, table, rows, offsets, d, length):
+  """:func:`_segment_dots` on channel-major ``src`` and ``d``, as one segment product per table
+  column."""
   del table  # the padding's products are computed and ignored
   ones = jnp.ones((length,), d.dtype)
 
   def column(_, k):
-    d_pos = d[:, shift:shift + length]  # sliced in the loop: not copied out of `d`
     # Row sums as a matrix-vector product: in the ResNet50 step XLA:CPU runs it faster than
     # jnp.sum or a batched dot_general (README, Performance).
-    return None, (_segments(src, *k, length) * d_pos) @ ones
+    return None, (_segments(src, *k, length) * d) @ ones
   return lax.scan(column, None, (rows.T, offsets.T))[1].T
 
 

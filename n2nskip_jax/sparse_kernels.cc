@@ -2,10 +2,10 @@
 //
 // The two loops that sparse.py writes as lax.scan over table columns (Accumulate, SegmentDots)
 // run here over tiles of positions, so that a tile of every source row stays in cache while all
-// the table's entries read it. Both can read their input position-major, gathering and
-// transposing a tile at a time in cache (Source), Accumulate writes its sums position-major, and
-// the one layout change left, of the output gradient into channel-major (TakeTransposed), is
-// one tiled pass. Work is shared among XLA's
+// the table's entries read it. Both read their inputs (the layer's input, the output gradient)
+// position-major, gathering and transposing a tile at a time in cache (Source), and Accumulate
+// writes its sums position-major: no layout change of an activation-sized array is written
+// out. Work is shared among XLA's
 // intra-op threads; every result is computed in a fixed order (the same bits whatever the
 // thread count or schedule). Built on first use by n2nskip_jax/native.py.
 #include <algorithm>
@@ -191,6 +191,8 @@ class Source {
     return ffi::Error::Success();
   }
 
+  int64_t rows() const { return rows_; }
+
   // The base that entry e's offset is added to, reading columns from t0 on: `data` itself, or
   // the tile of columns [t0, t0 + n) gathered into `tile`.
   const float* Load(int64_t t0, int64_t n, std::vector<float>& tile) const {
@@ -315,38 +317,47 @@ ffi::Error Accumulate(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> src,
 
 // out[g, k] = sum_{t < length} src[rows[g, k], phases[g, k] * length + taps[g, k] + t] *
 // d[g, shift + t] for the entries with table[g, k] >= 0, 0 for the padding (src: see Source).
-// Each of kParts contiguous ranges of tiles is summed in double on its own; the ranges are
-// added in order.
+// Where `d_index` is not empty, d is position-major too, read as d[g, j] = d[d_index[j], g]
+// (one phase, no span: shift 0), a tile at a time like src. Each of kParts contiguous ranges of
+// tiles is summed in double on its own; the ranges are added in order.
 ffi::Error SegmentDots(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> src,
                        ffi::Buffer<ffi::S32> index, ffi::Buffer<ffi::S32> table,
                        ffi::Buffer<ffi::S32> rows, ffi::Buffer<ffi::S32> phases,
-                       ffi::Buffer<ffi::S32> taps, ffi::Buffer<ffi::F32> d, int64_t shift,
-                       int64_t length, int64_t span, ffi::ResultBuffer<ffi::F32> out) {
+                       ffi::Buffer<ffi::S32> taps, ffi::Buffer<ffi::F32> d,
+                       ffi::Buffer<ffi::S32> d_index, int64_t shift, int64_t length,
+                       int64_t span, ffi::ResultBuffer<ffi::F32> out) {
   const int64_t groups = table.dimensions()[0], width = table.dimensions()[1];
-  const int64_t d_size = d.dimensions()[1];
-  const float* dd = d.typed_data();
   const int32_t* tb = table.typed_data();
-  const Source source(src, index, length, span);
-  std::vector<int64_t> at;
+  const Source source(src, index, length, span), gradient(d, d_index, length, 0);
+  std::vector<int64_t> at, d_at;
   if (ffi::Error e = source.Offsets(rows.typed_data(), phases.typed_data(), taps.typed_data(),
                                     groups * width, at);
       e.failure()) {
     return e;
   }
-  if (shift < 0 || shift + length > d_size || d.dimensions()[0] != groups) {
-    return ffi::Error::InvalidArgument("sparse kernel: gradient rows too short for length");
+  // Row g of the gradient read from column `shift` on: an entry (g, phase 0, tap shift).
+  std::vector<int32_t> d_rows(groups), d_phases(groups, 0), d_taps(groups, shift);
+  for (int64_t g = 0; g < groups; ++g) d_rows[g] = static_cast<int32_t>(g);
+  if (gradient.rows() != groups) {
+    return ffi::Error::InvalidArgument("sparse kernel: gradient rows do not match the table");
+  }
+  if (ffi::Error e = gradient.Offsets(d_rows.data(), d_phases.data(), d_taps.data(), groups,
+                                      d_at);
+      e.failure()) {
+    return e;
   }
   const int64_t tiles = (length + kTile - 1) / kTile;
   const int64_t parts = std::max<int64_t>(1, std::min(kParts, tiles));
   std::vector<double> partial(parts * groups * width, 0.0);
   ParallelFor(pool, parts, [&](int64_t part) {
     double* sums = partial.data() + part * groups * width;
-    thread_local std::vector<float> tile;
+    thread_local std::vector<float> tile, d_tile;
     for (int64_t t = part * tiles / parts; t < (part + 1) * tiles / parts; ++t) {
       const int64_t t0 = t * kTile, n = std::min(kTile, length - t0);
       const float* base = source.Load(t0, n, tile);
+      const float* d_base = gradient.Load(t0, n, d_tile);
       for (int64_t g = 0; g < groups; ++g) {
-        const float* dg = dd + g * d_size + shift + t0;
+        const float* dg = d_base + d_at[g];
         int64_t k[4], found = 0;  // four entries at a time share each load of the gradient
         for (int64_t e = g * width; e < (g + 1) * width; ++e) {
           if (tb[e] < 0) continue;
@@ -389,26 +400,6 @@ ffi::Error SegmentDots(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> src,
   return ffi::Error::Success();
 }
 
-// The layout changes of sparse.py (padding, stride phases) fused with the transpose from
-// position-major to channel-major, in 16 x 16 tiles, in place of XLA:CPU's gather then
-// transpose of the whole array: `a` is (positions, C) and out[c, j] = a[index[j], c], 0 where
-// index[j] == positions.
-ffi::Error TakeTransposed(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> a,
-                          ffi::Buffer<ffi::S32> index, ffi::ResultBuffer<ffi::F32> out) {
-  const int64_t positions = a.dimensions()[0], channels = a.dimensions()[1];
-  const int64_t columns = index.dimensions()[0];
-  const int32_t* idx = index.typed_data();
-  if (ffi::Error e = CheckIndex(idx, columns, positions); e.failure()) return e;
-  const std::vector<float> zeros(channels, 0.0f);
-  ParallelFor(pool, (columns + 15) / 16, [&](int64_t block) {
-    const int64_t j0 = block * 16;
-    GatherTransposed(a.typed_data(), positions, channels, idx + j0,
-                     std::min<int64_t>(16, columns - j0), zeros.data(),
-                     out->typed_data() + j0, columns);
-  });
-  return ffi::Error::Success();
-}
-
 }  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(N2nskipAccumulate, Accumulate,
@@ -434,14 +425,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(N2nskipSegmentDots, SegmentDots,
                                   .Arg<ffi::Buffer<ffi::S32>>()
                                   .Arg<ffi::Buffer<ffi::S32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
                                   .Attr<int64_t>("shift")
                                   .Attr<int64_t>("length")
                                   .Attr<int64_t>("span")
-                                  .Ret<ffi::Buffer<ffi::F32>>());
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(N2nskipTakeTransposed, TakeTransposed,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::S32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>());

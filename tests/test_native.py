@@ -56,10 +56,19 @@ def test_native_kernels_equal_the_scan_across_tiles(built, gathered):
   ref = sparse._scan_sum_to_positions(src, by_range, rows, phase * length + tap, columns, length)
   np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
 
+  # The output gradient: channel-major and read from column `shift` on, or gathered from a
+  # position-major array like the input.
   d = jnp.asarray(rng.normal(size=(70, length + 2 * shift)), jnp.float32)
-  dots = jax.jit(lambda *a: native.segment_dots(*a, shift, length, source, shift))(
-      read, table, rows, phase, tap, d)
-  ref = sparse._scan_segment_dots(src, table, rows, phase * length + tap, d, shift, length)
+  d_positions = jnp.asarray(rng.normal(size=(1500, 70)), jnp.float32)
+  d_index = rng.integers(0, 1501, length).astype(np.int32)
+  if gathered:
+    operands, options = (read, table, rows, phase, tap, d_positions), dict(d_index=d_index)
+    d_ref = sparse._channel_major(d_positions, d_index)
+  else:
+    operands, options, d_ref = (read, table, rows, phase, tap, d), {}, d[:, shift:shift + length]
+  dots = jax.jit(lambda *a: native.segment_dots(*a, 0 if gathered else shift, length, source,
+                                                shift, **options))(*operands)
+  ref = sparse._scan_segment_dots(src, table, rows, phase * length + tap, d_ref, length)
   np.testing.assert_allclose(np.where(table >= 0, dots, 0), np.where(table >= 0, ref, 0),
                              rtol=1e-4, atol=1e-3)
   assert np.all(np.asarray(dots)[table < 0] == 0)
@@ -69,13 +78,13 @@ def test_sparse_conv_lowers_to_the_native_kernels_in_float32_only(built):
   mask = (np.random.default_rng(1).random((3, 3, 4, 4)) < 0.3).astype(np.float32)
   tables = sparse.nonzero_tables(mask)
   grad = jax.grad(lambda x, w: jnp.sum(sparse.conv(x, w, tables, mask.shape) ** 2), (0, 1))
-  # float32: the forward and input-gradient sums, the weight gradient, and one layout take (the
-  # output gradient: the input is gathered by the kernels, a tile at a time); bfloat16: none,
+  # float32: the forward and input-gradient sums and the weight gradient, and no layout pass
+  # (the kernels gather the input and the output gradient a tile at a time); bfloat16: none,
   # the scan.
-  for dtype, calls in ((jnp.float32, (2, 1, 1)), (jnp.bfloat16, (0, 0, 0))):
+  for dtype, calls in ((jnp.float32, (2, 1)), (jnp.bfloat16, (0, 0))):
     x, w = jnp.ones((2, 5, 5, 4), dtype), jnp.ones(tables['by_output'].shape, dtype)
     text = jax.jit(grad).lower(x, w).as_text()
-    targets = (native.ACCUMULATE, native.SEGMENT_DOTS, native.TAKE_TRANSPOSED)
+    targets = (native.ACCUMULATE, native.SEGMENT_DOTS)
     assert tuple(text.count(f'@{t}(') for t in targets) == calls, dtype
 
 
@@ -98,6 +107,16 @@ def test_native_kernel_refuses_bad_segments_and_output_maps(built):
   with pytest.raises(Exception, match='reads outside its source row'):
     jax.block_until_ready(native.accumulate(a, weights, rows, phases, taps, np.arange(4),
                                             index=np.zeros(5), span=1))
+  # A gathered output gradient: as many channels as the table has rows, read from column 0.
+  table = np.zeros((2, 1), np.int32)
+  dots = lambda d, shift: jax.block_until_ready(native.segment_dots(
+      a, table, table, table, table, d, shift, 4, index=np.zeros(5), span=1,
+      d_index=np.zeros(4)))
+  assert dots(jnp.ones((3, 2), jnp.float32), 0).shape == (2, 1)
+  with pytest.raises(Exception, match='gradient rows do not match'):
+    dots(jnp.ones((3, 5), jnp.float32), 0)
+  with pytest.raises(Exception, match='reads outside its source row'):
+    dots(jnp.ones((3, 2), jnp.float32), 1)
 
 
 def test_failed_build_warns_once_and_falls_back_to_the_scan(monkeypatch, tmp_path):
@@ -108,15 +127,3 @@ def test_failed_build_warns_once_and_falls_back_to_the_scan(monkeypatch, tmp_pat
   monkeypatch.setenv('N2NSKIP_NATIVE', '0')
   assert native.available.__wrapped__() is False  # switched off: no build, no warning
   assert not any(tmp_path.rglob('*.so'))
-
-
-def test_take_transposed_equals_take_then_transpose(built):
-  rng = np.random.default_rng(2)
-  a = jnp.asarray(rng.normal(size=(70, 45)), jnp.float32)
-  index = rng.integers(0, 71, 100).astype(np.int32)  # 70: a zero column
-  out = jax.jit(lambda a: native.take_transposed(a, index))(a)
-  ref = np.take(np.asarray(a), np.minimum(index, 69), axis=0)
-  ref[index == 70] = 0
-  np.testing.assert_array_equal(out, ref.T)
-  with pytest.raises(Exception, match='outside'):
-    jax.block_until_ready(native.take_transposed(a, np.array([71], np.int32)))
