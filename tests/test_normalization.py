@@ -106,3 +106,25 @@ def test_evaluation_uses_the_running_averages_like_flax():
   outputs = [m.apply({'params': params, 'batch_stats': stats}, x)
              for m in _flax_and_ours() for m in [m.clone(use_running_average=True)]]
   np.testing.assert_array_equal(outputs[1], outputs[0])
+
+
+def test_second_derivatives_by_reverse_mode_equal_the_formulas():
+  """Hessian-vector products (grad of grad) pass through the closed form; forward mode does
+  not (a custom VJP), which the README says."""
+  x, params, weights = _inputs()
+  v = jax.random.normal(jax.random.PRNGKey(5), SHAPE)
+
+  def loss(normalize, x):
+    return jnp.sum(jnp.tanh(normalize(x, params['scale'], params['bias'])) * weights)
+
+  def formula(x, scale, bias):
+    mean = x.mean((0, 1, 2))
+    var = jnp.square(x).mean((0, 1, 2)) - jnp.square(mean)
+    return (x - mean) * jax.lax.rsqrt(var + 1e-5) * scale + bias
+
+  ours = lambda x, s, b: normalization.normalize(x, s, b, 1e-5)[0]
+  hvp = lambda f: jax.grad(lambda x: jnp.vdot(jax.grad(lambda x: loss(f, x))(x), v))(x)
+  want, got = hvp(formula), hvp(ours)
+  np.testing.assert_allclose(got, want, atol=1e-5 * np.abs(want).max(), rtol=1e-5)
+  with pytest.raises(TypeError, match='forward-mode'):
+    jax.jvp(lambda x: loss(ours, x), (x,), (v,))
