@@ -4,16 +4,17 @@ Same variables, defaults, statistics and results as ``flax.linen.BatchNorm`` (ba
 ``E[x^2] - E[x]^2`` variance over every axis but the last, averaged over ``axis_name`` under
 ``pmap``; running averages in ``batch_stats``), so checkpoints and models are unchanged. In
 training, the output is written as ``y = x * a + b`` with ``a = scale / sqrt(var + eps)`` and
-``b = bias - mean * a``, and on the CPU backend its gradient is (Ioffe and Szegedy, 2015,
-Eq. for the backward pass; ``x_hat = (x - mean) / sqrt(var + eps)``, ``M`` positions):
+``b = bias - mean * a``, and on the CPU backend its gradient is the closed form of Ioffe and
+Szegedy (2015, Sec. 3; ``x_hat = (x - mean) / sqrt(var + eps)``, ``M`` positions):
 
     d_bias = sum(dy),   d_scale = sum(dy * x_hat),
     d_x = a * (dy - d_bias / M - x_hat * d_scale / M)
 
 with the sums over the global batch in ``d_x``. Autodiff of Flax's formulation keeps ``x -
-mean`` as an extra activation-sized array and reduces over four of them; this takes two sums
-over ``x`` and ``dy`` and one elementwise pass (README, Performance). Elsewhere JAX
-differentiates the same forward formula.
+mean`` as an extra activation-sized array and reduces over four arrays; this takes two sums
+(of ``dy`` and ``dy * x``) and one elementwise pass (README, Performance). The closed form is
+itself differentiable (second derivatives in reverse mode), but as a custom VJP it has no
+forward mode (``jax.jvp``). Elsewhere JAX differentiates the same forward formula.
 """
 import functools
 from typing import Any
