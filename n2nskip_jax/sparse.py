@@ -226,8 +226,8 @@ def _gather_sum(grid: _Grid):
     by_phase = jnp.stack([jnp.where(phase_in == q, weights_in, 0) for q in range(grid.phases)])
     d_x = _sum_to_positions(d_out, by_phase, rows_in, jnp.zeros_like(tap_in), tail - tap_in,
                             inputs, length, padded_columns, 2 * tail)
-    d_weights = _segment_dots(x, by_output, rows, phases, taps, d_out, length, source, tail,
-                              padded_columns[tail:tail + length])
+    d_weights = _segment_dots(x, by_output, rows, phases, taps, d_out, tail, length, source,
+                              tail, padded_columns)
     return (d_x, jnp.where(by_output >= 0, d_weights, 0).astype(weights.dtype)) + (None,) * 8
 
   gather_sum.defvjp(fwd, bwd)
@@ -288,29 +288,31 @@ def _scan_accumulate(src, weights, rows, offsets, length):
   return lax.scan(column, init, (weights.T, rows.T, offsets.T))[0].astype(dtype)
 
 
-def _segment_dots(src, table, rows, phases, taps, d, length, source, span, d_source):
+def _segment_dots(src, table, rows, phases, taps, d, shift, length, source, span, d_source):
   """``out[g, k] = sum_{t < length} src[rows[g, k], phases[g, k] * length + taps[g, k] + t] *
-  d[g, t]`` (any value where ``table[g, k] < 0``): the weight gradient of each table entry, with
-  ``src`` and ``d`` position-major, read as ``_channel_major(src, source)`` and
-  ``_channel_major(d, d_source)`` (``span``: as :func:`_sum_to_positions`')."""
+  d[g, shift + t]`` (any value where ``table[g, k] < 0``): the weight gradient of each table
+  entry, with ``src`` and ``d`` position-major, read as ``_channel_major(src, source)`` and
+  ``_channel_major(d, d_source)`` (``span``: as :func:`_sum_to_positions`'). The scan takes
+  the same channel-major ``d`` as the input gradient's scan (XLA computes it once)."""
   def scan(src, table, rows, phases, taps, d):
     return _scan_segment_dots(_channel_major(src, source), table, rows, phases * length + taps,
-                              _channel_major(d, d_source), length)
+                              _channel_major(d, d_source), shift, length)
   kernel = functools.partial(native.segment_dots, shift=0, length=length, index=source,
-                             span=span, d_index=d_source)
+                             span=span, d_index=d_source[shift:shift + length])
   return _native_on_cpu(kernel, scan, src, table, rows, phases, taps, d)
 
 
-def _scan_segment_dots(src, table, rows, offsets, d, length):
+def _scan_segment_dots(src, table, rows, offsets, d, shift, length):
   """:func:`_segment_dots` on channel-major ``src`` and ``d``, as one segment product per table
   column."""
   del table  # the padding's products are computed and ignored
   ones = jnp.ones((length,), d.dtype)
 
   def column(_, k):
+    d_pos = d[:, shift:shift + length]  # sliced in the loop: not copied out of `d`
     # Row sums as a matrix-vector product: in the ResNet50 step XLA:CPU runs it faster than
     # jnp.sum or a batched dot_general (README, Performance).
-    return None, (_segments(src, *k, length) * d) @ ones
+    return None, (_segments(src, *k, length) * d_pos) @ ones
   return lax.scan(column, None, (rows.T, offsets.T))[1].T
 
 

@@ -63,12 +63,12 @@ def test_native_kernels_equal_the_scan_across_tiles(built, gathered):
   d_index = rng.integers(0, 1501, length).astype(np.int32)
   if gathered:
     operands, options = (read, table, rows, phase, tap, d_positions), dict(d_index=d_index)
-    d_ref = sparse._channel_major(d_positions, d_index)
+    d_ref, d_shift = sparse._channel_major(d_positions, d_index), 0
   else:
-    operands, options, d_ref = (read, table, rows, phase, tap, d), {}, d[:, shift:shift + length]
-  dots = jax.jit(lambda *a: native.segment_dots(*a, 0 if gathered else shift, length, source,
-                                                shift, **options))(*operands)
-  ref = sparse._scan_segment_dots(src, table, rows, phase * length + tap, d_ref, length)
+    operands, options, d_ref, d_shift = (read, table, rows, phase, tap, d), {}, d, shift
+  dots = jax.jit(lambda *a: native.segment_dots(*a, d_shift, length, source, shift, **options))(
+      *operands)
+  ref = sparse._scan_segment_dots(src, table, rows, phase * length + tap, d_ref, d_shift, length)
   np.testing.assert_allclose(np.where(table >= 0, dots, 0), np.where(table >= 0, ref, 0),
                              rtol=1e-4, atol=1e-3)
   assert np.all(np.asarray(dots)[table < 0] == 0)
