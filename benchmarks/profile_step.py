@@ -5,7 +5,7 @@
         --skip=n2nskip --execution=sparse --top=20
 
 Takes the model flags of ``train_throughput.py``. Traces ``--iters`` steps of the masked
-model after ``--warmup`` (at least 2) and prints one JSON object per kind of XLA operation
+model after ``--warmup`` steps and prints one JSON object per kind of XLA operation
 taking at least 0.1 ms per step (a fusion's kind is its name without the number:
 ``ynn_fusion`` for the convolutions and matmuls, ``copy_bitcast_fusion`` for layout copies,
 ``while`` for loops...), the most expensive first, with milliseconds per step and how many
@@ -57,7 +57,7 @@ def main():
   p.add_argument('--top', type=int, default=10, help='single operations to list')
   args = p.parse_args()
   step, _ = make_step(make_config(args), False, args.batch)
-  for _ in range(max(2, args.warmup)):  # the second call compiles again (replicated state)
+  for _ in range(args.warmup):
     jax.block_until_ready(step())
   with tempfile.TemporaryDirectory() as trace_dir:
     with jax.profiler.trace(trace_dir, create_perfetto_trace=True):

@@ -18,12 +18,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from common import device_info, emit, timed
-from flax import jax_utils
 
 from configs import default
 from n2nskip_jax import network, pruning, sparsity
 from n2nskip_jax.models import create_model
-from n2nskip_jax.steps import AXIS, TrainState, create_optimizer, p_train_step
+from n2nskip_jax.steps import AXIS, TrainState, create_optimizer, p_train_step, replicate
 
 INPUTS = {'mlp': (32, 32, 3), 'vgg19': (32, 32, 3), 'resnet50': (32, 32, 3)}
 
@@ -58,7 +57,7 @@ def make_step(config, plain: bool, batch: int):
   rng = np.random.default_rng(0)
   data = {'image': jnp.asarray(rng.normal(size=(n, batch // n, *shape)), jnp.float32),
           'label': jnp.asarray(rng.integers(0, 10, (n, batch // n)), jnp.int32)}
-  holder = {'state': jax_utils.replicate(state)}
+  holder = {'state': replicate(state)}
 
   def step():
     holder['state'], metrics = p_train_step(holder['state'], data)

@@ -14,7 +14,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import optax
-from flax import traverse_util
+from flax import jax_utils, traverse_util
 from flax.training import train_state
 from jax import lax
 
@@ -159,3 +159,12 @@ def eval_step(state: TrainState, batch) -> dict:
 
 p_train_step = jax.pmap(train_step, axis_name=AXIS, donate_argnums=(0,))
 p_eval_step = jax.pmap(eval_step, axis_name=AXIS)
+_p_identity = jax.pmap(lambda tree: tree, axis_name=AXIS)
+
+
+def replicate(tree):
+  """``tree`` on every local device, laid out as :data:`p_train_step` lays out its outputs.
+  ``flax.jax_utils.replicate`` alone gives arrays whose sharding names another mesh axis, and
+  ``pmap`` compiled the train step a second time for the first step's outputs (7 s for
+  ResNet50's dense step on CPU, 18 s by its nonzeros)."""
+  return _p_identity(jax_utils.replicate(tree))

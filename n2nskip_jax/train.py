@@ -25,7 +25,7 @@ from n2nskip_jax.config import setup_logging, validate
 from n2nskip_jax.errors import Diverged, Interrupted, UserError
 from n2nskip_jax.metrics import MetricsWriter, Progress, write_json
 from n2nskip_jax.steps import AXIS, TrainState, create_optimizer, learning_rate_schedule
-from n2nskip_jax.steps import p_eval_step, p_train_step
+from n2nskip_jax.steps import p_eval_step, p_train_step, replicate
 
 
 def shard(batch: dict) -> dict:
@@ -215,7 +215,7 @@ def train_and_evaluate(config, workdir: str, masks=None) -> dict:
   steps_per_epoch, total = data.steps_per_epoch, config.num_epochs * data.steps_per_epoch
   lr = learning_rate_schedule(config, steps_per_epoch)
   writer = MetricsWriter(workdir, step, enabled=is_main)
-  p_state = jax_utils.replicate(state)
+  p_state = replicate(state)
   block = jax.default_backend() == 'cpu'  # docs/DESIGN.md, section 4: collectives on fake CPU devices
   start_time = time.time()
   progress = Progress(total, step, config.batch_size)

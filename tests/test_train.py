@@ -10,7 +10,7 @@ from conftest import make_config, read_jsonl, run_main
 from flax import traverse_util
 
 from n2nskip_jax import data as data_lib
-from n2nskip_jax import network, pruning, rundir, train
+from n2nskip_jax import network, pruning, rundir, steps, train
 
 TINY_RESNET = ['--config=configs/resnet50_c10.py', '--config.width_multiplier=0.0625',
                '--config.num_epochs=2', '--config.batch_size=32', '--config.eval_batch_size=64',
@@ -47,6 +47,25 @@ def test_dense_mlp_learns_mnist1d(tmp_path):
                        eval_every_epochs=15, log_every_steps=1000)
   summary = train.train_and_evaluate(config, str(tmp_path))
   assert summary['test_accuracy'] > 0.55  # chance is 0.10; published MLP: 0.68
+
+
+def test_train_step_is_compiled_once_per_run_and_resume(tmp_path, monkeypatch):
+  """The replicated state is laid out as the step's outputs, so its first outputs (and a resumed
+  run's state) reuse the compiled step: ``pmap`` traces the step once per compilation."""
+  import jax
+  traces = []
+
+  def counted(state, batch):
+    traces.append(1)
+    return steps.train_step(state, batch)
+  monkeypatch.setattr(train, 'p_train_step',
+                      jax.pmap(counted, axis_name=steps.AXIS, donate_argnums=(0,)))
+  config = make_config(model='mlp', dataset='mnist1d', num_epochs=1, log_every_steps=1000)
+  train.train_and_evaluate(config, str(tmp_path))
+  assert len(traces) == 1
+  config.num_epochs = 2  # resumes from the checkpoint of epoch 1
+  train.train_and_evaluate(config, str(tmp_path))
+  assert len(traces) == 1
 
 
 def test_quickstart_learns_and_masks_never_change(tmp_path):
