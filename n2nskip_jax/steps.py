@@ -159,7 +159,8 @@ def eval_step(state: TrainState, batch) -> dict:
 
 p_train_step = jax.pmap(train_step, axis_name=AXIS, donate_argnums=(0,))
 p_eval_step = jax.pmap(eval_step, axis_name=AXIS)
-_p_identity = jax.pmap(lambda tree: tree, axis_name=AXIS)
+# Donating its input: the replicated copy it lays out again is freed, not kept beside it.
+_p_identity = jax.pmap(lambda tree: tree, axis_name=AXIS, donate_argnums=(0,))
 
 
 def replicate(tree):
