@@ -7,9 +7,10 @@ import time
 import jax
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from n2nskip_jax import host_memory  # noqa: E402  (this checkout's package)
+from n2nskip_jax import host_memory, xla_flags  # noqa: E402  (this checkout's package)
 
 host_memory.reuse_freed_memory()  # before the first JAX computation, as the tools do
+xla_flags.convolutions_by_xla()
 
 
 def timed(fn, warmup: int, iters: int) -> float:
@@ -27,12 +28,14 @@ def timed(fn, warmup: int, iters: int) -> float:
 
 def device_info() -> dict:
   """The backend, whether sparse skip layers get the native CPU kernels (``N2NSKIP_NATIVE``),
-  and whether freed host memory is reused (``N2NSKIP_MALLOC``)."""
+  whether freed host memory is reused (``N2NSKIP_MALLOC``) and whether XLA:CPU runs its
+  convolutions itself (``N2NSKIP_XLA_FLAGS``)."""
   from n2nskip_jax import native
   d = jax.devices()[0]
   return {'backend': jax.default_backend(), 'device': d.device_kind, 'devices': jax.device_count(),
           'native_kernels': native.available(),
-          'reuse_freed_memory': host_memory.reuse_freed_memory()}
+          'reuse_freed_memory': host_memory.reuse_freed_memory(),
+          'convolutions_by_xla': xla_flags.convolutions_by_xla()}
 
 
 def emit(record: dict) -> None:

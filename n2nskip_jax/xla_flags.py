@@ -1,0 +1,35 @@
+"""XLA:CPU's convolutions by XLA itself, not by YNNPACK (README, Performance).
+
+jaxlib 0.10's XLA:CPU hands dots, reductions and convolutions to YNNPACK: its default
+``--xla_cpu_experimental_ynn_fusion_type`` is ``individual_dot,individual_convolution,reduce``.
+YNNPACK's convolutions are the slower of the two on this project's shapes, their gradients
+most: forward + backward of a 3x3 conv, batch 32, 32x32x64 -> 64, took 30.1 ms against 18.1 ms
+by XLA's own convolution on the development machine, and no shape of VGG19's or ResNet50's 3x3
+convs was slower by XLA's. :func:`convolutions_by_xla` keeps YNNPACK's dots and reductions and
+drops its convolutions (``individual_dot,reduce``).
+
+XLA reads ``XLA_FLAGS`` once, when JAX starts its first backend: the command-line tools call
+this first thing (``cli.run``); in a notebook, call it before the first JAX computation. A
+setting of the flag already in ``XLA_FLAGS`` is kept; ``N2NSKIP_XLA_FLAGS=0`` leaves XLA's
+default. Accelerators ignore the flag.
+"""
+import functools
+import os
+
+FLAG = '--xla_cpu_experimental_ynn_fusion_type'
+VALUE = 'individual_dot,reduce'
+
+
+@functools.lru_cache(maxsize=None)
+def convolutions_by_xla() -> bool:
+  """Adds ``FLAG=VALUE`` to ``XLA_FLAGS`` (module docstring); whether XLA:CPU will run with it:
+  ``False`` with ``N2NSKIP_XLA_FLAGS=0``, with another setting of the flag in ``XLA_FLAGS``, or
+  once a backend has started (then nothing is changed)."""
+  flags = os.environ.get('XLA_FLAGS', '')
+  if os.environ.get('N2NSKIP_XLA_FLAGS', '1') == '0' or FLAG in flags:
+    return f'{FLAG}={VALUE}' in flags.split()
+  from jax._src import xla_bridge  # here: importing this module does not import JAX
+  if xla_bridge.backends_are_initialized():
+    return False
+  os.environ['XLA_FLAGS'] = f'{flags} {FLAG}={VALUE}'.strip()
+  return True

@@ -1,0 +1,71 @@
+"""xla_flags: XLA:CPU runs convolutions itself and keeps YNNPACK's dots; the same results."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+# In a fresh process (XLA reads XLA_FLAGS when its first backend starts; with LATE set, one has
+# started before the call): a 3x3 conv and a
+# matmul; whether the compiled conv is XLA's own (not in a fusion), whether the dot is still
+# YNNPACK's, and the conv's output and gradients on fixed inputs.
+SCRIPT = """
+import json, os
+import jax, jax.numpy as jnp, numpy as np
+from n2nskip_jax import xla_flags
+if os.environ.get('LATE'):  # a backend started first
+  jnp.ones(1).block_until_ready()
+applied = xla_flags.convolutions_by_xla()
+from jax import lax
+conv = lambda x, w: lax.conv_general_dilated(x, w, (1, 1), 'SAME',
+                                             dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+rng = np.random.default_rng(0)
+x, w = rng.normal(size=(4, 8, 8, 16)).astype('f4'), rng.normal(size=(3, 3, 16, 32)).astype('f4')
+a, b = rng.normal(size=(64, 128)).astype('f4'), rng.normal(size=(128, 64)).astype('f4')
+hlo = jax.jit(lambda x, w, a, b: (conv(x, w), a @ b)).lower(x, w, a, b).compile().as_text()
+entry = hlo[hlo.index('ENTRY'):]  # the computation run, where YNNPACK's fusions are called
+loss = lambda x, w: jnp.sum(jnp.sin(conv(x, w)))
+grads = jax.jit(jax.grad(loss, (0, 1)))(x, w)
+print(json.dumps({'applied': applied, 'xla_flags': os.environ.get('XLA_FLAGS'),
+                  'own_conv': 'convolution(' in entry, 'ynn': '__ynn_fusion' in entry,
+                  'y': np.asarray(conv(x, w)).ravel()[::97].tolist(),
+                  'dx': np.asarray(grads[0]).ravel()[::31].tolist(),
+                  'dw': np.asarray(grads[1]).ravel()[::37].tolist()}))
+"""
+
+
+def _run(**env) -> dict:
+  env = {k: v for k, v in {**os.environ, 'JAX_PLATFORMS': 'cpu', **env}.items() if v is not None}
+  out = subprocess.run([sys.executable, '-c', SCRIPT], env=env, check=True, text=True,
+                       capture_output=True).stdout
+  return json.loads(out.splitlines()[-1])
+
+
+def test_convolutions_by_xla_and_dots_by_ynnpack_with_the_same_results():
+  on = _run(XLA_FLAGS=None, N2NSKIP_XLA_FLAGS=None)
+  off = _run(XLA_FLAGS=None, N2NSKIP_XLA_FLAGS='0')
+  assert on['applied'] and on['xla_flags'] == '--xla_cpu_experimental_ynn_fusion_type=individual_dot,reduce'
+  assert not off['applied'] and off['xla_flags'] is None
+  # XLA's default puts the conv inside a YNNPACK fusion; the flag leaves it to XLA, dots not.
+  assert on['own_conv'] and on['ynn']
+  assert not off['own_conv'] and off['ynn']
+  for key in ('y', 'dx', 'dw'):  # the same sums in another order: float32 rounding apart
+    scale = np.max(np.abs(off[key]))
+    np.testing.assert_allclose(on[key], off[key], rtol=0, atol=1e-5 * scale)
+
+
+def test_nothing_changed_or_claimed_once_a_backend_has_started():
+  late = _run(XLA_FLAGS=None, N2NSKIP_XLA_FLAGS=None, LATE='1')
+  assert not late['applied'] and late['xla_flags'] is None and not late['own_conv']
+
+
+def test_a_setting_of_the_flag_in_xla_flags_is_kept():
+  mine = '--xla_cpu_experimental_ynn_fusion_type= --xla_cpu_enable_fast_math=false'
+  kept = _run(XLA_FLAGS=mine, N2NSKIP_XLA_FLAGS=None)
+  assert not kept['applied'] and kept['xla_flags'] == mine
+  assert kept['own_conv'] and not kept['ynn']  # the user's: nothing to YNNPACK
+  other = _run(XLA_FLAGS='--xla_cpu_enable_fast_math=false', N2NSKIP_XLA_FLAGS=None)
+  assert other['applied'] and other['xla_flags'] == (
+      '--xla_cpu_enable_fast_math=false '
+      '--xla_cpu_experimental_ynn_fusion_type=individual_dot,reduce')
