@@ -16,6 +16,10 @@ Runs with glibc's default malloc (``N2NSKIP_MALLOC=0`` unless set; ``n2nskip_jax
 with freed memory reused, the traced operations add up to about twice what they do with the
 default (ResNet50 RP: 2561 against 1374 ms, for a step of about 1.0 s untraced), so a profile
 keeps the default's smaller distortion: a page fault per 4 KiB that an operation writes first.
+And with YNNPACK's convolutions, XLA:CPU's default (``N2NSKIP_XLA_FLAGS=0`` unless set;
+``n2nskip_jax.xla_flags``): XLA's own convolutions, which the tools run, finish outside their
+trace events (VGG19's dense step: 4 traced ms for its convolutions, in a step of about 235 ms),
+so a profile would not see them.
 """
 import collections
 import glob
@@ -26,6 +30,7 @@ import re
 import tempfile
 
 os.environ.setdefault('N2NSKIP_MALLOC', '0')  # before common.py sets up host memory
+os.environ.setdefault('N2NSKIP_XLA_FLAGS', '0')  # and XLA's flags
 
 import jax  # noqa: E402
 from common import emit  # noqa: E402
