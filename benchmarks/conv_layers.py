@@ -2,7 +2,7 @@
 
     python benchmarks/conv_layers.py                        # XLA's own convolutions (the tools')
     N2NSKIP_XLA_FLAGS=0 python benchmarks/conv_layers.py    # XLA:CPU's default: YNNPACK's
-    python benchmarks/conv_layers.py --framework=torch      # PyTorch eager (pip install -e '.[bench]')
+    python benchmarks/conv_layers.py --framework=torch      # PyTorch ('.[bench]' extra)
 
 The 3x3 convs of VGG19 (CIFAR) and ResNet50-C10 on maps of more than 16 positions, where
 ``layers.dense_conv`` runs XLA's convolution (``n2nskip_jax/xla_flags.py`` says which code runs

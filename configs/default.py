@@ -17,7 +17,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.half_precision = False           # bf16 compute (params and optimizer stay float32)
   c.conv_impl = 'auto'               # 'xla' | 'patches' (conv as one matmul) | 'auto': patches on
                                      # CPU for 1x1 kernels and output maps of <= 16 positions (see
-                                     # README, Performance)
+                                     # docs/PERFORMANCE.md)
   c.init = 'torch'                   # 'torch': the paper's framework's initializers (torchvision
                                      # VGG/ResNet schemes, nn.Linear's default); 'flax': Flax's
                                      # defaults (lecun_normal, zero bias). See models/inits.py.
@@ -62,8 +62,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.pruning.execution = 'auto'       # the pruned layers but the skips (skip.execution): 'dense':
                                      # masked dense-shaped kernels | 'sparse': by their nonzeros
                                      # (work scales with them) | 'auto': sparse on CPU for kernels
-                                     # <= 8 % nonzero (2 % without the native kernels; README,
-                                     # Performance)
+                                     # <= 8 % nonzero (2 % without the native kernels;
+                                     # docs/PERFORMANCE.md)
   # --- skip connections (n2nskip_jax.models.skips) ------------------------------
   c.skip = ml_collections.ConfigDict()
   c.skip.kind = 'none'               # 'none' | 'n2nskip' (Eq. 2) | 'resskip' (Eq. 1)
@@ -73,5 +73,5 @@ def get_config() -> ml_collections.ConfigDict:
   c.skip.execution = 'auto'          # 'dense': skip layers as masked dense-shaped kernels | 'sparse':
                                      # by their nonzeros (work scales with them) | 'auto': sparse on
                                      # CPU for skip kernels <= 8 % nonzero (2 % without the
-                                     # native kernels; README, Performance)
+                                     # native kernels; docs/PERFORMANCE.md)
   return c

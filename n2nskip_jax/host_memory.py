@@ -4,12 +4,12 @@ Every execution of a jitted step on XLA:CPU allocates its temporaries as one buf
 ResNet50's train step at batch 32, from one of XLA's worker threads. glibc's malloc serves a
 request that large from a fresh ``mmap`` (outside the main arena it has no other way) and
 ``munmap``s it when it is freed, so each step faults in every page of it again: 374k page
-faults and about 0.6 s of kernel time per step on the development machine (README,
-Performance). :func:`reuse_freed_memory` makes every thread allocate from the main arena
-(``M_ARENA_MAX=1``), which grows with ``brk`` instead of ``mmap`` (``M_MMAP_MAX=0``) and never
-gives memory back (``M_TRIM_THRESHOLD=-1``): from the second step on, the step's buffer is the
-previous step's, already mapped. The price: the process keeps its peak memory until it exits,
-and that peak is higher (README, Performance); and threads that allocate much at the same time
+faults and about 0.6 s of kernel time per step on the development machine
+(docs/PERFORMANCE.md). :func:`reuse_freed_memory` makes every thread allocate from the main
+arena (``M_ARENA_MAX=1``), which grows with ``brk`` instead of ``mmap`` (``M_MMAP_MAX=0``) and
+never gives memory back (``M_TRIM_THRESHOLD=-1``): from the second step on, the step's buffer
+is the previous step's, already mapped. The price: the process keeps its peak memory until it exits,
+and that peak is higher (docs/PERFORMANCE.md); and threads that allocate much at the same time
 wait for each other's lock on the one arena (under ``jax.profiler``, traced operations take about
 twice as long, so ``benchmarks/profile_step.py`` turns this off).
 

@@ -78,7 +78,7 @@ class MaskedDense(nn.Module):
 CONV_IMPLS = ('auto', 'xla', 'patches')
 # 'auto' uses the patches matmul on the CPU backend for 1x1 kernels (a plain matmul: XLA:CPU's
 # convolution gradients transpose whole activations) and for output maps of at most this many
-# positions, where XLA:CPU's convolution is slowest (README, Performance).
+# positions, where XLA:CPU's convolution is slowest (docs/PERFORMANCE.md).
 PATCHES_MAX_POSITIONS = 16
 
 
@@ -105,7 +105,7 @@ def patches_matmul(patches, kernel):
   summed over positions by whichever operand is narrower transposed: XLA:CPU moves the
   positions axis of the left operand of that contraction to the minor side with a copy, and
   JAX's own transpose rule puts ``dy`` there, the wider of the two for a bottleneck's
-  expanding 1x1 convs (README, Performance)."""
+  expanding 1x1 convs (docs/PERFORMANCE.md)."""
   return patches @ kernel
 
 

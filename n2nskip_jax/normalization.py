@@ -12,7 +12,7 @@ Szegedy (2015, Sec. 3; ``x_hat = (x - mean) / sqrt(var + eps)``, ``M`` positions
 
 with the sums over the global batch in ``d_x``. Autodiff of Flax's formulation keeps ``x -
 mean`` as an extra activation-sized array and reduces over four arrays; this takes two sums
-(of ``dy`` and ``dy * x``) and one elementwise pass (README, Performance). The closed form is
+(of ``dy`` and ``dy * x``) and one elementwise pass (docs/PERFORMANCE.md). The closed form is
 itself differentiable (second derivatives in reverse mode), but as a custom VJP it has no
 forward mode (``jax.jvp``). Elsewhere JAX differentiates the same forward formula.
 """

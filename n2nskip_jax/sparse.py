@@ -39,7 +39,7 @@ from n2nskip_jax import native
 NONZEROS = 'nonzeros'
 EXECUTIONS = ('auto', 'dense', 'sparse')
 # 'auto' runs a masked layer by its nonzeros on the CPU backend when at most this share of its
-# kernel is nonzero, with the native kernels or with the scan (README, Performance: the
+# kernel is nonzero, with the native kernels or with the scan (docs/PERFORMANCE.md: the
 # measured per-layer crossover against the dense path, skip and main-path shapes).
 AUTO_MAX_DENSITY = {'native': 0.08, 'scan': 0.02}
 
@@ -311,7 +311,7 @@ def _scan_segment_dots(src, table, rows, offsets, d, shift, length):
   def column(_, k):
     d_pos = d[:, shift:shift + length]  # sliced in the loop: not copied out of `d`
     # Row sums as a matrix-vector product: in the ResNet50 step XLA:CPU runs it faster than
-    # jnp.sum or a batched dot_general (README, Performance).
+    # jnp.sum or a batched dot_general (docs/PERFORMANCE.md).
     return None, (_segments(src, *k, length) * d_pos) @ ones
   return lax.scan(column, None, (rows.T, offsets.T))[1].T
 

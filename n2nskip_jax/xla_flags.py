@@ -1,4 +1,4 @@
-"""XLA:CPU's convolutions by XLA itself, not by YNNPACK (README, Performance).
+"""XLA:CPU's convolutions by XLA itself, not by YNNPACK (docs/PERFORMANCE.md).
 
 jaxlib 0.10's XLA:CPU hands dots, reductions and convolutions to YNNPACK: its default
 ``--xla_cpu_experimental_ynn_fusion_type`` is ``individual_dot,individual_convolution,reduce``.

@@ -46,7 +46,7 @@ def adaptive_avg_pool(x: jnp.ndarray, size: int) -> jnp.ndarray:
 def max_pool_2x2(x: jnp.ndarray) -> jnp.ndarray:
   """2x2 max-pooling, stride 2 (an odd last row or column is dropped, as ``nn.max_pool``), as a
   max over a reshape: its gradient is elementwise, where XLA:CPU expands ``reduce_window``'s
-  into scatters (README, Performance). Exact ties share the gradient equally."""
+  into scatters (docs/PERFORMANCE.md). Exact ties share the gradient equally."""
   n, h, w, c = x.shape
   x = x[:, :h - h % 2, :w - w % 2]
   return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
