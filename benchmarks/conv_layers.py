@@ -12,8 +12,11 @@ milliseconds of ``--iters`` calls.
 """
 import argparse
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 from common import device_info, emit, timed
+from n2nskip_jax import layers
 
 # (input size, input channels, output channels, stride)
 SHAPES = ((32, 3, 64, 1), (32, 64, 64, 1), (16, 64, 128, 1), (16, 128, 128, 1), (8, 128, 256, 1),
@@ -21,10 +24,6 @@ SHAPES = ((32, 3, 64, 1), (32, 64, 64, 1), (16, 64, 128, 1), (16, 128, 128, 1), 
 
 
 def jax_timings(x, w, stride: int, iters: int) -> dict:
-  import jax
-  import jax.numpy as jnp
-  from n2nskip_jax import layers
-
   def conv(x, w):
     return layers.dense_conv(x, w, (stride, stride), [(1, 1), (1, 1)], 'xla')
 

@@ -8,10 +8,10 @@ faults and about 0.6 s of kernel time per step on the development machine
 (docs/PERFORMANCE.md). :func:`reuse_freed_memory` makes every thread allocate from the main
 arena (``M_ARENA_MAX=1``), which grows with ``brk`` instead of ``mmap`` (``M_MMAP_MAX=0``) and
 never gives memory back (``M_TRIM_THRESHOLD=-1``): from the second step on, the step's buffer
-is the previous step's, already mapped. The price: the process keeps its peak memory until it exits,
-and that peak is higher (docs/PERFORMANCE.md); and threads that allocate much at the same time
-wait for each other's lock on the one arena (under ``jax.profiler``, traced operations take about
-twice as long, so ``benchmarks/profile_step.py`` turns this off).
+is the previous step's, already mapped. The price: the process keeps its peak memory until it
+exits, and that peak is higher (docs/PERFORMANCE.md); and threads that allocate much at the same
+time wait for each other's lock on the one arena (under ``jax.profiler``, traced operations take
+about twice as long, so ``benchmarks/profile_step.py`` turns this off).
 
 The command-line tools call it first thing (``cli.run``); in a notebook, call it before the
 first JAX computation (threads that have allocated already keep their own arenas). Only for

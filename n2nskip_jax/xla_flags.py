@@ -5,8 +5,9 @@ jaxlib 0.10's XLA:CPU hands dots, reductions and convolutions to YNNPACK: its de
 YNNPACK's convolutions are the slower of the two on this project's shapes, their gradients
 most: forward + backward of a 3x3 conv, batch 32, 32x32x64 -> 64, took 36-37 ms against 21.5 ms
 by XLA's own convolution on the development machine (``benchmarks/conv_layers.py``), and every
-3x3 conv of VGG19 and ResNet50 but the 3-channel stems' (0.8 ms slower) was faster by XLA's. :func:`convolutions_by_xla` keeps YNNPACK's dots and reductions and
-drops its convolutions (``individual_dot,reduce``).
+3x3 conv of VGG19 and ResNet50 but the 3-channel stems' (0.8 ms slower) was faster by XLA's.
+:func:`convolutions_by_xla` keeps YNNPACK's dots and reductions and drops its convolutions
+(``individual_dot,reduce``).
 
 XLA reads ``XLA_FLAGS`` once, when JAX starts its first backend: the command-line tools call
 this first thing (``cli.run``); in a notebook, call it before the first JAX computation. A
