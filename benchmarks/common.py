@@ -7,10 +7,9 @@ import time
 import jax
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from n2nskip_jax import host_memory, xla_flags  # noqa: E402  (this checkout's package)
+from n2nskip_jax import startup  # noqa: E402  (this checkout's package)
 
-host_memory.reuse_freed_memory()  # before the first JAX computation, as the tools do
-xla_flags.convolutions_by_xla()
+startup.before_jax()  # before the first JAX computation, as the tools do
 
 
 def timed(fn, warmup: int, iters: int) -> float:
@@ -28,14 +27,12 @@ def timed(fn, warmup: int, iters: int) -> float:
 
 def device_info() -> dict:
   """The backend, whether sparse skip layers get the native CPU kernels (``N2NSKIP_NATIVE``),
-  whether freed host memory is reused (``N2NSKIP_MALLOC``) and whether XLA:CPU runs its
-  convolutions itself (``N2NSKIP_XLA_FLAGS``)."""
+  and which settings of :func:`startup.before_jax` are in effect: freed host memory reused
+  (``N2NSKIP_MALLOC``), XLA:CPU's own convolutions (``N2NSKIP_XLA_FLAGS``)."""
   from n2nskip_jax import native
   d = jax.devices()[0]
   return {'backend': jax.default_backend(), 'device': d.device_kind, 'devices': jax.device_count(),
-          'native_kernels': native.available(),
-          'reuse_freed_memory': host_memory.reuse_freed_memory(),
-          'convolutions_by_xla': xla_flags.convolutions_by_xla()}
+          'native_kernels': native.available(), **startup.before_jax()}
 
 
 def emit(record: dict) -> None:

@@ -7,6 +7,7 @@ and initialize, and which skip layers run by their nonzeros); ``pruning`` (the m
 structured, budgets, a registry of methods) and ``sparsity`` (counting); ``steps`` and
 ``train`` (pmapped training, resumable) with ``rundir`` and ``checkpoints``;
 ``connectivity`` (channel graphs, heat diffusion, scatter, the analysis library);
-``study`` (grids of runs with statistics); ``analyze`` and ``cli`` (command lines).
+``study`` (grids of runs with statistics); ``analyze`` and ``cli`` (command lines), with
+``startup`` (process settings before JAX starts: ``host_memory``, ``xla_flags``).
 """
 __version__ = '0.1.0'

@@ -11,7 +11,7 @@ import sys
 
 from absl import app, flags
 
-from n2nskip_jax import host_memory, xla_flags
+from n2nskip_jax import startup
 from n2nskip_jax.errors import UserError
 
 EXIT_USER, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 130
@@ -63,12 +63,10 @@ def _explain(argv, error: Exception) -> str:
 
 
 def run(main):
-  """``app.run(main)`` as every tool runs: freed host memory reused
-  (:func:`host_memory.reuse_freed_memory`) and XLA:CPU's convolutions by XLA
-  (:func:`xla_flags.convolutions_by_xla`), both before any JAX computation; flags parsed by
+  """``app.run(main)`` as every tool runs: the process settings of :func:`startup.before_jax`
+  first (freed host memory reused, XLA:CPU's own convolutions), flags parsed by
   :func:`parse_flags`."""
-  host_memory.reuse_freed_memory()
-  xla_flags.convolutions_by_xla()
+  startup.before_jax()
   app.run(main, flags_parser=parse_flags)
 
 

@@ -9,10 +9,10 @@ by XLA's own convolution on the development machine (``benchmarks/conv_layers.py
 :func:`convolutions_by_xla` keeps YNNPACK's dots and reductions and drops its convolutions
 (``individual_dot,reduce``).
 
-XLA reads ``XLA_FLAGS`` once, when JAX starts its first backend: the command-line tools call
-this first thing (``cli.run``); in a notebook, call it before the first JAX computation. A
-setting of the flag already in ``XLA_FLAGS`` is kept; ``N2NSKIP_XLA_FLAGS=0`` leaves XLA's
-default. Accelerators ignore the flag.
+XLA reads ``XLA_FLAGS`` once, when JAX starts its first backend: every tool applies this first
+thing, with the other settings of ``startup.before_jax``; in a notebook, call that before the
+first JAX computation. A setting of the flag already in ``XLA_FLAGS`` is kept;
+``N2NSKIP_XLA_FLAGS=0`` leaves XLA's default. Accelerators ignore the flag.
 """
 import functools
 import os
