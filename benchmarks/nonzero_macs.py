@@ -4,10 +4,10 @@
     python benchmarks/nonzero_macs.py --model=resnet50 --density=0.05 --skip=n2nskip
 
 Takes the model flags of ``train_throughput.py`` and prunes as it does (RP at ``--density``).
-Prints one JSON object per group of masked layers (``sequential``, ``skip``: the layers of
-``models.skips.is_skip_path``): their nonzero weights, the multiply-adds of one image's forward
-pass by those nonzeros (each nonzero times its layer's output positions), and the elements
-their outputs hold per image, which every step writes and reads whatever the density. What
+Prints one JSON object per group of masked layers (``sequential``, ``skip``, as
+``sparsity.layer_table`` tells them apart): their nonzero weights, the multiply-adds of one
+image's forward pass by those nonzeros (each nonzero times its layer's output positions), and
+the elements their outputs hold per image, which every step writes and reads whatever the density. What
 execution by nonzeros costs scales with the first two; BatchNorm, ReLU and the additions that
 follow each layer scale with the third.
 """
@@ -17,27 +17,23 @@ from common import emit
 from flax import traverse_util
 from train_throughput import INPUTS, make_config, parser
 
-from n2nskip_jax import network, pruning
-from n2nskip_jax.models.skips import is_skip_path
+from n2nskip_jax import network, pruning, sparsity
 
 
 def work(config) -> dict:
   """``{group: {'nonzeros', 'macs', 'output_elements'}}`` per image (module docstring)."""
   model, variables = network.init(config, 10, INPUTS[config.model])
-  masks = traverse_util.flatten_dict(pruning.prune(config, variables))
+  masks = pruning.prune(config, variables)
   image = jnp.zeros((1, *INPUTS[config.model]), jnp.float32)
   _, state = model.apply(variables, image, train=False, capture_intermediates=True,
                          mutable=['intermediates'])
-  outputs = traverse_util.flatten_dict(state['intermediates'])
+  outputs = traverse_util.flatten_dict(state['intermediates'], sep='/')
   groups = {g: {'nonzeros': 0, 'macs': 0, 'output_elements': 0} for g in ('sequential', 'skip')}
-  for path, mask in masks.items():
-    layer = path[:-1]
-    out = outputs[layer + ('__call__',)][0]
-    positions = int(np.prod(out.shape[1:-1]))  # 1 for a dense layer
-    nonzeros = int(np.count_nonzero(np.asarray(mask)))
-    group = groups['skip' if is_skip_path(layer) else 'sequential']
-    group['nonzeros'] += nonzeros
-    group['macs'] += nonzeros * positions
+  for row in sparsity.layer_table(masks):
+    out = outputs[row['layer'] + '/__call__'][0]
+    group = groups['skip' if row['skip'] else 'sequential']
+    group['nonzeros'] += row['nonzero']
+    group['macs'] += row['nonzero'] * int(np.prod(out.shape[1:-1]))  # positions: 1 if dense
     group['output_elements'] += int(out.size)
   return groups
 
