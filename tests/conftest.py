@@ -51,6 +51,15 @@ def run_main(*flags, devices: int = 1, mock_examples: int | None = None, timeout
   return subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
+def run_fresh(script: str, **env) -> dict:
+  """Runs ``script`` in a fresh Python process on the CPU backend, with ``env`` over this one's
+  environment (a ``None`` value unsets the variable), and returns the JSON of its last line."""
+  env = {k: v for k, v in {**os.environ, 'JAX_PLATFORMS': 'cpu', **env}.items() if v is not None}
+  out = subprocess.run([sys.executable, '-c', script], env=env, check=True, text=True,
+                       capture_output=True).stdout
+  return json.loads(out.splitlines()[-1])
+
+
 def read_jsonl(path):
   with open(path) as f:
     return [json.loads(line) for line in f if line.strip()]

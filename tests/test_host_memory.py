@@ -1,11 +1,8 @@
 """host_memory: a jitted call's large temporary reuses freed pages instead of faulting in new ones."""
-import json
-import os
 import platform
-import subprocess
-import sys
 
 import pytest
+from conftest import run_fresh
 
 # In a fresh process (the setting must come before JAX starts its threads): a jitted call whose
 # temporary is a 256 MB matrix, run four times; the minor page faults of the last three.
@@ -25,18 +22,11 @@ print(json.dumps({'reused': reused, 'faults': faults}))
 """
 
 
-def _faults(setting: str) -> dict:
-  env = {**os.environ, 'N2NSKIP_MALLOC': setting, 'JAX_PLATFORMS': 'cpu'}
-  out = subprocess.run([sys.executable, '-c', SCRIPT], env=env, check=True, text=True,
-                       capture_output=True).stdout
-  return json.loads(out.splitlines()[-1])
-
-
 @pytest.mark.skipif(platform.system() != 'Linux' or platform.libc_ver()[0] != 'glibc',
                     reason='glibc malloc only')
 def test_temporaries_reuse_freed_pages_unless_turned_off():
   pages = 8192 * 8192 * 4 // 4096  # of one temporary
-  off, on = _faults('0'), _faults('1')
+  off, on = run_fresh(SCRIPT, N2NSKIP_MALLOC='0'), run_fresh(SCRIPT, N2NSKIP_MALLOC='1')
   assert not off['reused'] and on['reused']
   # glibc's default maps a fresh temporary per call (its pages faulted in again each time)...
   assert off['faults'] > 2 * pages

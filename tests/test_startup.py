@@ -1,11 +1,8 @@
 """startup.before_jax: applies every setting that must precede JAX, and says which took effect."""
-import json
-import os
 import platform
-import subprocess
-import sys
 
 import pytest
+from conftest import run_fresh
 
 # In a fresh process: what before_jax returns, what a second call returns, XLA_FLAGS after it,
 # and what each setting's own function says afterwards.
@@ -22,12 +19,7 @@ GLIBC = platform.system() == 'Linux' and platform.libc_ver()[0] == 'glibc'
 
 
 def _run(setting: str) -> dict:
-  env = {**os.environ, 'N2NSKIP_MALLOC': setting, 'N2NSKIP_XLA_FLAGS': setting,
-         'JAX_PLATFORMS': 'cpu'}
-  env.pop('XLA_FLAGS', None)
-  out = subprocess.run([sys.executable, '-c', SCRIPT], env=env, check=True, text=True,
-                       capture_output=True).stdout
-  return json.loads(out.splitlines()[-1])
+  return run_fresh(SCRIPT, N2NSKIP_MALLOC=setting, N2NSKIP_XLA_FLAGS=setting, XLA_FLAGS=None)
 
 
 @pytest.mark.skipif(not GLIBC, reason='the host memory setting is for glibc only')

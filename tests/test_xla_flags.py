@@ -1,10 +1,6 @@
 """xla_flags: XLA:CPU runs convolutions itself and keeps YNNPACK's dots; the same results."""
-import json
-import os
-import subprocess
-import sys
-
 import numpy as np
+from conftest import run_fresh
 
 # In a fresh process (XLA reads XLA_FLAGS when its first backend starts; with LATE set, one has
 # started before the call): a 3x3 conv and a
@@ -36,10 +32,7 @@ print(json.dumps({'applied': applied, 'xla_flags': os.environ.get('XLA_FLAGS'),
 
 
 def _run(**env) -> dict:
-  env = {k: v for k, v in {**os.environ, 'JAX_PLATFORMS': 'cpu', **env}.items() if v is not None}
-  out = subprocess.run([sys.executable, '-c', SCRIPT], env=env, check=True, text=True,
-                       capture_output=True).stdout
-  return json.loads(out.splitlines()[-1])
+  return run_fresh(SCRIPT, **env)
 
 
 def test_convolutions_by_xla_and_dots_by_ynnpack_with_the_same_results():
