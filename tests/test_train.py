@@ -93,6 +93,7 @@ def test_quickstart_learns_and_masks_never_change(tmp_path):
 def test_killed_run_resumes_to_the_same_parameters(tmp_path):
   killed, whole = tmp_path / 'killed', tmp_path / 'whole'
   ckpts = killed / 'checkpoints'
+  uninterrupted = run_main(*QUICK, f'--workdir={whole}', wait=False)  # side by side
   proc = run_main(*QUICK, f'--workdir={killed}', wait=False)
   deadline = time.time() + 300
   while time.time() < deadline and proc.poll() is None:
@@ -108,7 +109,8 @@ def test_killed_run_resumes_to_the_same_parameters(tmp_path):
   resumed = run_main(*QUICK, f'--workdir={killed}')
   assert resumed.returncode == 0, resumed.stderr
   assert f'Resuming from checkpoint at step {saved}' in resumed.stderr
-  assert run_main(*QUICK, f'--workdir={whole}').returncode == 0
+  output = uninterrupted.communicate(timeout=600)[0]
+  assert uninterrupted.returncode == 0, output
   step_a, params_a = final_params(killed)
   step_b, params_b = final_params(whole)
   assert step_a == step_b == total
@@ -121,11 +123,13 @@ def test_killed_run_resumes_to_the_same_parameters(tmp_path):
 
 def test_two_devices_follow_the_one_device_trajectory(tmp_path):
   """Same global batch on 2 devices (pmean of grads and of BatchNorm statistics) as on 1."""
+  runs = {devices: run_main(*TINY_VGG, f'--workdir={tmp_path / str(devices)}', devices=devices,
+                            mock_examples=64, wait=False) for devices in (1, 2)}  # side by side
   losses = {}
-  for devices in (1, 2):
+  for devices, proc in runs.items():
+    output = proc.communicate(timeout=600)[0]
+    assert proc.returncode == 0, output
     workdir = tmp_path / str(devices)
-    r = run_main(*TINY_VGG, f'--workdir={workdir}', devices=devices, mock_examples=64)
-    assert r.returncode == 0, r.stderr
     assert json.loads((workdir / 'summary.json').read_text())['devices'] == devices
     losses[devices] = [m['train_loss'] for m in read_jsonl(workdir / 'metrics.jsonl')
                        if 'train_loss' in m]
