@@ -11,12 +11,17 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-# One persistent compilation cache for the session, this process and the main.py processes it
-# starts (they inherit the environment): many tests compile the same tiny models again, and
-# compiling is most of their time on 2 cores. Set before JAX is imported.
+# One persistent compilation cache for the session, this process and the processes it starts
+# (main.py runs, pytest-xdist's workers: they inherit the environment): many tests compile the
+# same tiny models again, and compiling is most of their time on 2 cores. Set before JAX is
+# imported.
 COMPILATION_CACHE = tempfile.mkdtemp(prefix='n2nskip-jax-tests-')
 os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', COMPILATION_CACHE)
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.5')
+# Under pytest-xdist (`-n 2`), each worker is a process of its own: on a GPU host, JAX's default
+# of claiming most of the GPU's memory in the first would leave none for the second.
+if os.environ.get('PYTEST_XDIST_WORKER'):
+  os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
 
 
 def pytest_sessionfinish(session, exitstatus):
