@@ -7,9 +7,9 @@ import time
 import jax
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from n2nskip_jax import startup  # noqa: E402  (this checkout's package)
+from n2nskip_jax import execution  # noqa: E402  (this checkout's package)
 
-startup.before_jax()  # before the first JAX computation, as the tools do
+execution.before_jax()  # before the first JAX computation, as the tools do
 
 
 def timed(fn, warmup: int, iters: int) -> float:
@@ -27,12 +27,12 @@ def timed(fn, warmup: int, iters: int) -> float:
 
 def device_info() -> dict:
   """The backend, whether sparse skip layers get the native CPU kernels (``N2NSKIP_NATIVE``),
-  and which settings of :func:`startup.before_jax` are in effect: freed host memory reused
+  and which settings of :func:`execution.before_jax` are in effect: freed host memory reused
   (``N2NSKIP_MALLOC``), XLA:CPU's own convolutions (``N2NSKIP_XLA_FLAGS``)."""
-  from n2nskip_jax import native
+  from n2nskip_jax.execution import native
   d = jax.devices()[0]
   return {'backend': jax.default_backend(), 'device': d.device_kind, 'devices': jax.device_count(),
-          'native_kernels': native.available(), **startup.before_jax()}
+          'native_kernels': native.available(), **execution.before_jax()}
 
 
 def emit(record: dict) -> None:

@@ -5,7 +5,7 @@
     python benchmarks/conv_layers.py --framework=torch      # PyTorch ('.[bench]' extra)
 
 The 3x3 convs of VGG19 (CIFAR) and ResNet50-C10 on maps of more than 16 positions, where
-``layers.dense_conv`` runs XLA's convolution (``n2nskip_jax/xla_flags.py`` says which code runs
+``execution.layers.dense_conv`` runs XLA's convolution (``n2nskip_jax/execution/xla_flags.py`` says which code runs
 it on CPU): batch 32, NHWC/HWIO in JAX, NCHW/OIHW in PyTorch. Forward + backward is the
 gradient with respect to the input and the kernel. One JSON object per shape, median
 milliseconds of ``--iters`` calls.
@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from common import device_info, emit, timed
-from n2nskip_jax import layers
+from n2nskip_jax.execution import layers
 
 # (input size, input channels, output channels, stride)
 SHAPES = ((32, 3, 64, 1), (32, 64, 64, 1), (16, 64, 128, 1), (16, 128, 128, 1), (8, 128, 256, 1),

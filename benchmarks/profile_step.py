@@ -12,7 +12,7 @@ taking at least 0.1 ms per step (a fusion's kind is its name without the number:
 distinct operations of that kind ran; then the ``--top`` single operations. What an operation computes: run with
 ``XLA_FLAGS=--xla_dump_to=DIR`` and find its name in ``DIR/*after_optimizations.txt``.
 
-Runs with glibc's default malloc (``N2NSKIP_MALLOC=0`` unless set; ``n2nskip_jax.host_memory``):
+Runs with glibc's default malloc (``N2NSKIP_MALLOC=0`` unless set; ``n2nskip_jax.execution.host_memory``):
 with freed memory reused, the traced operations add up to about twice what they do with the
 default (ResNet50 RP: 2561 against 1374 ms, for a step of about 1.0 s untraced), so a profile
 keeps the default's smaller distortion: a page fault per 4 KiB that an operation writes first.

@@ -7,8 +7,8 @@
 (1x1 and 3x3 convs of a bottleneck) and VGG19 (a 3x3 conv at 4x4, the classifier's dense
 layer as the 1x1 conv of a 1x1 map). Batch 32: forward, and forward plus backward (gradients
 with respect to the input and the kernel), of the layers' dense path ``layers.dense_conv(x,
-kernel * mask)`` (``conv_impl='auto'``: XLA's convolution, or the patches matmul on the CPU
-backend for 1x1 kernels and maps of at most 16 positions) and of ``sparse.conv`` with the
+kernel * mask)`` (``execution.conv='auto'``: XLA's convolution, or the patches matmul on the CPU
+backend for 1x1 kernels and maps of at most 16 positions) and of ``by_nonzeros.conv`` with the
 mask's tables; RP masks. One JSON object per shape and density.
 """
 import argparse
@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from common import device_info, emit, timed
-from n2nskip_jax import layers, sparse
+from n2nskip_jax.execution import by_nonzeros, layers, native
 
 # (kernel size, input channels, output channels, input size, stride)
 LAYERS = {
@@ -34,12 +34,13 @@ def bench(shape, density: float, batch: int, iters: int) -> dict:
   mask = (rng.random((size_k, size_k, cin, cout)) < density).astype(np.float32)
   kernel = jnp.asarray(rng.normal(size=mask.shape), jnp.float32)
   x = jnp.asarray(rng.normal(size=(batch, size, size, cin)), jnp.float32)
-  tables = sparse.nonzero_tables(mask)
+  tables = by_nonzeros.nonzero_tables(mask)
   strides = (stride, stride)
   # Each differentiated as the train step does: the dense kernel, or the weights at the nonzeros.
-  convs = {'dense': (lambda x, k: layers.dense_conv(x, k * mask, strides, 'SAME'), kernel),
-           'sparse': (lambda x, w: sparse.conv(x, w, tables, mask.shape, strides),
-                      sparse.nonzero_weights(kernel, tables))}
+  convs = {'dense': (lambda x, k: layers.dense_conv(x, k * mask, strides, 'SAME', 'small_maps'), kernel),
+           'sparse': (lambda x, w: by_nonzeros.conv(x, w, tables, mask.shape, strides,
+                                                native=native.available()),
+                      by_nonzeros.weights_by_output(kernel, tables))}
   record = {'benchmark': 'sparse_crossover', 'kernel_size': size_k, 'in': cin, 'out': cout,
             'size': size, 'stride': stride, 'batch': batch, 'density': density,
             'longest_output_row': int(tables['by_output'].shape[1]), **device_info()}

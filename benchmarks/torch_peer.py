@@ -9,7 +9,7 @@ forward pass (``weight * mask``, RP: a global uniformly random subset at ``--den
 with momentum 0.9 and weight decay 5e-4, cross-entropy, on a fixed random batch. Prints one
 JSON object per variant (``masked``, ``plain``) with the fields ``train_throughput.py`` prints.
 Both run with the same host allocator settings (``common.py``: freed memory reused, unless
-``N2NSKIP_MALLOC=0``; ``n2nskip_jax.host_memory``).
+``N2NSKIP_MALLOC=0``; ``n2nskip_jax.execution.host_memory``).
 """
 import argparse
 import json
@@ -19,7 +19,7 @@ from common import timed
 from torch import nn
 from torch.nn import functional as F
 
-from n2nskip_jax import host_memory
+from n2nskip_jax.execution import host_memory
 from n2nskip_jax.models.vgg import VGG19_LAYERS
 
 

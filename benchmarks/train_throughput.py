@@ -6,11 +6,12 @@
     python benchmarks/train_throughput.py --model=resnet50 --batch=32 --density=0.05 \
         --pruning_execution=dense
 
-Prints one JSON object per variant. ``masked`` runs every masked layer as its config says:
-multiplying its kernel by its mask each step, or by its nonzeros (``--pruning_execution``,
-``--execution``: ``pruning.execution``, ``skip.execution``; ``auto`` on the CPU backend runs
-kernels of at most 8 % nonzeros by their nonzeros); ``plain`` is the same architecture built
-from ``flax.linen.Dense``/``Conv``.
+Prints one JSON object per variant. ``masked`` runs every masked layer as the training loop
+does, by its execution plan (``n2nskip_jax.execution``): multiplying its kernel by its mask each
+step, or by its nonzeros (``--pruning_execution``, ``--execution``: ``execution.sequential``,
+``execution.skip``; ``auto`` on the CPU backend runs kernels of at most 8 % nonzeros by their
+nonzeros; ``--conv_impl``: ``execution.conv``); ``plain`` is the same architecture built from
+``flax.linen.Dense``/``Conv`` with the core step.
 """
 import argparse
 
@@ -20,9 +21,9 @@ import numpy as np
 from common import device_info, emit, timed
 
 from configs import default
-from n2nskip_jax import network, pruning, sparsity
+from n2nskip_jax import execution, network, pruning, sparsity, steps
 from n2nskip_jax.models import create_model
-from n2nskip_jax.steps import AXIS, TrainState, create_optimizer, p_train_step, replicate
+from n2nskip_jax.steps import AXIS, TrainState, create_optimizer, replicate
 
 INPUTS = {'mlp': (32, 32, 3), 'vgg19': (32, 32, 3), 'resnet50': (32, 32, 3)}
 
@@ -34,25 +35,27 @@ def make_config(args):
   if args.density < 1:
     c.pruning.method, c.pruning.density = 'rp', args.density
   c.skip.kind = args.skip
-  c.conv_impl = args.conv_impl
-  c.skip.execution = args.execution
-  c.pruning.execution = args.pruning_execution
+  c.execution.conv = args.conv_impl
+  c.execution.skip = args.execution
+  c.execution.sequential = args.pruning_execution
   return c
 
 
 def make_step(config, plain: bool, batch: int):
   """A closure running one pmapped train step on a fixed random batch, and the variables."""
   shape = INPUTS[config.model]
-  model, variables = network.init(config, 10, shape, bn_axis_name=AXIS)
+  _, variables = network.init(config, 10, shape)
   masks = pruning.prune(config, variables)
   variables = pruning.apply_masks(variables, masks)
   if plain:
-    model = create_model(config, 10, bn_axis_name=AXIS, plain=True)
-    masks = {}
+    model, masks = create_model(config, 10, bn_axis_name=AXIS, plain=True), {}
+    p_train_step = steps.p_train_step
+  else:
+    plan = execution.plan(config, masks)
+    model, (p_train_step, _) = plan.model(config, 10, bn_axis_name=AXIS), plan.steps()
   state = TrainState.create(apply_fn=model.apply, params=variables['params'],
                             tx=create_optimizer(config, 100),
-                            batch_stats=variables.get('batch_stats', {}), masks=masks,
-                            nonzeros=network.sparse_execution(config, masks))
+                            batch_stats=variables.get('batch_stats', {}), masks=masks)
   n = jax.local_device_count()
   rng = np.random.default_rng(0)
   data = {'image': jnp.asarray(rng.normal(size=(n, batch // n, *shape)), jnp.float32),
@@ -72,8 +75,8 @@ def bench(config, plain: bool, batch: int, warmup: int, iters: int) -> dict:
   return {'benchmark': 'train_throughput', 'framework': 'jax', 'model': config.model, 'variant':
           'plain' if plain else 'masked', 'skip': config.skip.kind, 'density': config.pruning.density,
           'width_multiplier': config.width_multiplier, 'bf16': config.half_precision,
-          'conv_impl': config.conv_impl, 'execution': config.skip.execution,
-          'pruning_execution': config.pruning.execution,
+          'conv_impl': config.execution.conv, 'execution': config.execution.skip,
+          'pruning_execution': config.execution.sequential,
           'batch': batch, 'step_ms': 1e3 * seconds, 'images_per_s': batch / seconds,
           'params_total': sparsity.count(variables['params']), **device_info()}
 

@@ -15,9 +15,6 @@ def get_config() -> ml_collections.ConfigDict:
   c.vgg_head = 'paper'               # 'paper' (7x7 pool, 4096-4096-classes) | 'cifar' (1 linear)
   c.mlp_hidden = (512, 256, 128, 64)  # hidden widths of the MLP
   c.half_precision = False           # bf16 compute (params and optimizer stay float32)
-  c.conv_impl = 'auto'               # 'xla' | 'patches' (conv as one matmul) | 'auto': patches on
-                                     # CPU for 1x1 kernels and output maps of <= 16 positions (see
-                                     # docs/PERFORMANCE.md)
   c.init = 'torch'                   # 'torch': the paper's framework's initializers (torchvision
                                      # VGG/ResNet schemes, nn.Linear's default); 'flax': Flax's
                                      # defaults (lecun_normal, zero bias). See models/inits.py.
@@ -59,19 +56,24 @@ def get_config() -> ml_collections.ConfigDict:
   c.pruning.rescale = False          # beyond the paper: scale each unit's surviving weights by
                                      # sqrt(dense fan-in / surviving fan-in) after pruning, so its
                                      # initial pre-activation variance is the dense network's
-  c.pruning.execution = 'auto'       # the pruned layers but the skips (skip.execution): 'dense':
-                                     # masked dense-shaped kernels | 'sparse': by their nonzeros
-                                     # (work scales with them) | 'auto': sparse on CPU for kernels
-                                     # <= 8 % nonzero (2 % without the native kernels;
-                                     # docs/PERFORMANCE.md)
   # --- skip connections (n2nskip_jax.models.skips) ------------------------------
   c.skip = ml_collections.ConfigDict()
   c.skip.kind = 'none'               # 'none' | 'n2nskip' (Eq. 2) | 'resskip' (Eq. 1)
   c.skip.fraction = 0.5              # share of the budget given to skip weights (n2nskip), [0, 1)
   c.skip.span = 3                    # k: layers a skip spans (ResNet50: must be 3, one bottleneck)
   c.skip.kernel_size = 3             # f: conv skip kernel is f x f (odd)
-  c.skip.execution = 'auto'          # 'dense': skip layers as masked dense-shaped kernels | 'sparse':
-                                     # by their nonzeros (work scales with them) | 'auto': sparse on
-                                     # CPU for skip kernels <= 8 % nonzero (2 % without the
-                                     # native kernels; docs/PERFORMANCE.md)
+  # --- how the masked layers run (n2nskip_jax.execution; results equal up to float rounding) ---
+  # 'auto': the CPU speed-ups on the CPU backend, the core layers on GPU/TPU (docs/PERFORMANCE.md).
+  c.execution = ml_collections.ConfigDict()
+  c.execution.conv = 'auto'          # 'xla' (lax.conv_general_dilated) | 'patches' (one matmul)
+                                     # | 'auto': patches on CPU for 1x1 kernels and maps <= 16
+                                     # positions
+  c.execution.batch_norm = 'auto'    # 'flax' (nn.BatchNorm) | 'closed_form' (hand-written
+                                     # backward) | 'auto': closed_form on CPU
+  c.execution.max_pool = 'auto'      # 'flax' (nn.max_pool) | 'reshape' | 'auto': reshape on CPU
+  c.execution.sequential = 'auto'    # pruned layers but the skips: 'dense' (kernel * mask) |
+                                     # 'sparse' (by their nonzeros: work scales with them) |
+                                     # 'auto': sparse on CPU for kernels <= 8 % nonzero (2 %
+                                     # without the native kernels)
+  c.execution.skip = 'auto'          # the skip layers: as execution.sequential
   return c

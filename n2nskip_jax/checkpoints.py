@@ -7,7 +7,6 @@ else is needed. Orbax writes to a temporary folder and renames it when complete,
 killed mid-save leaves the previous checkpoint intact.
 """
 import os
-import sys
 
 import jax
 from absl import logging
@@ -17,21 +16,9 @@ from flax import serialization
 from jax.experimental import multihost_utils
 
 
-def _quiet_closed_loop(hook):
-  """An ``sys.unraisablehook`` that drops the "Event loop is closed" errors orbax's reader
-  threads raise after a failed restore (noise that would bury the one-line report)."""
-  def quiet(unraisable):
-    if not (isinstance(unraisable.exc_value, RuntimeError)
-            and 'Event loop is closed' in str(unraisable.exc_value)):
-      hook(unraisable)
-  quiet.quiets_closed_loop = True
-  return quiet
-
-
 def _payload(state, rng) -> dict:
   state_dict = serialization.to_state_dict(state)
   masks = state_dict.pop('masks')
-  state_dict.pop('nonzeros')  # derived from the masks
   return jax.device_get({'state': state_dict, 'masks': masks, 'rng': np.asarray(rng)})
 
 
@@ -44,9 +31,6 @@ class Checkpoints:
     self._options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
     self.manager = ocp.CheckpointManager(self.directory, options=self._options)
 
-  def latest_step(self) -> int | None:
-    return self.manager.latest_step()
-
   def save(self, step: int, state, rng) -> None:
     if step in self.manager.all_steps():
       return
@@ -56,7 +40,7 @@ class Checkpoints:
     """Restores into the structure of ``state``; returns ``(state, rng)``."""
     got = self.manager.restore(step, args=ocp.args.StandardRestore(_payload(state, rng)))
     restored = serialization.from_state_dict(
-        state, {**got['state'], 'masks': got['masks'], 'nonzeros': state.nonzeros})
+        state, {**got['state'], 'masks': got['masks']})
     return restored, got['rng']
 
   def read(self, step: int) -> dict:
@@ -81,8 +65,6 @@ class Checkpoints:
     return self._newest(lambda step: (step, self.read(step)))
 
   def _newest(self, load):
-    if not getattr(sys.unraisablehook, 'quiets_closed_loop', False):
-      sys.unraisablehook = _quiet_closed_loop(sys.unraisablehook)
     for step in sorted(self.manager.all_steps(), reverse=True):
       try:
         return load(step)

@@ -11,8 +11,9 @@ import sys
 
 from absl import app, flags
 
-from n2nskip_jax import startup
+from n2nskip_jax.config import RENAMED
 from n2nskip_jax.errors import UserError
+from n2nskip_jax.execution import process
 
 EXIT_USER, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 130
 
@@ -56,6 +57,8 @@ def _explain(argv, error: Exception) -> str:
     if a.startswith('--config.'):
       key = a[len('--config.'):].split('=', 1)[0]
       if key not in known and not any(k.startswith(key + '.') for k in known):
+        if key in RENAMED:
+          return f'--config.{key} no longer exists: use --config.{RENAMED[key]}'
         close = difflib.get_close_matches(key, known, n=1)
         hint = f'; did you mean --config.{close[0]}?' if close else ''
         return f'--config.{key}: no such key in {file}{hint}'
@@ -63,11 +66,23 @@ def _explain(argv, error: Exception) -> str:
 
 
 def run(main):
-  """``app.run(main)`` as every tool runs: the process settings of :func:`startup.before_jax`
-  first (freed host memory reused, XLA:CPU's own convolutions), flags parsed by
+  """``app.run(main)`` as every tool runs: the process settings of
+  :func:`execution.before_jax` first (on the CPU backend: freed host memory reused, XLA:CPU's
+  own convolutions), orbax's closing noise quieted (:func:`quiet_closed_loop`), flags parsed by
   :func:`parse_flags`."""
-  startup.before_jax()
+  process.before_jax()
+  sys.unraisablehook = quiet_closed_loop(sys.unraisablehook)
   app.run(main, flags_parser=parse_flags)
+
+
+def quiet_closed_loop(hook):
+  """An ``sys.unraisablehook`` that drops the "Event loop is closed" errors orbax's reader
+  threads raise after a failed restore (noise that would bury the one-line report)."""
+  def quiet(unraisable):
+    if not (isinstance(unraisable.exc_value, RuntimeError)
+            and 'Event loop is closed' in str(unraisable.exc_value)):
+      hook(unraisable)
+  return quiet
 
 
 def parse_flags(argv: list[str]) -> list[str]:

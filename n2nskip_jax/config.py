@@ -3,19 +3,22 @@
 Errors name the key, the value and what is allowed, e.g.
 ``config.pruning.density=1.5: expected a number in (0, 1]``.
 """
+import contextlib
 import re
 
-from n2nskip_jax import models, pruning
+from n2nskip_jax import execution, models, pruning
 from n2nskip_jax.data import DATASETS, IMAGE_DATASETS
 from n2nskip_jax.errors import ConfigError, UserError
-from n2nskip_jax.layers import CONV_IMPLS
-from n2nskip_jax.sparse import EXECUTIONS
 from n2nskip_jax.models import MODELS, SKIP_KINDS
 from n2nskip_jax.models.inits import INITS
 from n2nskip_jax.models.resnet import STEMS
 from n2nskip_jax.models.vgg import HEADS
 
-__all__ = ['ConfigError', 'UserError', 'setup_logging', 'validate']
+__all__ = ['ConfigError', 'RENAMED', 'UserError', 'logging_for_runs', 'setup_logging', 'validate']
+
+# Keys that no longer exist, and the keys that replaced them.
+RENAMED = {'conv_impl': 'execution.conv', 'pruning.execution': 'execution.sequential',
+           'skip.execution': 'execution.skip'}
 
 
 def _not_orbax(record) -> bool:
@@ -24,14 +27,36 @@ def _not_orbax(record) -> bool:
 
 
 def setup_logging() -> None:
-  """INFO progress lines from absl (also in a notebook), without orbax's per-checkpoint chatter."""
+  """INFO progress lines from absl (also in a notebook), without orbax's per-checkpoint
+  chatter: for the command-line tools (process-wide); the library uses :func:`logging_for_runs`."""
+  from absl import logging
+  logging.set_verbosity(logging.INFO)
+  for handler in _handlers():
+    if _not_orbax not in handler.filters:
+      handler.addFilter(_not_orbax)
+
+
+def _handlers() -> list:
   import logging as std_logging
 
   from absl import logging
-  logging.set_verbosity(logging.INFO)
-  for handler in [logging.get_absl_handler(), *std_logging.getLogger().handlers]:
-    if _not_orbax not in handler.filters:
-      handler.addFilter(_not_orbax)
+  return [logging.get_absl_handler(), *std_logging.getLogger().handlers]
+
+
+@contextlib.contextmanager
+def logging_for_runs():
+  """:func:`setup_logging` inside the block; absl's verbosity and the handlers' filters as they
+  were after it."""
+  from absl import logging
+  verbosity = logging.get_verbosity()
+  added = [h for h in _handlers() if _not_orbax not in h.filters]
+  setup_logging()
+  try:
+    yield
+  finally:
+    logging.set_verbosity(verbosity)
+    for handler in added:
+      handler.removeFilter(_not_orbax)
 
 
 def _get(config, key):
@@ -69,6 +94,11 @@ def _is_regex(pattern):
 
 def validate(config, num_devices: int = 1, num_processes: int = 1) -> None:
   """Raises :class:`ConfigError` for the first invalid key of ``config``."""
+  for old, new in RENAMED.items():
+    group, _, key = old.rpartition('.')
+    if key in (config[group] if group else config):
+      raise UserError(f'config.{old} no longer exists: use config.{new} (how the masked layers '
+                      f'run is the group config.execution: {", ".join(execution.CHOICES)})')
   choice = lambda key, options: _check(config, key, lambda v: v in options, f'one of {options}')
   positive_int = lambda key: _check(config, key, lambda v: _is_int(v) and v > 0, 'an integer >= 1')
   choice('model', MODELS)
@@ -76,7 +106,6 @@ def validate(config, num_devices: int = 1, num_processes: int = 1) -> None:
   choice('resnet_stem', STEMS)
   choice('vgg_head', HEADS)
   choice('init', INITS)
-  choice('conv_impl', CONV_IMPLS)
   _check(config, 'width_multiplier', lambda v: _is_number(v) and v > 0, 'a number > 0')
   _check(config, 'mlp_hidden', lambda v: len(v) > 0 and all(_is_int(w) and w > 0 for w in v),
          'a non-empty sequence of positive integers')
@@ -107,7 +136,6 @@ def validate(config, num_devices: int = 1, num_processes: int = 1) -> None:
            f'a multiple of the device count ({num_devices} devices over {num_processes} processes)')
   # Pruning and skips.
   choice('pruning.method', ('dense', *pruning.METHODS))
-  choice('pruning.execution', EXECUTIONS)
   _check(config, 'pruning.density', lambda v: _is_number(v) and 0 < v <= 1, 'a number in (0, 1]')
   positive_int('pruning.snip_batch_size')
   _check(config, 'pruning.exclude', lambda v: all(_is_regex(p) for p in v),
@@ -116,7 +144,8 @@ def validate(config, num_devices: int = 1, num_processes: int = 1) -> None:
     raise ConfigError('pruning.density', config.pruning.density,
                       "1.0 with pruning.method='dense' (choose 'rp', 'csp' or 'structured' to prune)")
   choice('skip.kind', SKIP_KINDS)
-  choice('skip.execution', EXECUTIONS)
+  for key, choices in execution.CHOICES.items():
+    choice(f'execution.{key}', choices)
   _check(config, 'skip.fraction', lambda v: _is_number(v) and 0 <= v < 1, 'a number in [0, 1)')
   _check(config, 'skip.kernel_size', lambda v: _is_int(v) and v > 0 and v % 2 == 1,
          'an odd integer >= 1')

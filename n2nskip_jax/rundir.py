@@ -15,21 +15,30 @@ from n2nskip_jax.errors import UserError
 from n2nskip_jax.metrics import write_json
 
 # Keys a resumed run may change: they do not alter the trajectory of the run, or alter it by
-# float rounding only (how the masked layers execute, like the process count). A key missing
-# from a stored config (written before the key existed) counts as changed.
+# float rounding only (how the masked layers execute, like the process count; the names the
+# execution keys had before the `execution` group too). A key missing from a stored config
+# (written before the key existed) counts as changed.
+EXECUTION_KEYS = ('execution.conv', 'execution.batch_norm', 'execution.max_pool',
+                  'execution.sequential', 'execution.skip')
 RESUMABLE_KEYS = ('num_epochs', 'log_every_steps', 'eval_every_epochs', 'eval_batch_size',
                   'checkpoint_every_steps', 'max_checkpoints_to_keep', 'data_dir',
                   'download', 'multihost', 'restart_on_corrupt', 'coordinator_address',
-                  'num_processes', 'process_id', 'heartbeat_timeout', 'pruning.execution',
-                  'skip.execution')
+                  'num_processes', 'process_id', 'heartbeat_timeout', *EXECUTION_KEYS,
+                  'conv_impl', 'pruning.execution', 'skip.execution')
 CONFIG, SUMMARY, CHECKPOINTS = 'config.json', 'summary.json', 'checkpoints'
 
 
 def default_workdir(config_path: str, config) -> str:
   """``runs/<config file name>-<hash of the resolved config>``: the same command, the same
-  directory, so rerunning a command resumes its run."""
+  directory, so rerunning a command resumes its run. The hash leaves out how the layers
+  execute (``config.execution``), which does not change the run; it is taken as before that
+  group existed (its keys' old names at their defaults), so older runs keep their folders."""
   name = os.path.splitext(os.path.basename(config_path.split(':')[0]))[0]
-  digest = hashlib.sha1(config.to_json(sort_keys=True).encode()).hexdigest()[:8]
+  resolved = json.loads(config.to_json())
+  resolved.pop('execution', None)
+  resolved.update(conv_impl='auto')
+  resolved['pruning']['execution'] = resolved['skip']['execution'] = 'auto'
+  digest = hashlib.sha1(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:8]
   return os.path.join('runs', f'{name}-{digest}')
 
 

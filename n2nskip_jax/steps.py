@@ -1,12 +1,13 @@
 """Train state, optimizer and the per-device train and eval steps (run under ``jax.pmap``).
 
-The train state carries the masks; the step applies them in the forward pass and never
-changes them (they are not parameters: no gradient, no optimizer state), so they are static
-for the whole run. Gradients are averaged over the ``'batch'`` axis (:func:`device_mean`); BatchNorm
-averages its batch statistics over the same axis (the models' ``bn_axis_name``), so every
-replica holds identical parameters and statistics and the result does not depend on the
-number of devices. For kernels run by their nonzeros, gradients are taken, averaged and the
-optimizer updated at the nonzero entries only (:func:`train_step`, :func:`apply_gradients`).
+The step is the Flax ImageNet example's: ``loss_fn`` -> ``jax.value_and_grad`` -> ``lax.pmean``
+-> ``apply_gradients``. The train state carries the masks; the model applies them in the
+forward pass (``kernel * mask``) and the step never changes them (they are not parameters: no
+gradient, no optimizer state), so they are static for the whole run. A pruned weight's
+gradient is 0 (it is multiplied by its mask) and so are its weight decay and momentum, so it
+stays exactly 0. Gradients are averaged over the ``'batch'`` axis; BatchNorm averages its batch
+statistics over the same axis (the models' ``bn_axis_name``), so every replica holds identical
+parameters and statistics and the result does not depend on the number of devices.
 """
 import functools
 from typing import Any
@@ -14,30 +15,25 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import optax
-from flax import jax_utils, traverse_util
+from flax import jax_utils
 from flax.training import train_state
 from jax import lax
 
-from n2nskip_jax import sparse
 from n2nskip_jax.losses import cross_entropy
 
 AXIS = 'batch'
-PERTURBATIONS = 'perturbations'  # nn.Module.perturb's collection
 
 
 class TrainState(train_state.TrainState):
-  """Flax's train state plus BatchNorm statistics, the static binary masks and the index
-  tables of the layers that run by their nonzeros (``network.sparse_execution``; derived
-  from the masks, so never checkpointed)."""
+  """Flax's train state plus BatchNorm statistics and the static binary masks."""
   batch_stats: Any
   masks: Any
-  nonzeros: Any = None
 
-  def variables(self, params=None) -> dict:
-    """The model's variables (``params`` replaced if given)."""
-    nonzeros = {'nonzeros': self.nonzeros} if self.nonzeros else {}
-    return {'params': self.params if params is None else params,
-            'batch_stats': self.batch_stats, 'masks': self.masks, **nonzeros}
+
+def model_variables(state: TrainState, params=None) -> dict:
+  """The model's variables (``params`` replaced if given)."""
+  return {'params': state.params if params is None else params,
+          'batch_stats': state.batch_stats, 'masks': state.masks}
 
 
 def learning_rate_schedule(config, steps_per_epoch: int) -> optax.Schedule:
@@ -68,88 +64,31 @@ def _sgd(weight_decay, momentum, lr, decay_steps, factor) -> optax.GradientTrans
 
 
 def train_step(state: TrainState, batch) -> tuple[TrainState, dict]:
-  """One SGD step on this device's shard of the global batch.
-
-  A kernel run by its nonzeros is not differentiated as a dense array: its layer reads it
-  through its weights at the nonzeros, perturbed (``layers``), and the gradient with respect to
-  the perturbation is its gradient there, in table order; put in ascending order (its
-  ``order`` table), it is compact as :func:`apply_gradients` takes it.
-  """
-  index = update_index(state.params, state.nonzeros)
-  params = traverse_util.flatten_dict(state.params)
-  by_nonzeros = {p for p, i in traverse_util.flatten_dict(index).items() if not isinstance(i, str)}
-  dense = {p: leaf for p, leaf in params.items() if p not in by_nonzeros}
-  tables = traverse_util.flatten_dict(state.nonzeros or {})
-  perturbations = {p: jnp.zeros(tables[p + ('by_output',)].shape) for p in by_nonzeros}
-
-  def loss_fn(dense, perturbations):
-    variables = state.variables(traverse_util.unflatten_dict({**params, **dense}))
-    if perturbations:
-      variables[PERTURBATIONS] = traverse_util.unflatten_dict(perturbations)
-    logits, updates = state.apply_fn(variables, batch['image'], train=True,
+  """One SGD step on this device's shard of the global batch."""
+  def loss_fn(params):
+    logits, updates = state.apply_fn(model_variables(state, params), batch['image'], train=True,
                                      mutable=['batch_stats'])
     loss = cross_entropy(logits, batch['label']).mean()
     return loss, (logits, updates.get('batch_stats', state.batch_stats))
 
-  (loss, (logits, batch_stats)), (grads, in_table_order) = jax.value_and_grad(
-      loss_fn, (0, 1), has_aux=True)(dense, perturbations)
-  grads.update({p: g.reshape(-1)[tables[p + ('order',)]] for p, g in in_table_order.items()})
-  grads = device_mean(traverse_util.unflatten_dict(grads))
-  state = apply_gradients(state, grads, index, batch_stats=batch_stats)
+  (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  grads = lax.pmean(grads, AXIS)
+  state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+  return state, train_metrics(logits, loss, batch)
+
+
+def train_metrics(logits, loss, batch) -> dict:
+  """The step's loss and accuracy, averaged over the devices."""
   accuracy = jnp.mean(jnp.argmax(logits, -1) == batch['label'])
-  return state, lax.pmean({'loss': loss, 'accuracy': accuracy}, AXIS)
-
-
-def device_mean(tree):
-  """``lax.pmean(tree, AXIS)``; ``tree`` itself on one device, where XLA:CPU would still copy
-  every leaf through an all-reduce (4-5 ms a step for ResNet50's or VGG19's gradients)."""
-  return tree if lax.axis_size(AXIS) == 1 else lax.pmean(tree, AXIS)
-
-
-def update_index(params, nonzeros) -> Any:
-  """Params-shaped: for each kernel run by its nonzeros (``nonzeros``, see ``TrainState``), the
-  flat indices of its nonzero entries in ascending order (its ``ascending`` table; the padding
-  one past the end), and ``ALL`` for every other parameter."""
-  tables = traverse_util.flatten_dict(nonzeros or {})
-  return traverse_util.unflatten_dict(
-      {path: tables.get(path + ('ascending',), ALL)
-       for path in traverse_util.flatten_dict(params)})
-
-
-def apply_gradients(state: TrainState, grads, index, **changes) -> TrainState:
-  """``state.apply_gradients`` with the optimizer run over the entries in ``index`` only
-  (:func:`update_index`; ``grads`` already taken at them). Exact: a pruned entry has zero
-  weight, gradient and optimizer state, and SGD's update keeps all three at zero, so only the
-  nonzeros change; their update is the same elementwise arithmetic. Kernels and optimizer
-  state stay dense-shaped, the nonzeros written back in place (the state is donated)."""
-  opt_state = optax.tree_utils.tree_map_params(state.tx, _compact, state.opt_state, index)
-  params = jax.tree.map(_compact, state.params, index)
-  updates, opt_state = state.tx.update(grads, opt_state, params)
-  params = optax.apply_updates(params, updates)
-  opt_index = optax.tree_utils.tree_map_params(state.tx, lambda _, i: i, state.opt_state, index,
-                                               transform_non_params=lambda _: ALL)
-  return state.replace(step=state.step + 1,
-                       params=jax.tree.map(_expand, state.params, params, index),
-                       opt_state=jax.tree.map(_expand, state.opt_state, opt_state, opt_index),
-                       **changes)
-
-
-ALL = 'all'  # an update_index leaf: the whole parameter
-
-
-def _compact(leaf, index):
-  return leaf if isinstance(index, str) else sparse.at_nonzeros(leaf, index)
-
-
-def _expand(leaf, compact, index):
-  if isinstance(index, str):
-    return compact
-  return jnp.ravel(leaf).at[index].set(compact, mode='drop').reshape(leaf.shape)
+  return lax.pmean({'loss': loss, 'accuracy': accuracy}, AXIS)
 
 
 def eval_step(state: TrainState, batch) -> dict:
   """Sums of loss, correct predictions and examples over the batch (padding masked out)."""
-  logits = state.apply_fn(state.variables(), batch['image'], train=False)
+  return eval_sums(state.apply_fn(model_variables(state), batch['image'], train=False), batch)
+
+
+def eval_sums(logits, batch) -> dict:
   w = batch['mask']
   sums = {'loss': jnp.sum(cross_entropy(logits, batch['label']) * w),
           'correct': jnp.sum((jnp.argmax(logits, -1) == batch['label']) * w),

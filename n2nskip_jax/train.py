@@ -20,12 +20,12 @@ from flax import jax_utils
 from jax.experimental import multihost_utils
 
 from n2nskip_jax import data as data_lib
-from n2nskip_jax import network, pruning, rundir, sparsity
-from n2nskip_jax.config import setup_logging, validate
+from n2nskip_jax import execution, network, pruning, rundir, sparsity
+from n2nskip_jax.config import logging_for_runs, validate
 from n2nskip_jax.errors import Diverged, Interrupted, UserError
 from n2nskip_jax.metrics import MetricsWriter, Progress, write_json
 from n2nskip_jax.steps import AXIS, TrainState, create_optimizer, learning_rate_schedule
-from n2nskip_jax.steps import p_eval_step, p_train_step, replicate
+from n2nskip_jax.steps import replicate
 
 
 def shard(batch: dict) -> dict:
@@ -45,7 +45,7 @@ def snip_batch(data, size: int) -> dict:
   return {k: np.concatenate([p[k] for p in parts])[:size] for k in ('image', 'label')}
 
 
-def evaluate(p_state, data) -> dict:
+def evaluate(p_eval_step, p_state, data) -> dict:
   totals = {'loss': 0.0, 'correct': 0.0, 'count': 0.0}
   for batch in data.eval_batches():
     sums = jax_utils.unreplicate(p_eval_step(p_state, shard(batch)))
@@ -149,13 +149,19 @@ def _start(config, data, workdir, masks, rng):
   return state, rng, 0, rundir.checkpoints(workdir, config.max_checkpoints_to_keep), warnings
 
 
-def _save(ckpt, step: int, p_state, rng) -> None:
+def _save(ckpt, workdir: str, step: int, p_state, rng) -> None:
   """Saves a checkpoint, never one holding non-finite values."""
   state = jax.device_get(jax_utils.unreplicate(p_state))
   if not all(np.all(np.isfinite(x)) for x in jax.tree.leaves((state.params, state.batch_stats))):
-    raise Diverged(step, ckpt.latest_step(), 'weights')
+    raise Diverged(step, _last_good(ckpt, workdir), 'weights')
   with _interrupt_after():
     ckpt.save(step, state, rng)
+
+
+def _last_good(ckpt, workdir: str) -> int | None:
+  """The newest checkpoint on disk once the saves in flight are written."""
+  ckpt.manager.wait_until_finished()
+  return rundir.latest_step(workdir)
 
 
 @contextlib.contextmanager
@@ -184,6 +190,9 @@ def train_and_evaluate(config, workdir: str, masks=None) -> dict:
     masks: the ``masks`` collection to train (e.g. from :func:`pruning.prune`); ``None``
       prunes by ``config.pruning``. On resume they must equal the checkpoint's masks.
 
+  The model trains as ``config.execution`` says (:mod:`n2nskip_jax.execution`). Progress is
+  logged at INFO through absl (the process's logging settings are restored on return).
+
   Raises:
     UserError: a config, data or run directory the run cannot use (nothing is written to
       ``workdir`` before the config, the data and the masks have been checked).
@@ -191,7 +200,11 @@ def train_and_evaluate(config, workdir: str, masks=None) -> dict:
       checkpoint); no summary is written.
     Interrupted: Ctrl-C; says from which step a rerun resumes.
   """
-  setup_logging()
+  with logging_for_runs():
+    return _train_and_evaluate(config, workdir, masks)
+
+
+def _train_and_evaluate(config, workdir: str, masks=None) -> dict:
   if config.multihost:
     validate(config)  # the process keys, before they are used
     _initialize_distributed(config)
@@ -204,7 +217,9 @@ def train_and_evaluate(config, workdir: str, masks=None) -> dict:
     raise UserError(f'config.batch_size={config.batch_size}: larger than the training set')
   rng = np.asarray(jax.random.PRNGKey(config.seed))
   state, rng, step, ckpt, warnings = _start(config, data, workdir, masks, rng)
-  state = state.replace(nonzeros=network.sparse_execution(config, state.masks))
+  plan = execution.plan(config, state.masks)
+  state = state.replace(apply_fn=plan.model(config, data.num_classes, bn_axis_name=AXIS).apply)
+  p_train_step, p_eval_step = plan.steps()
   layers = sparsity.layer_table(state.masks)
   logging.info('Masked layers (density against each layer):\n%s', sparsity.format_layers(layers))
   if budget:
@@ -231,7 +246,7 @@ def train_and_evaluate(config, workdir: str, masks=None) -> dict:
         if step % config.log_every_steps == 0 or step == total:
           m = jax_utils.unreplicate(metrics)
           if not np.isfinite(m['loss']):
-            raise Diverged(step, ckpt.latest_step())
+            raise Diverged(step, _last_good(ckpt, workdir))
           scalars = {'train_loss': m['loss'], 'train_accuracy': m['accuracy'],
                      'learning_rate': lr(step - 1), **progress.rates()}
           logging.info('epoch %d/%d step %d/%d loss %.4f acc %.4f lr %.4g %s', epoch + 1,
@@ -239,24 +254,24 @@ def train_and_evaluate(config, workdir: str, masks=None) -> dict:
                        progress.text())
           writer.write(step, **scalars)
         if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0:
-          _save(ckpt, step, p_state, rng)
+          _save(ckpt, workdir, step, p_state, rng)
       if (epoch + 1) % config.eval_every_epochs == 0 or epoch + 1 == config.num_epochs:
-        result = evaluate(p_state, data)
+        result = evaluate(p_eval_step, p_state, data)
         logging.info('epoch %d: test accuracy %.4f, loss %.4f', epoch + 1,
                      result['test_accuracy'], result['test_loss'])
         if not np.isfinite(result['test_loss']):
-          raise Diverged(step, ckpt.latest_step(), 'test loss')
+          raise Diverged(step, _last_good(ckpt, workdir), 'test loss')
         writer.write(step, **result)
         final, final_step = result, step
-      _save(ckpt, step, p_state, rng)
+      _save(ckpt, workdir, step, p_state, rng)
   except KeyboardInterrupt:
-    raise Interrupted(step, ckpt.latest_step()) from None
+    raise Interrupted(step, _last_good(ckpt, workdir)) from None
   finally:
     ckpt.close()
     writer.close()
 
   if final_step != step:  # resumed a finished run: nothing was evaluated above
-    final = evaluate(p_state, data)
+    final = evaluate(p_eval_step, p_state, data)
   state = jax.device_get(jax_utils.unreplicate(p_state))
   summary = {
       **final,

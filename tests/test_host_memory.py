@@ -8,7 +8,7 @@ from conftest import run_fresh
 # temporary is a 256 MB matrix, run four times; the minor page faults of the last three.
 SCRIPT = """
 import json, resource
-from n2nskip_jax import host_memory
+from n2nskip_jax.execution import host_memory
 reused = host_memory.reuse_freed_memory()
 import jax, jax.numpy as jnp
 f = jax.jit(lambda a, b: jnp.sum(jnp.tanh(a @ b), axis=0))  # a @ b: 8192 x 8192 floats

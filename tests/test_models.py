@@ -104,7 +104,7 @@ def test_conv_as_patches_matmul_equals_xla_conv_and_its_gradients(size, channels
                                                                   padding):
   from jax import lax
 
-  from n2nskip_jax.layers import conv_patches
+  from n2nskip_jax.execution.layers import conv_patches
   rng = np.random.default_rng(size + channels)
   x = jnp.asarray(rng.normal(size=(3, size, size, channels)), jnp.float32)
   w = jnp.asarray(rng.normal(size=(kernel, kernel, channels, 6)), jnp.float32)
@@ -118,12 +118,14 @@ def test_conv_as_patches_matmul_equals_xla_conv_and_its_gradients(size, channels
 
 
 def test_vgg_with_patches_convs_equals_xla_convs():
-  """conv_impl changes how convolutions run, not what they compute (skips included)."""
+  """execution.conv changes how convolutions run, not what they compute (skips included)."""
+  from n2nskip_jax import execution
   outs = {}
   for impl in ('xla', 'patches'):
     config = make_config(model='vgg19', vgg_head='cifar', width_multiplier=1 / 16,
-                         skip__kind='n2nskip', conv_impl=impl)
-    model, variables = network.init(config, 10, (32, 32, 3))
+                         skip__kind='n2nskip', execution__conv=impl)
+    _, variables = network.init(config, 10, (32, 32, 3))
+    model = execution.plan(config, variables['masks'], 'cpu').model(config, 10)
     x = jnp.asarray(np.random.default_rng(0).normal(size=(4, 32, 32, 3)), jnp.float32)
     loss = lambda p: jnp.sum(model.apply({**variables, 'params': p}, x, train=False) ** 2)
     run = jax.jit(lambda p: (model.apply({**variables, 'params': p}, x, train=False),
@@ -135,22 +137,23 @@ def test_vgg_with_patches_convs_equals_xla_convs():
 
 
 def test_auto_runs_1x1_convs_as_matmuls_on_cpu_with_xlas_result():
-  """conv_impl='auto' on CPU: a 1x1 conv (any map size) is a matmul, not an XLA convolution."""
-  from n2nskip_jax.layers import MaskedConv
+  """execution.conv='auto' on CPU ('small_maps'): a 1x1 conv (any map size) is a matmul, not an
+  XLA convolution."""
+  from n2nskip_jax.execution.layers import Conv
   x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 9, 9, 6)), jnp.float32)
   outs = {}
-  for impl in ('auto', 'xla'):
-    layer = MaskedConv(8, (1, 1), strides=2, impl=impl)
+  for impl in ('small_maps', 'xla'):
+    layer = Conv(8, (1, 1), strides=2, algorithm=impl)
     variables = layer.init(jax.random.PRNGKey(0), x)
     outs[impl] = layer.apply(variables, x)
     convs = str(jax.make_jaxpr(lambda x: layer.apply(variables, x))(x)).count('conv_general_dilated')
     assert convs == (impl == 'xla')
-  np.testing.assert_allclose(outs['auto'], outs['xla'], rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(outs['small_maps'], outs['xla'], rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize('size', [(8, 8), (7, 5)])
 def test_max_pool_2x2_equals_flax_max_pool_and_its_gradient(size):
-  from n2nskip_jax.models.vgg import max_pool_2x2
+  from n2nskip_jax.execution.layers import max_pool_2x2
   import flax.linen as nn
   x = jnp.asarray(np.random.default_rng(0).normal(size=(2, *size, 3)), jnp.float32)  # no ties
   flax_pool = lambda x: nn.max_pool(x, (2, 2), strides=(2, 2))

@@ -1,4 +1,4 @@
-"""The native CPU kernels of the sparse skip convs (n2nskip_jax.native): equal to the lax.scan
+"""The native CPU kernels of the sparse skip convs (n2nskip_jax.execution.native): equal to the lax.scan
 they replace, refuse tables that read outside their rows, and fall back with a warning where
 they cannot be built."""
 import os
@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from n2nskip_jax import native, sparse
+from n2nskip_jax.execution import by_nonzeros as sparse
+from n2nskip_jax.execution import native
 
 
 @pytest.fixture(scope='module')
@@ -21,7 +22,7 @@ def built():
 
 def random_tables(rng, groups, width, num_rows, phases, max_tap):
   """A padded table (-1 after each row's count), its rows, phases and taps, and its weights (0
-  at the padding), like sparse.conv's."""
+  at the padding), like by_nonzeros.conv's."""
   counts = rng.integers(0, width + 1, groups)
   table = np.where(np.arange(width) < counts[:, None], rng.integers(0, 10**6, (groups, width)),
                    -1).astype(np.int32)
@@ -49,7 +50,7 @@ def test_native_kernels_equal_the_scan_across_tiles(built, gathered):
   # (the other 600 positions are not computed).
   by_range = np.stack([weights, np.where(table >= 0, rng.normal(size=table.shape), 0)])
   columns = rng.permutation(2 * length)[:2000].astype(np.int32)
-  sums = lambda *a: sparse._sum_to_positions(*a, columns, length, source, shift)
+  sums = lambda *a: sparse._sum_to_positions(*a, columns, length, source, shift, True)
   operands = (read, by_range.astype(np.float32), rows, phase, tap)
   out = jax.jit(sums)(*operands)
   assert 'n2nskip_accumulate' in jax.jit(sums).lower(*operands).as_text()
@@ -77,7 +78,8 @@ def test_native_kernels_equal_the_scan_across_tiles(built, gathered):
 def test_sparse_conv_lowers_to_the_native_kernels_in_float32_only(built):
   mask = (np.random.default_rng(1).random((3, 3, 4, 4)) < 0.3).astype(np.float32)
   tables = sparse.nonzero_tables(mask)
-  grad = jax.grad(lambda x, w: jnp.sum(sparse.conv(x, w, tables, mask.shape) ** 2), (0, 1))
+  grad = jax.grad(lambda x, w: jnp.sum(sparse.conv(x, w, tables, mask.shape, native=True) ** 2),
+                  (0, 1))
   # float32: the forward and input-gradient sums and the weight gradient, and no layout pass
   # (the kernels gather the input and the output gradient a tile at a time); bfloat16: none,
   # the scan.

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from n2nskip_jax import normalization
+from n2nskip_jax.execution import batch_norm as normalization
 
 SHAPE = (6, 5, 4, 8)
 

@@ -1,4 +1,4 @@
-"""startup.before_jax: applies every setting that must precede JAX, and says which took effect."""
+"""execution.before_jax: applies every setting that must precede JAX, and says which took effect."""
 import platform
 
 import pytest
@@ -8,7 +8,7 @@ from conftest import run_fresh
 # and what each setting's own function says afterwards.
 SCRIPT = """
 import json, os
-from n2nskip_jax import host_memory, startup, xla_flags
+from n2nskip_jax.execution import host_memory, process as startup, xla_flags
 first = startup.before_jax()
 print(json.dumps({'first': first, 'again': startup.before_jax(),
                   'xla_flags': os.environ.get('XLA_FLAGS', ''),

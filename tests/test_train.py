@@ -102,7 +102,7 @@ def test_killed_run_resumes_to_the_same_parameters(tmp_path):
     time.sleep(0.02)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
-  saved = rundir.checkpoints(str(killed)).latest_step()
+  saved = rundir.latest_step(str(killed))
   total = 30 * (4000 // 128)
   assert saved is not None and 0 < saved < total, f'killed at {saved} of {total}'
 

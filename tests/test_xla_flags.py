@@ -9,7 +9,7 @@ from conftest import run_fresh
 SCRIPT = """
 import json, os
 import jax, jax.numpy as jnp, numpy as np
-from n2nskip_jax import xla_flags
+from n2nskip_jax.execution import xla_flags
 if os.environ.get('LATE'):  # a backend started first
   jnp.ones(1).block_until_ready()
 applied = xla_flags.convolutions_by_xla()

@@ -5,7 +5,6 @@ unit groups and the kernels or identities joining them, skips included), :func:`
 (the network density is counted against), :func:`max_skip_span` and :func:`is_skip_path`.
 """
 import copy
-import functools
 import math
 
 import flax.linen as nn
@@ -13,7 +12,6 @@ import jax.numpy as jnp
 from flax import traverse_util
 
 from n2nskip_jax import data
-from n2nskip_jax.layers import MaskedConv
 from n2nskip_jax.models import mlp, resnet, vgg
 from n2nskip_jax.models.mlp import MLP
 from n2nskip_jax.models.resnet import ResNet
@@ -24,7 +22,7 @@ MODELS = ('mlp', 'vgg19', 'resnet50')
 
 
 def create_model(config, num_classes: int, *, bn_axis_name: str | None = None,
-                 plain: bool = False) -> nn.Module:
+                 plain: bool = False, layers: dict | None = None) -> nn.Module:
   """Returns the model of ``config.model`` for ``num_classes`` outputs.
 
   Args:
@@ -34,29 +32,27 @@ def create_model(config, num_classes: int, *, bn_axis_name: str | None = None,
       outside ``pmap``).
     plain: build with ``flax.linen.Dense``/``Conv`` instead of the masked layers (the
       unmasked twin used by benchmarks).
+    layers: module classes to build the model from instead of the masked layers, by the
+      models' argument names (``conv``, ``dense``, ``norm``, ``pool``; an MLP takes ``dense``
+      only): how the execution plan runs the same variables faster.
   """
-  return _INTERNED.setdefault(*(_build(config, num_classes, bn_axis_name, plain),) * 2)
+  layers = dict(PLAIN if plain else layers or {})
+  return _INTERNED.setdefault(*(_build(config, num_classes, bn_axis_name, layers),) * 2)
 
 
+PLAIN = {'conv': nn.Conv, 'dense': nn.Dense}
 # Equal modules are returned as one object, so that ``model.apply`` (a static field of the
 # train state) compares equal across runs of one process and jitted steps are reused.
 _INTERNED: dict = {}
 
 
-@functools.lru_cache(maxsize=None)
-def _masked_conv(impl: str):
-  """``MaskedConv`` with its ``impl`` bound; one object per ``impl``, so models compare equal."""
-  return functools.partial(MaskedConv, impl=impl)
-
-
-def _build(config, num_classes, bn_axis_name, plain) -> nn.Module:
+def _build(config, num_classes, bn_axis_name, layers) -> nn.Module:
   dtype = jnp.bfloat16 if config.half_precision else None
   kind = config.skip.kind
-  layers = dict(conv=nn.Conv, dense=nn.Dense) if plain else {'conv': _masked_conv(config.conv_impl)}
   if config.model == 'mlp':
     return MLP(hidden=tuple(config.mlp_hidden), num_classes=num_classes, skip_kind=kind,
                skip_span=config.skip.span, dtype=dtype, init_scheme=config.init,
-               **({'dense': nn.Dense} if plain else {}))
+               **{k: v for k, v in layers.items() if k == 'dense'})
   if config.model == 'vgg19':
     return VGG(num_classes=num_classes, head=config.vgg_head,
                width_multiplier=config.width_multiplier, skip_kind=kind,
@@ -66,7 +62,7 @@ def _build(config, num_classes, bn_axis_name, plain) -> nn.Module:
     return ResNet(num_classes=num_classes, stem=config.resnet_stem,
                   width_multiplier=config.width_multiplier, skip_kind=kind,
                   skip_kernel_size=config.skip.kernel_size, dtype=dtype, init_scheme=config.init,
-                  bn_axis_name=bn_axis_name, **layers)
+                  bn_axis_name=bn_axis_name, **{k: v for k, v in layers.items() if k != 'pool'})
   raise ValueError(f'model={config.model!r}; expected one of {MODELS}')
 
 

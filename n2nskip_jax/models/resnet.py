@@ -67,7 +67,8 @@ class Bottleneck(nn.Module):
 
 
 class ResNet(nn.Module):
-  """ResNet with masked layers; ``conv``/``dense`` swap in plain Flax layers for a twin.
+  """ResNet with masked layers. The layers are arguments (``conv``, ``dense``, ``norm``):
+  plain Flax layers for a twin, or the execution plan's.
 
   ``init_scheme='torch'``: torchvision's ResNet scheme (:mod:`n2nskip_jax.models.inits`): every
   conv (skips and projections too) ``kaiming_normal_`` fan-out, the classifier ``nn.Linear``'s.
@@ -83,11 +84,12 @@ class ResNet(nn.Module):
   bn_axis_name: str | None = None
   conv: ModuleDef = MaskedConv
   dense: ModuleDef = MaskedDense
+  norm: ModuleDef = nn.BatchNorm
 
   @nn.compact
   def __call__(self, x, train: bool = True):
     conv = functools.partial(self.conv, use_bias=False, dtype=self.dtype, **inits.conv(self.init_scheme))
-    norm = batch_norm(train, self.dtype, self.bn_axis_name)
+    norm = batch_norm(self.norm, train, self.dtype, self.bn_axis_name)
     width = max(1, int(64 * self.width_multiplier))
     if self.stem == 'cifar':
       x = nn.relu(norm(name='stem_bn')(conv(width, (3, 3), name='stem')(x)))

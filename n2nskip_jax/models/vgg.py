@@ -10,13 +10,13 @@ follows the layers marked ``'M'``. Two heads:
 Skip placement is :mod:`n2nskip_jax.models.skips` over the 16 conv layers; a skip's stride
 is ``2 ** (number of poolings inside its span)``.
 """
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from n2nskip_jax.layers import MaskedConv, MaskedDense, batch_norm
+from n2nskip_jax.layers import MaskedConv, MaskedDense, batch_norm, max_pool_2x2
 from n2nskip_jax.models import inits
 from n2nskip_jax.models.skips import Edge, chain_edges, skip_name, skip_sources
 
@@ -41,15 +41,6 @@ def adaptive_avg_pool(x: jnp.ndarray, size: int) -> jnp.ndarray:
   ph = _adaptive_pool_matrix(x.shape[1], size)
   pw = _adaptive_pool_matrix(x.shape[2], size)
   return jnp.einsum('bhwc,ih,jw->bijc', x, ph.astype(x.dtype), pw.astype(x.dtype))
-
-
-def max_pool_2x2(x: jnp.ndarray) -> jnp.ndarray:
-  """2x2 max-pooling, stride 2 (an odd last row or column is dropped, as ``nn.max_pool``), as a
-  max over a reshape: its gradient is elementwise, where XLA:CPU expands ``reduce_window``'s
-  into scatters (docs/PERFORMANCE.md). Exact ties share the gradient equally."""
-  n, h, w, c = x.shape
-  x = x[:, :h - h % 2, :w - w % 2]
-  return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
 
 
 def conv_plan(layers, width_multiplier: float) -> tuple[list[int], list[bool]]:
@@ -82,7 +73,8 @@ def edges(head: str, width_multiplier: float, skip_kind: str, skip_span: int,
 
 
 class VGG(nn.Module):
-  """VGG with masked layers; ``conv``/``dense`` swap in plain Flax layers for a twin.
+  """VGG with masked layers. The layers are arguments (``conv``, ``dense``, ``norm`` and
+  ``pool``, the 2x2 max-pooling): plain Flax layers for a twin, or the execution plan's.
 
   ``init_scheme='torch'``: torchvision's VGG scheme (:mod:`n2nskip_jax.models.inits`), skip and
   projection convs included.
@@ -99,10 +91,12 @@ class VGG(nn.Module):
   bn_axis_name: str | None = None
   conv: ModuleDef = MaskedConv
   dense: ModuleDef = MaskedDense
+  norm: ModuleDef = nn.BatchNorm
+  pool: Callable = max_pool_2x2
 
   @nn.compact
   def __call__(self, x, train: bool = True):
-    norm = batch_norm(train, self.dtype, self.bn_axis_name)
+    norm = batch_norm(self.norm, train, self.dtype, self.bn_axis_name)
     widths, pooled = conv_plan(self.layers, self.width_multiplier)
     sources = skip_sources(len(widths), self.skip_span, self.skip_kind)
     acts, h = [x], x
@@ -114,7 +108,7 @@ class VGG(nn.Module):
         stride = skip_stride(pooled, src, j)
         z = z + self._skip(acts[src], width, stride, norm, skip_name(src, j))
       acts.append(nn.relu(z))
-      h = max_pool_2x2(acts[-1]) if pooled[j] else acts[-1]
+      h = self.pool(acts[-1]) if pooled[j] else acts[-1]
     linear = lambda width, name: self.dense(width, dtype=self.dtype, name=name,
                                             **inits.vgg_linear(self.init_scheme))
     if self.head == 'cifar':

@@ -1,20 +1,20 @@
-"""BatchNorm with a hand-written backward pass on the CPU backend.
+"""BatchNorm with a hand-written backward pass (the plan's ``batch_norm='closed_form'``).
 
 Same variables, defaults, statistics and results as ``flax.linen.BatchNorm`` (batch mean and
 ``E[x^2] - E[x]^2`` variance over every axis but the last, averaged over ``axis_name`` under
 ``pmap``; running averages in ``batch_stats``), so checkpoints and models are unchanged. In
 training, the output is written as ``y = x * a + b`` with ``a = scale / sqrt(var + eps)`` and
-``b = bias - mean * a``, and on the CPU backend its gradient is the closed form of Ioffe and
-Szegedy (2015, Sec. 3; ``x_hat = (x - mean) / sqrt(var + eps)``, ``M`` positions):
+``b = bias - mean * a``, and its gradient is the closed form of Ioffe and Szegedy (2015,
+Sec. 3; ``x_hat = (x - mean) / sqrt(var + eps)``, ``M`` positions):
 
     d_bias = sum(dy),   d_scale = sum(dy * x_hat),
     d_x = a * (dy - d_bias / M - x_hat * d_scale / M)
 
 with the sums over the global batch in ``d_x``. Autodiff of Flax's formulation keeps ``x -
 mean`` as an extra activation-sized array and reduces over four arrays; this takes two sums
-(of ``dy`` and ``dy * x``) and one elementwise pass (docs/PERFORMANCE.md). The closed form is
-itself differentiable (second derivatives in reverse mode), but as a custom VJP it has no
-forward mode (``jax.jvp``). Elsewhere JAX differentiates the same forward formula.
+(of ``dy`` and ``dy * x``) and one elementwise pass, faster on XLA:CPU (docs/PERFORMANCE.md).
+The closed form is itself differentiable (second derivatives in reverse mode), but as a custom
+VJP it has no forward mode (``jax.jvp``); the core model (Flax's BatchNorm) has both.
 """
 import functools
 from typing import Any
@@ -39,11 +39,8 @@ def statistics(x, axis_name=None):
 def normalize(x, scale, bias, epsilon: float, axis_name=None, dtype=None):
   """``(y, mean, var)``: ``x`` normalized by its batch statistics (:func:`statistics`), then
   scaled and shifted; ``y`` in ``dtype`` (default: the promoted dtype of ``x``, ``scale`` and
-  ``bias``). Its gradient on the CPU backend is the closed form of the module docstring."""
-  options = (epsilon, axis_name, dtype)
-  return lax.platform_dependent(x, scale, bias,
-                                cpu=lambda *a: _normalize_closed_form(*a, *options),
-                                default=lambda *a: _forward(*a, *options)[0])
+  ``bias``). Its gradient is the closed form of the module docstring."""
+  return _normalize_closed_form(x, scale, bias, epsilon, axis_name, dtype)
 
 
 def _forward(x, scale, bias, epsilon, axis_name, dtype):

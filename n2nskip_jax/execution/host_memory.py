@@ -13,9 +13,9 @@ exits, and that peak is higher (docs/PERFORMANCE.md); and threads that allocate 
 time wait for each other's lock on the one arena (under ``jax.profiler``, traced operations take
 about twice as long, so ``benchmarks/profile_step.py`` turns this off).
 
-Every tool applies it first thing, with the other settings of ``startup.before_jax``; in a
-notebook, call that before the first JAX computation (threads that have allocated already keep
-their own arenas). Only for glibc on Linux; ``N2NSKIP_MALLOC=0`` turns it off.
+The command-line tools and benchmarks apply it first thing on the CPU backend, with the other
+settings of ``execution.before_jax``; in a notebook, call that before the first JAX computation
+(threads that have allocated already keep their own arenas). Only for glibc on Linux; ``N2NSKIP_MALLOC=0`` turns it off.
 """
 import ctypes
 import functools

@@ -9,9 +9,9 @@ by XLA's own convolution on the development machine (``benchmarks/conv_layers.py
 :func:`convolutions_by_xla` keeps YNNPACK's dots and reductions and drops its convolutions
 (``individual_dot,reduce``).
 
-XLA reads ``XLA_FLAGS`` once, when JAX starts its first backend: every tool applies this first
-thing, with the other settings of ``startup.before_jax``; in a notebook, call that before the
-first JAX computation. A setting of the flag already in ``XLA_FLAGS`` is kept;
+XLA reads ``XLA_FLAGS`` once, when JAX starts its first backend: the command-line tools and
+benchmarks apply this first thing on the CPU backend, with the other settings of
+``execution.before_jax``; in a notebook, call that before the first JAX computation. A setting of the flag already in ``XLA_FLAGS`` is kept;
 ``N2NSKIP_XLA_FLAGS=0`` leaves XLA's default. Accelerators ignore the flag.
 """
 import functools
@@ -29,8 +29,14 @@ def convolutions_by_xla() -> bool:
   flags = os.environ.get('XLA_FLAGS', '')
   if os.environ.get('N2NSKIP_XLA_FLAGS', '1') == '0' or FLAG in flags:
     return f'{FLAG}={VALUE}' in flags.split()
-  from jax._src import xla_bridge  # here: importing this module does not import JAX
-  if xla_bridge.backends_are_initialized():
+  if backends_started():
     return False
   os.environ['XLA_FLAGS'] = f'{flags} {FLAG}={VALUE}'.strip()
   return True
+
+
+def backends_started() -> bool:
+  """Whether JAX has started a backend (then ``XLA_FLAGS`` is read already). JAX has no public
+  way to ask; this is the project's one import from ``jax._src`` (a test fails if it moves)."""
+  from jax._src import xla_bridge  # here: importing this module does not import JAX
+  return xla_bridge.backends_are_initialized()

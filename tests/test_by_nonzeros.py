@@ -1,5 +1,8 @@
-"""Skip layers run by their nonzeros (n2nskip_jax.sparse): same outputs, gradients and
-training trajectory as the dense masked path; pruned entries stay exactly 0."""
+"""Masked layers run by their nonzeros (n2nskip_jax.execution.by_nonzeros and the plan's step):
+same outputs, gradients and training trajectory as the dense masked path; pruned entries stay
+exactly 0."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,10 +11,15 @@ from conftest import make_config
 from flax import traverse_util
 from jax import lax
 
-from n2nskip_jax import native, network, pruning, rundir, sparse, steps, train
-from n2nskip_jax.errors import ConfigError
+from n2nskip_jax import execution, network, pruning, rundir, steps, train
+from n2nskip_jax.errors import ConfigError, UserError
+from n2nskip_jax.execution import by_nonzeros, layers, native
+from n2nskip_jax.execution import step as by_nonzeros_step
 from n2nskip_jax.models import VGG
 from n2nskip_jax.models.resnet import ResNet
+
+
+NATIVE = native.available()
 
 
 def random_mask(rng, shape, density):
@@ -29,11 +37,11 @@ def test_sparse_conv_equals_masked_xla_conv_and_its_gradients(size, channels, ke
   x = jnp.asarray(rng.normal(size=(2, size, size + 1, channels)), jnp.float32)
   w = jnp.asarray(rng.normal(size=(kernel, kernel, channels, 7)), jnp.float32)
   mask = random_mask(rng, w.shape, density)
-  tables = sparse.nonzero_tables(mask)
+  tables = by_nonzeros.nonzero_tables(mask)
   dense = lambda x, w: lax.conv_general_dilated(x, w * mask, (stride, stride), padding,
                                                 dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-  mine = jax.jit(lambda x, w: sparse.conv(x, sparse.nonzero_weights(w, tables), tables, w.shape,
-                                          (stride, stride), padding))
+  mine = jax.jit(lambda x, w: by_nonzeros.conv(x, by_nonzeros.weights_by_output(w, tables), tables,
+                                               w.shape, (stride, stride), padding, NATIVE))
   np.testing.assert_allclose(mine(x, w), dense(x, w), rtol=1e-5, atol=1e-5)
   loss = lambda f: lambda x, w: jnp.sum(jnp.sin(f(x, w)))
   (dx, dw), (dx_ref, dw_ref) = (jax.grad(loss(f), (0, 1))(x, w) for f in (mine, dense))
@@ -47,8 +55,9 @@ def test_sparse_conv_in_bfloat16_accumulates_in_float32():
   x = jnp.asarray(rng.normal(size=(2, 6, 6, 64)), jnp.bfloat16)
   w = jnp.asarray(rng.normal(size=(3, 3, 64, 4)), jnp.float32)
   mask = random_mask(rng, w.shape, 0.5)
-  tables = sparse.nonzero_tables(mask)
-  y = sparse.conv(x, sparse.nonzero_weights(w.astype(jnp.bfloat16), tables), tables, w.shape)
+  tables = by_nonzeros.nonzero_tables(mask)
+  y = by_nonzeros.conv(x, by_nonzeros.weights_by_output(w.astype(jnp.bfloat16), tables), tables,
+                       w.shape, native=NATIVE)
   ref = lax.conv_general_dilated(x.astype(jnp.float32), w.astype(jnp.bfloat16).astype(
       jnp.float32) * mask, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
   assert y.dtype == jnp.bfloat16
@@ -57,7 +66,7 @@ def test_sparse_conv_in_bfloat16_accumulates_in_float32():
 
 def test_tables_list_every_nonzero_once_per_grouping():
   mask = random_mask(np.random.default_rng(0), (3, 3, 6, 5), 0.2)
-  tables = sparse.nonzero_tables(mask)
+  tables = by_nonzeros.nonzero_tables(mask)
   _, _, ci, co = np.unravel_index(np.arange(mask.size), mask.shape)
   for name, channel in (('by_output', co), ('by_input', ci)):
     table = tables[name]
@@ -87,58 +96,59 @@ def mlp_masks(**overrides):
 
 
 def test_sparse_execution_picks_skip_layers_by_setting_and_density():
-  config, masks = mlp_masks(pruning__execution='dense')
+  config, masks = mlp_masks(execution__sequential='dense')
   skips = {p for p in traverse_util.flatten_dict(masks) if p[0].startswith('skip')}
-  config.skip.execution = 'dense'
-  assert network.sparse_execution(config, masks) == {}
-  config.skip.execution = 'sparse'
-  chosen = traverse_util.flatten_dict(network.sparse_execution(config, masks), sep=None)
+  config.execution.skip = 'dense'
+  assert execution.plan(config, masks, 'cpu').tables == {}
+  config.execution.skip = 'sparse'
+  chosen = traverse_util.flatten_dict(execution.plan(config, masks, 'cpu').tables, sep=None)
   assert {p[:-1] for p in chosen} == skips  # every skip kernel, no sequential one
-  config.skip.execution = 'auto'
+  config.execution.skip = 'auto'
   flat = traverse_util.flatten_dict(masks)
   thin, full = sorted(skips)[:2]  # one skip kernel below the threshold, one above
   flat[thin] = (np.arange(flat[thin].size) % 100 == 0).reshape(flat[thin].shape).astype(np.float32)
   flat[full] = np.ones_like(flat[full])
   chosen = traverse_util.flatten_dict(
-      network.sparse_execution(config, traverse_util.unflatten_dict(flat)), sep=None)
+      execution.plan(config, traverse_util.unflatten_dict(flat), 'cpu').tables, sep=None)
   chosen = {p[:-1] for p in chosen}
   assert thin in chosen and full not in chosen
-  assert chosen == {p for p in skips if flat[p].mean() <= sparse.auto_max_density()}
+  assert chosen == {p for p in skips if flat[p].mean() <= by_nonzeros.auto_max_density()}
 
 
 def test_sparse_execution_picks_the_other_pruned_layers_by_their_own_setting():
-  config, masks = mlp_masks(skip__execution='dense')
+  config, masks = mlp_masks(execution__skip='dense')
   flat = traverse_util.flatten_dict(masks)
   sequential = {p for p in flat if not p[0].startswith('skip')}
-  config.pruning.execution = 'sparse'
-  chosen = traverse_util.flatten_dict(network.sparse_execution(config, masks), sep=None)
+  config.execution.sequential = 'sparse'
+  chosen = traverse_util.flatten_dict(execution.plan(config, masks, 'cpu').tables, sep=None)
   assert {p[:-1] for p in chosen} == sequential
-  config.pruning.execution = 'auto'  # the masks hold 20 %, over the threshold...
-  assert network.sparse_execution(config, masks) == {}
+  config.execution.sequential = 'auto'  # the masks hold 20 %, over the threshold...
+  assert execution.plan(config, masks, 'cpu').tables == {}
   thin, mid = sorted(sequential)[:2]  # ...but this one 1 %, and this one 5 %
   for path, every in ((thin, 100), (mid, 20)):
     flat[path] = (np.arange(flat[path].size) % every == 0).reshape(flat[path].shape)
   masks = traverse_util.unflatten_dict(jax.tree.map(lambda m: m.astype(np.float32), flat))
-  chosen = {p[:-1] for p in traverse_util.flatten_dict(network.sparse_execution(config, masks),
+  chosen = {p[:-1] for p in traverse_util.flatten_dict(execution.plan(config, masks, 'cpu').tables,
                                                         sep=None)}
-  assert chosen == ({thin, mid} if native.available() else {thin})
+  assert chosen == ({thin, mid} if NATIVE else {thin})
   config.half_precision = True  # no native kernels in bfloat16: the scan's lower threshold
-  chosen = {p[:-1] for p in traverse_util.flatten_dict(network.sparse_execution(config, masks),
+  chosen = {p[:-1] for p in traverse_util.flatten_dict(execution.plan(config, masks, 'cpu').tables,
                                                         sep=None)}
   assert chosen == {thin}
 
 
 def test_optimizer_over_the_nonzeros_equals_the_dense_update():
   config, masks = mlp_masks()
-  config.skip.execution = 'sparse'
+  config.execution.skip = 'sparse'
   _, variables = network.init(config, 10, (40,))
   variables = pruning.apply_masks(variables, masks)
   state = steps.TrainState.create(apply_fn=None, params=variables['params'],
                                   tx=steps.create_optimizer(config, 10), batch_stats={},
-                                  masks=masks, nonzeros=network.sparse_execution(config, masks))
-  index = steps.update_index(state.params, state.nonzeros)
+                                  masks=masks)
+  tables = execution.plan(config, masks, 'cpu').tables
+  index = by_nonzeros_step.update_index(state.params, tables)
   assert sum(not isinstance(i, str) for i in jax.tree.leaves(index)) == sum(
-      p[-1] == 'by_output' for p in traverse_util.flatten_dict(state.nonzeros))  # skips only
+      p[-1] == 'by_output' for p in traverse_util.flatten_dict(tables))  # skips only
   dense = sparse_state = state
   rng, flat_masks = np.random.default_rng(0), traverse_util.flatten_dict(masks)
   for _ in range(3):  # momentum builds up: the update reads the optimizer state too
@@ -147,8 +157,8 @@ def test_optimizer_over_the_nonzeros_equals_the_dense_update():
         for path, p in traverse_util.flatten_dict(state.params).items()})
     # Op by op, so that both run the same float operations (jitted, XLA may fuse them apart).
     dense = dense.apply_gradients(grads=grads)
-    sparse_state = steps.apply_gradients(
-        sparse_state, jax.tree.map(steps._compact, grads, index), index)
+    sparse_state = by_nonzeros_step.apply_gradients(
+        sparse_state, jax.tree.map(by_nonzeros_step._compact, grads, index), index)
   for a, b in zip(jax.tree.leaves((dense.params, dense.opt_state, dense.step)),
                   jax.tree.leaves((sparse_state.params, sparse_state.opt_state,
                                    sparse_state.step))):
@@ -158,13 +168,15 @@ def test_optimizer_over_the_nonzeros_equals_the_dense_update():
 def test_train_step_builds_no_dense_gradient_for_kernels_run_by_their_nonzeros():
   """Their gradient is taken at the nonzeros (the layers' perturbations): no scatter-add into
   a kernel-sized array anywhere in the step."""
-  config, masks = mlp_masks(skip__execution='sparse')
-  model, variables = network.init(config, 10, (40,), bn_axis_name=steps.AXIS)
-  state = steps.TrainState.create(apply_fn=model.apply, params=variables['params'],
-                                  tx=steps.create_optimizer(config, 10), batch_stats={},
-                                  masks=masks, nonzeros=network.sparse_execution(config, masks))
+  config, masks = mlp_masks(execution__skip='sparse')
+  _, variables = network.init(config, 10, (40,), bn_axis_name=steps.AXIS)
+  plan = execution.plan(config, masks, 'cpu')
+  state = steps.TrainState.create(apply_fn=plan.model(config, 10, bn_axis_name=steps.AXIS).apply,
+                                  params=variables['params'], tx=steps.create_optimizer(config, 10),
+                                  batch_stats={}, masks=masks)
   batch = {'image': jnp.zeros((4, 40)), 'label': jnp.zeros((4,), jnp.int32)}
-  jaxpr = jax.make_jaxpr(steps.train_step, axis_env=[(steps.AXIS, 1)])(state, batch)
+  jaxpr = jax.make_jaxpr(by_nonzeros_step.train_step, axis_env=[(steps.AXIS, 1)])(
+      state, plan.tables, batch)
   sizes = {m.size for m in jax.tree.leaves(masks)}
 
   def scatter_adds(jaxpr):
@@ -176,15 +188,18 @@ def test_train_step_builds_no_dense_gradient_for_kernels_run_by_their_nonzeros()
 
   assert not sizes & set(scatter_adds(jaxpr.jaxpr))
   # The check can fail: differentiated as dense arrays, the same kernels get such scatter-adds.
-  loss = lambda params: jnp.sum(model.apply(state.variables(params), batch['image']))
+  loss = lambda params: jnp.sum(state.apply_fn(
+      by_nonzeros_step.model_variables(state, plan.tables, params), batch['image']))
   assert sizes & set(scatter_adds(jax.make_jaxpr(jax.grad(loss))(state.params).jaxpr))
 
 
+PLAN_LAYERS = {'conv': functools.partial(layers.Conv, native=NATIVE),
+               'dense': functools.partial(layers.Dense, native=NATIVE)}
 CNNS = {  # 4 skips each: spanning poolings (stride-2 and stride-4 skip convs), or bottlenecks
     'vgg': lambda: VGG(head='cifar', layers=(8, 'M', 8, 8, 'M', 16, 16), skip_kind='n2nskip',
-                       skip_span=2),
+                       skip_span=2, **PLAN_LAYERS),
     'resnet': lambda: ResNet(stage_sizes=(1, 1, 1, 1), width_multiplier=0.125,
-                             skip_kind='n2nskip')}
+                             skip_kind='n2nskip', **PLAN_LAYERS)}
 
 
 @pytest.mark.parametrize('cnn', sorted(CNNS))
@@ -198,9 +213,9 @@ def test_n2nskip_cnn_by_nonzeros_equals_dense_masked_forward_and_gradients(cnn, 
   rng = np.random.default_rng(1)
   masks = jax.tree.map(lambda m: random_mask(rng, m.shape, 0.3), variables['masks'])
   variables = pruning.apply_masks({**variables, 'masks': masks}, masks)
-  execution = 'sparse' if layers == 'all' else 'dense'
-  nonzeros = network.sparse_execution(
-      make_config(skip__execution='sparse', pruning__execution=execution), masks)
+  sequential = 'sparse' if layers == 'all' else 'dense'
+  nonzeros = execution.plan(
+      make_config(execution__skip='sparse', execution__sequential=sequential), masks, 'cpu').tables
   kernels = len(jax.tree.leaves(masks)) if layers == 'all' else 4  # 4 skips
   assert len(traverse_util.flatten_dict(nonzeros, sep=None)) == 6 * kernels  # 6 tables each
 
@@ -222,8 +237,8 @@ def test_training_by_nonzeros_follows_the_dense_trajectory_and_resumes(tmp_path)
   unchanged and pruned weights exactly 0 in the checkpoint."""
   base = dict(model='mlp', dataset='mnist1d', skip__kind='n2nskip', pruning__method='rp',
               pruning__density=0.05, batch_size=500, log_every_steps=2, eval_every_epochs=1)
-  dense = dict(skip__execution='dense', pruning__execution='dense')
-  sparse_ = dict(skip__execution='sparse', pruning__execution='sparse')
+  dense = dict(execution__skip='dense', execution__sequential='dense')
+  sparse_ = dict(execution__skip='sparse', execution__sequential='sparse')
   dense = train.train_and_evaluate(make_config(num_epochs=2, **dense, **base),
                                    str(tmp_path / 'dense'))
   train.train_and_evaluate(make_config(num_epochs=1, **sparse_, **base), str(tmp_path / 'sparse'))
@@ -240,8 +255,20 @@ def test_training_by_nonzeros_follows_the_dense_trajectory_and_resumes(tmp_path)
     np.testing.assert_allclose(params[1][path], params[0][path], rtol=1e-3, atol=1e-5)
 
 
-@pytest.mark.parametrize('key', ['skip', 'pruning'])
+@pytest.mark.parametrize('key', sorted(execution.CHOICES))
 def test_bad_execution_is_refused_with_the_key(key):
   from n2nskip_jax.config import validate
-  with pytest.raises(ConfigError, match=key + r"\.execution.*'fast'.*'auto'"):
-    validate(make_config(**{f'{key}__execution': 'fast'}))
+  with pytest.raises(ConfigError, match=r"execution\." + key + r"='fast'.*'auto'"):
+    validate(make_config(**{f'execution__{key}': 'fast'}))
+
+
+@pytest.mark.parametrize('old,new', [('conv_impl', 'execution.conv'),
+                                     ('pruning.execution', 'execution.sequential'),
+                                     ('skip.execution', 'execution.skip')])
+def test_the_old_execution_keys_are_refused_with_the_new_names(old, new):
+  from n2nskip_jax.config import validate
+  config = make_config()
+  group, _, key = old.rpartition('.')
+  (config[group] if group else config)[key] = 'auto'
+  with pytest.raises(UserError, match=f'config.{old} no longer exists: use config.{new}'):
+    validate(config)

@@ -14,17 +14,18 @@ the output positions are written position-major (NHWC). The gradient with respec
 input is the same operation over the entries grouped by input channel (``by_input``), reading
 the output gradient, one stride phase at a time; the gradient of each entry's weight is one
 segment dot product. The conv reads the kernel only through its entries at the nonzeros
-(:func:`nonzero_weights`), so a gradient taken with respect to those is compact; one taken
+(:func:`weights_by_output`), so a gradient taken with respect to those is compact; one taken
 with respect to the dense kernel is zero at every pruned entry. On the CPU backend, in
-float32, these loops and the layout changes run as native kernels
-(:mod:`n2nskip_jax.native`); elsewhere, as ``lax.scan`` and XLA gathers.
+float32, these loops and the layout changes can run as native kernels
+(:mod:`n2nskip_jax.execution.native`; the plan says whether, ``native=True``); else as
+``lax.scan`` and XLA gathers, on any backend.
 
 The kernel and mask stay dense-shaped (checkpoints, counting and analysis are unchanged);
 the index tables are built once from the mask (:func:`nonzero_tables`) and travel with the
-train state in their own variable collection, :data:`NONZEROS`. A layer with tables there runs
-this path; without, the dense masked one. Pruned entries get no gradient either way, so they
-stay exactly 0. Which layers get tables: ``network.sparse_execution``, from
-``config.pruning.execution`` and ``config.skip.execution``.
+execution plan to the step, which passes them in their own variable collection,
+:data:`NONZEROS`. A layer with tables there runs this path; without, the dense masked one.
+Pruned entries get no gradient either way, so they stay exactly 0. Which layers get tables:
+``execution.plan``, from ``config.execution.sequential`` and ``config.execution.skip``.
 """
 import functools
 from typing import NamedTuple
@@ -34,10 +35,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from n2nskip_jax import native
+from n2nskip_jax.execution import native
 
 NONZEROS = 'nonzeros'
-EXECUTIONS = ('auto', 'dense', 'sparse')
 # 'auto' runs a masked layer by its nonzeros on the CPU backend when at most this share of its
 # kernel is nonzero, with the native kernels or with the scan (docs/PERFORMANCE.md: the
 # measured per-layer crossover against the dense path, skip and main-path shapes).
@@ -45,8 +45,9 @@ AUTO_MAX_DENSITY = {'native': 0.08, 'scan': 0.02}
 
 
 def auto_max_density(dtype=jnp.float32) -> float:
-  """The density up to which ``execution='auto'`` (``pruning.`` and ``skip.``) runs a masked
-  layer computing in ``dtype`` by its nonzeros (the native kernels are float32 only)."""
+  """The density up to which ``'auto'`` (``config.execution.sequential`` and ``.skip``) runs a
+  masked layer computing in ``dtype`` by its nonzeros on the CPU (the native kernels are float32
+  only)."""
   kernels = jnp.dtype(dtype) == jnp.float32 and native.available()
   return AUTO_MAX_DENSITY['native' if kernels else 'scan']
 
@@ -92,7 +93,7 @@ def _rows_of(entries: np.ndarray, group: np.ndarray, n: int):
   return table, where
 
 
-def nonzero_weights(kernel, tables: dict):
+def weights_by_output(kernel, tables: dict):
   """``(out, K)``: the kernel's entries listed by ``tables['by_output']``, 0 at the padding:
   the weights :func:`conv` reads. Differentiating the train step's loss with respect to these
   (not the dense kernel) gives the gradient at the nonzeros only (``steps.train_step``).
@@ -108,10 +109,12 @@ def at_nonzeros(kernel, ascending):
   return jnp.take(jnp.ravel(kernel), ascending, mode='fill', fill_value=0)
 
 
-def conv(x, weights, tables: dict, kernel_shape, strides=(1, 1), padding='SAME'):
+def conv(x, weights, tables: dict, kernel_shape, strides=(1, 1), padding='SAME',
+         native: bool = False):
   """``lax.conv_general_dilated(x, kernel * mask, strides, padding)`` in NHWC/HWIO, computed
   from the mask's ``tables`` (:func:`nonzero_tables`) and the kernel's ``weights`` at its
-  nonzeros (:func:`nonzero_weights`); ``kernel_shape``: ``(kh, kw, in, out)``."""
+  nonzeros (:func:`weights_by_output`); ``kernel_shape``: ``(kh, kw, in, out)``; ``native``: run its loops as the native CPU kernels
+  (float32 operands only; :func:`native.available` must have returned ``True``)."""
   kh, kw, _, cout = kernel_shape
   n, h, w, c = x.shape
   if isinstance(padding, str):
@@ -126,7 +129,7 @@ def conv(x, weights, tables: dict, kernel_shape, strides=(1, 1), padding='SAME')
     dy, dx, *channels = jnp.unravel_index(jnp.maximum(table, 0), kernel_shape)
     return channels[row_axis], (dy % sy) * sx + dx % sx, (dy // sy) * wq + dx // sx
 
-  out = _gather_sum(grid)(x.reshape(-1, c), weights.astype(x.dtype), tables['by_output'],
+  out = _gather_sum(grid, native)(x.reshape(-1, c), weights.astype(x.dtype), tables['by_output'],
                           *segments(tables['by_output'], 0), tables['slots_by_input'],
                           *segments(tables['by_input'], 1))
   return out.reshape(n, *grid.output, cout)
@@ -189,7 +192,7 @@ def _output_index(grid: _Grid) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=None)
-def _gather_sum(grid: _Grid):
+def _gather_sum(grid: _Grid, native_kernels: bool):
   """The sparse conv's core on ``grid``:
 
       out[m, g] = sum_k weights[g, k] * src[rows[g, k], phases[g, k] * length + taps[g, k]
@@ -212,7 +215,8 @@ def _gather_sum(grid: _Grid):
     return fwd(x, weights, by_output, rows, phases, taps, slots_in, rows_in, phase_in, tap_in)[0]
 
   def fwd(x, weights, by_output, rows, phases, taps, slots_in, rows_in, phase_in, tap_in):
-    out = _sum_to_positions(x, weights[None], rows, phases, taps, columns, length, source, tail)
+    out = _sum_to_positions(x, weights[None], rows, phases, taps, columns, length, source, tail,
+                            native_kernels)
     return out, (x, weights, by_output, rows, phases, taps, slots_in, rows_in, phase_in, tap_in)
 
   def bwd(residuals, d_out):
@@ -225,9 +229,9 @@ def _gather_sum(grid: _Grid):
     weights_in = jnp.where(slots_in >= 0, jnp.ravel(weights)[jnp.maximum(slots_in, 0)], 0)
     by_phase = jnp.stack([jnp.where(phase_in == q, weights_in, 0) for q in range(grid.phases)])
     d_x = _sum_to_positions(d_out, by_phase, rows_in, jnp.zeros_like(tap_in), tail - tap_in,
-                            inputs, length, padded_columns, 2 * tail)
+                            inputs, length, padded_columns, 2 * tail, native_kernels)
     d_weights = _segment_dots(x, by_output, rows, phases, taps, d_out, tail, length, source,
-                              tail, padded_columns)
+                              tail, padded_columns, native_kernels)
     return (d_x, jnp.where(by_output >= 0, d_weights, 0).astype(weights.dtype)) + (None,) * 8
 
   gather_sum.defvjp(fwd, bwd)
@@ -249,7 +253,7 @@ def _inverse(index: np.ndarray, size: int, margin: int = 0) -> np.ndarray:
 
 
 def _sum_to_positions(src, weights, rows, phases, taps, columns: np.ndarray, length: int,
-                      source: np.ndarray | None = None, span: int = 0):
+                      source: np.ndarray | None = None, span: int = 0, native_kernels=False):
   """``out[m, g] = sum_k weights[q, g, k] * src[rows[g, k], phases[g, k] * length + taps[g, k]
   + t]`` where ``columns[m] = q * length + t``: ``len(weights)`` sums over ``length``
   positions, each with its own weights, read at ``columns`` and written position-major. With
@@ -262,7 +266,7 @@ def _sum_to_positions(src, weights, rows, phases, taps, columns: np.ndarray, len
     return _scan_sum_to_positions(_channel_major(src, source), weights, rows,
                                   phases * length + taps, columns, length)
   kernel = functools.partial(native.accumulate, out_rows=out_rows, index=source, span=span)
-  return _native_on_cpu(kernel, scan, src, weights, rows, phases, taps)
+  return _native_or_scan(native_kernels, kernel, scan, src, weights, rows, phases, taps)
 
 
 def _scan_sum_to_positions(src, weights, rows, offsets, columns, length):
@@ -288,7 +292,8 @@ def _scan_accumulate(src, weights, rows, offsets, length):
   return lax.scan(column, init, (weights.T, rows.T, offsets.T))[0].astype(dtype)
 
 
-def _segment_dots(src, table, rows, phases, taps, d, shift, length, source, span, d_source):
+def _segment_dots(src, table, rows, phases, taps, d, shift, length, source, span, d_source,
+                  native_kernels):
   """``out[g, k] = sum_{t < length} src[rows[g, k], phases[g, k] * length + taps[g, k] + t] *
   d[g, shift + t]`` (any value where ``table[g, k] < 0``): the weight gradient of each table
   entry, with ``src`` and ``d`` position-major, read as ``_channel_major(src, source)`` and
@@ -299,7 +304,7 @@ def _segment_dots(src, table, rows, phases, taps, d, shift, length, source, span
                               _channel_major(d, d_source), shift, length)
   kernel = functools.partial(native.segment_dots, shift=0, length=length, index=source,
                              span=span, d_index=d_source[shift:shift + length])
-  return _native_on_cpu(kernel, scan, src, table, rows, phases, taps, d)
+  return _native_or_scan(native_kernels, kernel, scan, src, table, rows, phases, taps, d)
 
 
 def _scan_segment_dots(src, table, rows, offsets, d, shift, length):
@@ -316,10 +321,10 @@ def _scan_segment_dots(src, table, rows, offsets, d, shift, length):
   return lax.scan(column, None, (rows.T, offsets.T))[1].T
 
 
-def _native_on_cpu(kernel, scan, *operands):
-  """``kernel(*operands)`` on the CPU backend where the native kernels are built and the
-  operands float32 (:mod:`n2nskip_jax.native`), else ``scan(*operands)``."""
+def _native_or_scan(native_kernels: bool, kernel, scan, *operands):
+  """``kernel(*operands)`` if ``native_kernels`` and the operands are float32 (the native
+  kernels, :mod:`n2nskip_jax.execution.native`), else ``scan(*operands)``."""
   floats = [a.dtype for a in operands if jnp.issubdtype(a.dtype, jnp.floating)]
-  if all(dtype == jnp.float32 for dtype in floats) and native.available():
-    return lax.platform_dependent(*operands, cpu=kernel, default=scan)
+  if native_kernels and all(dtype == jnp.float32 for dtype in floats):
+    return kernel(*operands)
   return scan(*operands)
