@@ -47,8 +47,8 @@ def changed_keys(old: dict, new: dict, prefix: str = '') -> list[str]:
   keys = []
   for k in sorted(set(old) | set(new)):
     a, b = old.get(k), new.get(k)
-    if isinstance(a, dict) and isinstance(b, dict):
-      keys += changed_keys(a, b, f'{prefix}{k}.')
+    if {type(a), type(b)} <= {dict, type(None)}:  # a group, on one side at least
+      keys += changed_keys(a or {}, b or {}, f'{prefix}{k}.')
     elif a != b:
       keys.append(f'{prefix}{k}')
   return keys

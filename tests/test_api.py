@@ -2,6 +2,7 @@
 module, and the one-way flow of imports (config -> data -> model -> masks -> train -> analysis)."""
 import ast
 import os
+import pathlib
 import re
 
 import numpy as np
@@ -16,7 +17,7 @@ PACKAGE = os.path.join(ROOT, 'n2nskip_jax')
 
 
 def readme_python_block() -> str:
-  text = open(os.path.join(ROOT, 'README.md')).read()
+  text = pathlib.Path(ROOT, 'README.md').read_text()
   section = text[text.index('### From Python'):]
   return re.search(r'```python\n(.*?)```', section, re.S).group(1)
 
@@ -66,7 +67,7 @@ def test_a_new_pruning_method_is_one_registered_function():
 
 
 def imports_of(path: str) -> set[str]:
-  tree = ast.parse(open(path).read())
+  tree = ast.parse(pathlib.Path(path).read_text())
   names = set()
   for node in ast.walk(tree):
     if isinstance(node, ast.ImportFrom) and node.module:
@@ -96,7 +97,7 @@ def test_no_module_outside_models_parses_layer_names():
   for path in modules():
     if os.sep + 'models' + os.sep in path:
       continue
-    hits = [line for line in open(path) if pattern.search(line)]
+    hits = [line for line in pathlib.Path(path).read_text().splitlines() if pattern.search(line)]
     assert not hits, f'{os.path.relpath(path, ROOT)}: {hits}'
 
 

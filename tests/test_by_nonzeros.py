@@ -4,6 +4,7 @@ exactly 0."""
 import functools
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -183,7 +184,7 @@ def test_train_step_builds_no_dense_gradient_for_kernels_run_by_their_nonzeros()
     for eqn in jaxpr.eqns:
       if eqn.primitive.name == 'scatter-add':
         yield eqn.outvars[0].aval.size
-      for sub in jax.core.jaxprs_in_params(eqn.params):
+      for sub in jax.extend.core.jaxprs_in_params(eqn.params):
         yield from scatter_adds(sub)
 
   assert not sizes & set(scatter_adds(jaxpr.jaxpr))

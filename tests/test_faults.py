@@ -92,7 +92,7 @@ def test_divergence_stops_without_summary_or_non_finite_checkpoint(tmp_path):
     payload = rundir.checkpoints(str(tmp_path)).read(step)
     assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(payload['state']['params']))
   metrics = tmp_path / 'metrics.jsonl'
-  for line in open(metrics) if metrics.exists() else []:
+  for line in metrics.read_text().splitlines() if metrics.exists() else []:
     json.loads(line, parse_constant=lambda c: pytest.fail(f'non-strict JSON: {c}'))
 
 
@@ -131,14 +131,18 @@ def test_shrinking_num_epochs_below_the_checkpoint_is_refused(two_epochs, tmp_pa
 
 def test_execution_keys_may_change_on_resume_even_from_a_config_without_them(two_epochs,
                                                                               tmp_path):
-  """A run started before ``pruning.execution`` existed (its config.json lacks the key), or
-  with the other execution, resumes; a key that changes the math is still refused."""
+  """A run started before the ``execution`` group existed (its config.json has the old keys
+  ``conv_impl``, ``pruning.execution``, ``skip.execution``, or none of them), or with another
+  execution, resumes; a key that changes the math is still refused."""
   workdir = copy_run(two_epochs, tmp_path)
   config = json.loads((workdir / 'config.json').read_text())
-  del config['pruning']['execution']
+  del config['execution']
+  config.update(conv_impl='auto')
+  config['skip']['execution'] = 'auto'  # and no pruning.execution: older still
   (workdir / 'config.json').write_text(json.dumps(config))
-  resumed = train.train_and_evaluate(tiny(num_epochs=3, pruning__execution='sparse',
-                                          skip__execution='dense'), str(workdir))
+  resumed = train.train_and_evaluate(tiny(num_epochs=3, execution__sequential='sparse',
+                                          execution__skip='dense', execution__batch_norm='flax'),
+                                     str(workdir))
   assert resumed['steps'] == 66
   with pytest.raises(UserError, match=r"different config \(keys \['pruning.density'\]\)"):
     train.train_and_evaluate(tiny(num_epochs=4, pruning__density=0.2), str(workdir))

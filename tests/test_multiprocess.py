@@ -66,6 +66,7 @@ def test_a_killed_process_fails_its_peer_in_bounded_time_and_both_resume(tmp_pat
   while time.time() < deadline and not (rundir.latest_step(str(tmp_path)) or 0) >= 8:
     time.sleep(0.1)
   procs[1].kill()
+  procs[1].communicate()  # reaped, its pipe closed
   start = time.time()
   out = procs[0].communicate(timeout=120)[0]
   assert procs[0].returncode != 0 and time.time() - start < 60, out[-3000:]

@@ -58,7 +58,7 @@ def test_train_step_is_compiled_once_per_run_and_resume(tmp_path, monkeypatch):
   def counted(state, batch):
     traces.append(1)
     return steps.train_step(state, batch)
-  monkeypatch.setattr(train, 'p_train_step',
+  monkeypatch.setattr(steps, 'p_train_step',  # the plan's step for a dense MLP on CPU
                       jax.pmap(counted, axis_name=steps.AXIS, donate_argnums=(0,)))
   config = make_config(model='mlp', dataset='mnist1d', num_epochs=1, log_every_steps=1000)
   train.train_and_evaluate(config, str(tmp_path))
@@ -101,7 +101,7 @@ def test_killed_run_resumes_to_the_same_parameters(tmp_path):
       break
     time.sleep(0.02)
   proc.send_signal(signal.SIGKILL)
-  proc.wait()
+  proc.communicate()  # reaped, its pipe closed
   saved = rundir.latest_step(str(killed))
   total = 30 * (4000 // 128)
   assert saved is not None and 0 < saved < total, f'killed at {saved} of {total}'

@@ -104,9 +104,9 @@ def plan(config, masks, backend: str | None = None) -> Plan:
     return CPU_AUTO[key] if on_cpu else CHOICES[key][1]
   dtype = jnp.bfloat16 if config.half_precision else jnp.float32
   tables = {}
-  for path, mask in traverse_util.flatten_dict(jax.device_get(masks)).items():
+  for path, mask in traverse_util.flatten_dict(masks).items():
     if _by_nonzeros(ex.skip if is_skip_path(path) else ex.sequential, mask, dtype, on_cpu):
-      tables[path] = by_nonzeros.nonzero_tables(mask)
+      tables[path] = by_nonzeros.nonzero_tables(jax.device_get(mask))
   return Plan(backend, conv=pick('conv'), batch_norm=pick('batch_norm'),
               max_pool=pick('max_pool'), tables=traverse_util.unflatten_dict(tables),
               native_kernels=bool(tables) and on_cpu and native.available())
@@ -114,8 +114,10 @@ def plan(config, masks, backend: str | None = None) -> Plan:
 
 def _by_nonzeros(choice: str, mask, dtype, on_cpu: bool) -> bool:
   if choice == 'auto':  # (the threshold's check builds the native kernels: only if needed)
+    if not on_cpu:
+      return False
     density = np.mean(mask)
-    return (on_cpu and density <= max(by_nonzeros.AUTO_MAX_DENSITY.values())
+    return (density <= max(by_nonzeros.AUTO_MAX_DENSITY.values())
             and density <= by_nonzeros.auto_max_density(dtype))
   return choice == 'sparse'
 

@@ -9,7 +9,8 @@ cache, so no layout change of an activation-sized array is written out. They are
 compiled from the package's C++ source with the system's C++ compiler on first use (``$CXX``,
 else ``c++``; about 2 s), cached under ``$XDG_CACHE_HOME/n2nskip_jax`` (else
 ``~/.cache/n2nskip_jax``) per source, compiler flags, jaxlib and CPU, and registered with XLA.
-``N2NSKIP_NATIVE=0`` turns them off. Where they cannot be built, one warning says why and the
+``N2NSKIP_NATIVE=0`` turns them off. Under ``jax.vmap`` they run once per batch element
+(``vmap_method='sequential'``). Where they cannot be built, one warning says why and the
 sparse path runs as ``lax.scan``: same results, slower. Accelerators always run the scan.
 """
 import ctypes
@@ -92,7 +93,7 @@ def accumulate(src, weights, rows, phases, taps, out_rows, index=None, span: int
   of ``length`` columns and ``span`` more, the largest ``taps``."""
   num_out = int((np.asarray(out_rows) >= 0).sum())
   call = jax.ffi.ffi_call(ACCUMULATE, jax.ShapeDtypeStruct((num_out, weights.shape[1]),
-                                                           jnp.float32))
+                                                           jnp.float32), vmap_method='sequential')
   return call(src, _index(index), weights, *_ints(rows, phases, taps),
               jnp.asarray(out_rows, jnp.int32), span=span)
 
@@ -103,7 +104,8 @@ def segment_dots(src, table, rows, phases, taps, d, shift: int, length: int, ind
   d[g, shift + t]`` where ``table[g, k] >= 0``, else 0 (float32; ``index``, ``span``: as
   :func:`accumulate`'s). With ``d_index`` (``length`` entries; then ``shift`` is 0), ``d`` is
   position-major too and read as ``d[d_index].T`` the same way."""
-  call = jax.ffi.ffi_call(SEGMENT_DOTS, jax.ShapeDtypeStruct(table.shape, jnp.float32))
+  call = jax.ffi.ffi_call(SEGMENT_DOTS, jax.ShapeDtypeStruct(table.shape, jnp.float32),
+                         vmap_method='sequential')
   return call(src, _index(index), *_ints(table, rows, phases, taps), d, _index(d_index),
               shift=shift, length=length, span=span)
 
