@@ -174,7 +174,7 @@ def snip_saliency(apply_fn, variables, batch) -> dict:
   return jax.tree.map(jnp.abs, jax.grad(loss)(ones))
 
 
-def _saliency(config, variables, batch) -> dict:
+def _saliency(config, variables, batch, layers=None) -> dict:
   """SNIP scores by path, on the reference network for N2NSkip (the paper's preliminary
   pruning), on the model itself otherwise."""
   if batch is None:
@@ -182,18 +182,21 @@ def _saliency(config, variables, batch) -> dict:
                      "batch) with batch = {'image': ..., 'label': ...}")
   n2n = config.skip.kind == 'n2nskip'
   net_config = models.reference(config) if n2n else config
-  apply_fn = models.create_model(net_config, data.spec(config)[0]).apply
+  apply_fn = models.create_model(net_config, data.spec(config)[0], layers=layers).apply
   scores = snip_saliency(apply_fn, models.without_skips(variables) if n2n else variables, batch)
   return traverse_util.flatten_dict(jax.device_get(scores))
 
 
-def prune(config, variables, batch=None) -> dict:
+def prune(config, variables, batch=None, *, layers: dict | None = None) -> dict:
   """Returns the ``masks`` pytree (float 0/1) for ``variables`` at the config's budget.
 
   Args:
     config: a validated config (``pruning.*``, ``skip.*`` and ``seed``).
     variables: the initialized variables, including an all-ones ``masks`` collection.
     batch: one training batch ``{'image', 'label'}``, for saliency-based methods (``csp``).
+    layers: the layers saliency is computed with (``create_model``'s argument; default: the
+      model's own). The training loop passes those it trains with, so that SNIP's scores,
+      and the masks at their threshold, are float for float those of the model trained.
   """
   masks = variables['masks']
   method = config.pruning.method
@@ -215,7 +218,7 @@ def prune(config, variables, batch=None) -> dict:
     raise ConfigError('pruning.exclude', tuple(config.pruning.exclude),
                       f'patterns whose dense layers fit in the budget of {b["sequential"]} weights')
   out = {p: np.ones(s, np.float32) for p, s in excluded.items()}
-  out.update(METHODS[method](chosen, free, rng, lambda: _saliency(config, variables, batch)))
+  out.update(METHODS[method](chosen, free, rng, lambda: _saliency(config, variables, batch, layers)))
   if skip_shapes:
     out.update(random_masks(skip_shapes, b['skip'], rng))
   return traverse_util.unflatten_dict({p: out[p] for p in flat})

@@ -73,7 +73,8 @@ def _initial_state(config, data, masks=None, prune: bool = True) -> TrainState:
     _check_masks(masks, variables['masks'])
   elif prune:
     batch = snip_batch(data, config.pruning.snip_batch_size) if config.pruning.method == 'csp' else None
-    masks = pruning.prune(config, variables, batch)
+    # Saliency by the layers the run trains with (the plan's formulations: no tables yet).
+    masks = pruning.prune(config, variables, batch, layers=execution.plan(config, {}).layers())
     if jax.process_count() > 1:  # every host must train the same sparse network
       masks = multihost_utils.broadcast_one_to_all(masks)
   if masks is not None:
