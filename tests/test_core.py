@@ -123,9 +123,10 @@ def test_forward_mode_and_hessian_vector_products_through_the_model(model_name, 
   vdot = lambda a, b: sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
   def derivatives(p, t):
-    return (jax.jvp(loss, (p,), (t,))[1], vdot(jax.grad(loss)(p), t),
-            jax.jvp(jax.grad(loss), (p,), (t,))[1],  # Hessian-vector product, forward-over-reverse
-            jax.grad(lambda q: vdot(jax.grad(loss)(q), t))(p))  # and reverse-over-reverse
+    # Forward over reverse: the tangent of (loss, grad) is (jvp of the loss, the HVP).
+    (_, grad), (jvp, fwd_rev) = jax.jvp(jax.value_and_grad(loss), (p,), (t,))
+    rev_rev = jax.grad(lambda q: vdot(jax.grad(loss)(q), t))(p)  # reverse over reverse
+    return jvp, vdot(grad, t), fwd_rev, rev_rev
   # One compilation for the four, without XLA's expensive passes (a third less compile time).
   compiled = jax.jit(derivatives).lower(params, tangent).compile(
       {'xla_backend_optimization_level': 0, 'xla_llvm_disable_expensive_passes': True})
