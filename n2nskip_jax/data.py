@@ -13,6 +13,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from n2nskip_jax import checks
 from n2nskip_jax.errors import UserError
 
 DATASETS = {  # name -> (num_classes, example shape, source)
@@ -29,6 +30,14 @@ _MEAN_STD = {  # per-channel, on [0, 1] pixels
     'cifar100': ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
     'imagenet2012': ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
 }
+
+
+def check_config(config) -> None:
+  """Checks the data keys (``dataset``, ``download``, ``image_size``, ``shuffle_buffer``)."""
+  checks.choice(config, 'dataset', tuple(DATASETS))
+  checks.boolean(config, 'download')
+  for key in ('image_size', 'shuffle_buffer'):
+    checks.positive_int(config, key)
 
 
 class DataError(UserError):

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from n2nskip_jax import data, models, network, sparsity
+from n2nskip_jax import checks, data, models, network, sparsity
 from n2nskip_jax.errors import ConfigError
 from n2nskip_jax.losses import cross_entropy
 
@@ -47,6 +47,25 @@ def register(name: str) -> Callable[[Method], Method]:
     METHODS[name] = fn
     return fn
   return add
+
+
+def check_config(config) -> None:
+  """Checks the pruning keys and the skips' share of the budget."""
+  checks.choice(config, 'pruning.method', ('dense', *METHODS))
+  checks.check(config, 'pruning.density', lambda v: checks.is_number(v) and 0 < v <= 1,
+               'a number in (0, 1]')
+  checks.positive_int(config, 'pruning.snip_batch_size')
+  checks.check(config, 'pruning.exclude', lambda v: all(checks.is_regex(p) for p in v),
+               'a sequence of regular expressions')
+  checks.boolean(config, 'pruning.rescale')
+  if config.pruning.method == 'dense' and config.pruning.density != 1:
+    raise ConfigError('pruning.density', config.pruning.density,
+                      "1.0 with pruning.method='dense' (choose 'rp', 'csp' or 'structured' to prune)")
+  checks.check(config, 'skip.fraction', lambda v: checks.is_number(v) and 0 <= v < 1,
+               'a number in [0, 1)')
+  if config.skip.kind == 'n2nskip' and config.pruning.method == 'dense':
+    raise ConfigError('pruning.method', 'dense',
+                      "'rp', 'csp' or 'structured' with skip.kind='n2nskip' (skips share the budget)")
 
 
 def _split(keep: np.ndarray, shapes: dict) -> dict:

@@ -25,11 +25,13 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from n2nskip_jax import checks
 from n2nskip_jax import layers as core_layers
 from n2nskip_jax import steps
 from n2nskip_jax.execution import by_nonzeros, layers, native, step
 from n2nskip_jax.execution.batch_norm import BatchNorm
 from n2nskip_jax.execution.process import before_jax
+from n2nskip_jax.errors import UserError
 from n2nskip_jax.models import create_model, is_skip_path
 
 # config.execution's keys and their choices ('auto' first: chosen by the backend).
@@ -40,8 +42,22 @@ CHOICES = {
     'sequential': ('auto', 'dense', 'sparse'),
     'skip': ('auto', 'dense', 'sparse'),
 }
+# Keys that no longer exist, and the keys that replaced them.
+RENAMED = {'conv_impl': 'execution.conv', 'pruning.execution': 'execution.sequential',
+           'skip.execution': 'execution.skip'}
 # What 'auto' means on the CPU backend (elsewhere: the core's, the second choice).
 CPU_AUTO = {'conv': 'small_maps', 'batch_norm': 'closed_form', 'max_pool': 'reshape'}
+
+
+def check_config(config) -> None:
+  """Checks ``config.execution`` and refuses the keys it replaced, naming the new ones."""
+  for old, new in RENAMED.items():
+    group, _, key = old.rpartition('.')
+    if key in (config[group] if group else config):
+      raise UserError(f'config.{old} no longer exists: use config.{new} (how the masked layers '
+                      f'run is the group config.execution: {", ".join(CHOICES)})')
+  for key, choices in CHOICES.items():
+    checks.choice(config, f'execution.{key}', choices)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,4 +147,4 @@ def _layers(conv: str, batch_norm: str, max_pool: str, native_kernels: bool) -> 
           'pool': layers.max_pool_2x2 if max_pool == 'reshape' else core_layers.max_pool_2x2}
 
 
-__all__ = ['CHOICES', 'Plan', 'before_jax', 'plan']
+__all__ = ['CHOICES', 'RENAMED', 'Plan', 'before_jax', 'check_config', 'plan']

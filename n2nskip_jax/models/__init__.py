@@ -11,8 +11,9 @@ import flax.linen as nn
 import jax.numpy as jnp
 from flax import traverse_util
 
-from n2nskip_jax import data
-from n2nskip_jax.models import mlp, resnet, vgg
+from n2nskip_jax import checks, data
+from n2nskip_jax.errors import ConfigError
+from n2nskip_jax.models import inits, mlp, resnet, vgg
 from n2nskip_jax.models.mlp import MLP
 from n2nskip_jax.models.resnet import ResNet
 from n2nskip_jax.models.skips import INPUT, SKIP_KINDS, Edge, is_skip_path
@@ -95,6 +96,32 @@ def structure(config) -> list[Edge]:
   raise ValueError(f'model={config.model!r}; expected one of {MODELS}')
 
 
+def check_config(config) -> None:
+  """Checks the model and skip keys (``data.check_config`` first: ``dataset`` is read)."""
+  checks.choice(config, 'model', MODELS)
+  checks.choice(config, 'resnet_stem', resnet.STEMS)
+  checks.choice(config, 'vgg_head', vgg.HEADS)
+  checks.choice(config, 'init', inits.INITS)
+  checks.check(config, 'width_multiplier', lambda v: checks.is_number(v) and v > 0, 'a number > 0')
+  checks.check(config, 'mlp_hidden', lambda v: len(v) > 0 and all(
+      checks.is_int(w) and w > 0 for w in v), 'a non-empty sequence of positive integers')
+  checks.boolean(config, 'half_precision')
+  if config.model != 'mlp' and config.dataset not in data.IMAGE_DATASETS:
+    raise ConfigError('dataset', config.dataset,
+                      f'an image data set {data.IMAGE_DATASETS} for model={config.model!r} '
+                      "(use model='mlp' for 'mnist1d' and 'digits')")
+  checks.choice(config, 'skip.kind', SKIP_KINDS)
+  checks.check(config, 'skip.kernel_size', lambda v: checks.is_int(v) and v > 0 and v % 2 == 1,
+               'an odd integer >= 1')
+  depth = max_skip_span(config)
+  checks.check(config, 'skip.span', lambda v: checks.is_int(v) and 1 <= v <= depth,
+               f'an integer in [1, {depth}] for model={config.model!r}')
+  if config.model == 'resnet50':
+    checks.check(config, 'skip.span', lambda v: v == 3, '3 for resnet50 (one skip per bottleneck)')
+    checks.check(config, 'skip.kind', lambda v: v != 'resskip',
+                 "'none' or 'n2nskip' for resnet50 (it already has residual shortcuts)")
+
+
 def max_skip_span(config) -> int:
   """The largest ``skip.span`` the model has layers for (ResNet50's skips span one block)."""
   if config.model == 'mlp':
@@ -102,5 +129,6 @@ def max_skip_span(config) -> int:
   return len(vgg.conv_plan(vgg.VGG19_LAYERS, 1)[0]) if config.model == 'vgg19' else 3
 
 
-__all__ = ['MLP', 'VGG', 'ResNet', 'MODELS', 'SKIP_KINDS', 'INPUT', 'Edge', 'create_model',
+__all__ = ['MLP', 'VGG', 'ResNet', 'MODELS', 'SKIP_KINDS', 'INPUT', 'Edge', 'check_config',
+           'create_model',
            'is_skip_path', 'max_skip_span', 'reference', 'structure', 'without_skips']

@@ -1,0 +1,53 @@
+"""Checking config keys. Each module checks the keys it reads (its ``check_config``) with these
+helpers; ``config.validate`` runs every module's check. An error names the key, the value and
+what is allowed, e.g. ``config.pruning.density=1.5: expected a number in (0, 1]``."""
+import re
+
+from n2nskip_jax.errors import ConfigError
+
+
+def value(config, key: str):
+  """``config``'s value at the dotted ``key``."""
+  node = config
+  for part in key.split('.'):
+    node = node[part]
+  return node
+
+
+def check(config, key: str, ok, allowed: str) -> None:
+  """Raises :class:`ConfigError` unless ``ok(value)`` (a ``TypeError`` counts as not ok)."""
+  v = value(config, key)
+  try:
+    good = ok(v)
+  except TypeError:
+    good = False
+  if not good:
+    raise ConfigError(key, v, allowed)
+
+
+def choice(config, key: str, options) -> None:
+  check(config, key, lambda v: v in options, f'one of {tuple(options)}')
+
+
+def positive_int(config, key: str) -> None:
+  check(config, key, lambda v: is_int(v) and v > 0, 'an integer >= 1')
+
+
+def boolean(config, key: str) -> None:
+  check(config, key, lambda v: isinstance(v, bool), 'True or False')
+
+
+def is_int(v) -> bool:
+  return isinstance(v, int) and not isinstance(v, bool)
+
+
+def is_number(v) -> bool:
+  return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def is_regex(pattern) -> bool:
+  try:
+    re.compile(pattern)
+    return isinstance(pattern, str)
+  except re.error:
+    return False
