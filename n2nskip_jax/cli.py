@@ -11,9 +11,8 @@ import sys
 
 from absl import app, flags
 
-from n2nskip_jax.config import RENAMED
 from n2nskip_jax.errors import UserError
-from n2nskip_jax.execution import process
+from n2nskip_jax.execution import RENAMED, process
 
 EXIT_USER, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 130
 

@@ -11,9 +11,7 @@ import re
 from n2nskip_jax import checks, data, execution, models, pruning
 from n2nskip_jax.errors import ConfigError, UserError
 
-__all__ = ['ConfigError', 'RENAMED', 'UserError', 'logging_for_runs', 'setup_logging', 'validate']
-
-RENAMED = execution.RENAMED
+__all__ = ['ConfigError', 'UserError', 'logging_for_runs', 'setup_logging', 'validate']
 
 
 def _not_orbax(record) -> bool:

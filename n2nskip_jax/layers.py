@@ -46,7 +46,7 @@ class MaskedDense(nn.Module):
   def __call__(self, x):
     kernel, mask, bias = masked_variables(self, (x.shape[-1], self.features))
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel * mask, bias, dtype=self.dtype)
-    y = lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())))
+    y = linear(x, kernel)
     return y if bias is None else y + bias
 
 
@@ -69,9 +69,19 @@ class MaskedConv(nn.Module):
   def __call__(self, x):
     kernel, mask, bias = masked_variables(self, (*self.kernel_size, x.shape[-1], self.features))
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel * mask, bias, dtype=self.dtype)
-    y = lax.conv_general_dilated(x, kernel, self.stride_pair, self.padding,
-                                 dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    y = convolution(x, kernel, self.stride_pair, self.padding)
     return y if bias is None else y + bias
+
+
+def linear(x, kernel):
+  """``x @ kernel`` over the last axis of ``x``."""
+  return lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())))
+
+
+def convolution(x, kernel, strides, padding):
+  """``lax.conv_general_dilated`` in NHWC/HWIO."""
+  return lax.conv_general_dilated(x, kernel, strides, padding,
+                                  dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
 
 
 def batch_norm(norm, train: bool, dtype: Any, axis_name: str | None):

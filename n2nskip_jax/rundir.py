@@ -15,15 +15,13 @@ from n2nskip_jax.errors import UserError
 from n2nskip_jax.metrics import write_json
 
 # Keys a resumed run may change: they do not alter the trajectory of the run, or alter it by
-# float rounding only (how the masked layers execute, like the process count; the names the
-# execution keys had before the `execution` group too). A key missing from a stored config
+# float rounding only (how the masked layers execute, like the process count: every key of the
+# `execution` group, and the names its keys had before it). A key missing from a stored config
 # (written before the key existed) counts as changed.
-EXECUTION_KEYS = ('execution.conv', 'execution.batch_norm', 'execution.max_pool',
-                  'execution.sequential', 'execution.skip')
 RESUMABLE_KEYS = ('num_epochs', 'log_every_steps', 'eval_every_epochs', 'eval_batch_size',
                   'checkpoint_every_steps', 'max_checkpoints_to_keep', 'data_dir',
                   'download', 'multihost', 'restart_on_corrupt', 'coordinator_address',
-                  'num_processes', 'process_id', 'heartbeat_timeout', *EXECUTION_KEYS,
+                  'num_processes', 'process_id', 'heartbeat_timeout', 'execution.*',
                   'conv_impl', 'pruning.execution', 'skip.execution')
 CONFIG, SUMMARY, CHECKPOINTS = 'config.json', 'summary.json', 'checkpoints'
 
@@ -54,6 +52,12 @@ def changed_keys(old: dict, new: dict, prefix: str = '') -> list[str]:
   return keys
 
 
+def resumable(key: str) -> bool:
+  """Whether a resumed run may change ``key`` (:data:`RESUMABLE_KEYS`; ``group.*`` names a
+  whole group)."""
+  return key in RESUMABLE_KEYS or f'{key.partition(".")[0]}.*' in RESUMABLE_KEYS
+
+
 def check_writable(workdir: str) -> None:
   """Raises a ``UserError`` if ``workdir`` (or, if it does not exist yet, the nearest
   existing folder above it) cannot be written; writes nothing."""
@@ -79,7 +83,7 @@ def prepare(workdir: str, config) -> None:
   if os.path.exists(path) and latest_step(workdir):
     stored = _load_json(path, ': it pins the config of the checkpoints beside it; restore it, '
                         'or delete it if you are sure this command has the same config')
-    changed = [k for k in changed_keys(stored, current) if k not in RESUMABLE_KEYS]
+    changed = [k for k in changed_keys(stored, current) if not resumable(k)]
     if changed:
       raise UserError(f'--workdir={workdir!r} holds a run with a different config '
                       f'(keys {changed}); use another workdir or the original config.')

@@ -64,7 +64,7 @@ def check_config(config) -> None:
 class Plan:
   """How one run executes its masked layers (build it with :func:`plan`).
 
-  ``conv``: ``layers.CONV_ALGORITHMS``; ``batch_norm``: ``'flax'`` or ``'closed_form'``;
+  ``conv``: ``'xla'``, ``'patches'`` or ``'small_maps'`` (``layers.dense_conv``); ``batch_norm``: ``'flax'`` or ``'closed_form'``;
   ``max_pool``: ``'flax'`` or ``'reshape'``; ``native_kernels``: the layers run by their
   nonzeros use the native CPU kernels; ``tables``: index tables of those layers' masks, by
   kernel path (numpy; empty: none runs by its nonzeros).

@@ -21,9 +21,8 @@ from jax import lax
 import flax.linen as nn
 
 from n2nskip_jax.execution import by_nonzeros
-from n2nskip_jax.layers import MaskedConv, MaskedDense, masked_variables
+from n2nskip_jax.layers import MaskedConv, MaskedDense, convolution, linear, masked_variables
 
-CONV_ALGORITHMS = ('xla', 'patches', 'small_maps')
 PATCHES_MAX_POSITIONS = 16
 
 
@@ -50,7 +49,7 @@ class Dense(MaskedDense):
     shape = (x.shape[-1], self.features)
     x, kernel, bias, tables = _operands(self, x, shape)
     if tables is None:
-      y = lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())))
+      y = linear(x, kernel)
     else:
       y = by_nonzeros.conv(x.reshape(-1, 1, 1, x.shape[-1]), kernel, tables, (1, 1, *shape),
                            native=self.native)
@@ -82,8 +81,7 @@ def dense_conv(x, kernel, strides, padding, algorithm: str):
   if algorithm == 'patches' or (algorithm == 'small_maps' and (
       positions <= PATCHES_MAX_POSITIONS or kernel.shape[:2] == (1, 1))):
     return conv_patches(x, kernel, strides, padding)
-  return lax.conv_general_dilated(x, kernel, strides, padding,
-                                  dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  return convolution(x, kernel, strides, padding)
 
 
 def conv_patches(x, kernel, strides, padding):
