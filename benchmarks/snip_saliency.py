@@ -10,7 +10,7 @@ import numpy as np
 from common import device_info, emit, timed
 from train_throughput import INPUTS, make_config, make_step, parser
 
-from n2nskip_jax import models, pruning
+from n2nskip_jax import models, saliency
 from n2nskip_jax.models import create_model
 
 
@@ -25,11 +25,11 @@ def main():
   n2n = config.skip.kind == 'n2nskip'  # SNIP runs on the reference network for N2NSkip
   apply_fn = create_model(models.reference(config) if n2n else config, 10).apply
   variables = jax.device_put(models.without_skips(variables) if n2n else variables)
-  saliency = timed(lambda: pruning.snip_saliency(apply_fn, variables, batch), args.warmup, args.iters)
+  scoring = timed(lambda: saliency.snip(apply_fn, variables, batch), args.warmup, args.iters)
   train = timed(step, args.warmup, args.iters)
   emit({'benchmark': 'snip_saliency', 'model': config.model, 'width_multiplier': args.width,
-        'batch': args.batch, 'saliency_ms': 1e3 * saliency, 'train_step_ms': 1e3 * train,
-        'saliency_over_step': saliency / train, **device_info()})
+        'batch': args.batch, 'saliency_ms': 1e3 * scoring, 'train_step_ms': 1e3 * train,
+        'saliency_over_step': scoring / train, **device_info()})
 
 
 if __name__ == '__main__':

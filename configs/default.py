@@ -49,13 +49,19 @@ def get_config() -> ml_collections.ConfigDict:
   c.heartbeat_timeout = 100          # seconds without a peer before the others stop
   # --- pruning at initialization (n2nskip_jax.pruning) ----------------------------
   c.pruning = ml_collections.ConfigDict()
-  c.pruning.method = 'dense'         # 'dense' | 'rp' | 'csp' (SNIP) | 'structured'
+  c.pruning.method = 'dense'         # 'dense' | 'rp' | 'magnitude' | 'csp' (SNIP) | 'grasp'
+                                     # | 'synflow' | 'structured' (n2nskip_jax/pruning.py)
   c.pruning.density = 1.0            # in (0, 1], counted against the reference network
-  c.pruning.snip_batch_size = 128    # examples in the one SNIP saliency batch
+  c.pruning.snip_batch_size = 128    # examples in the one batch 'csp' and 'grasp' score with
+  c.pruning.grasp_temperature = 200.0  # 'grasp': logits divided by it in the loss (the authors' T)
+  c.pruning.synflow_iterations = 100   # 'synflow': pruning rounds, to densities d^(k/n)
   c.pruning.exclude = ()             # regexes on 'layer/path/kernel'; matching kernels stay dense
   c.pruning.rescale = False          # beyond the paper: scale each unit's surviving weights by
                                      # sqrt(dense fan-in / surviving fan-in) after pruning, so its
                                      # initial pre-activation variance is the dense network's
+  c.pruning.shuffle = False          # control: permute each pruned layer's mask at random
+                                     # (keeps every layer's density; Frankle et al. 2021)
+  c.pruning.reinit = False           # control: the same masks on weights drawn from another seed
   # --- skip connections (n2nskip_jax.models.skips) ------------------------------
   c.skip = ml_collections.ConfigDict()
   c.skip.kind = 'none'               # 'none' | 'n2nskip' (Eq. 2) | 'resskip' (Eq. 1)

@@ -13,8 +13,9 @@ from n2nskip_jax.models import create_model
 
 
 def init(config, num_classes: int, input_shape: tuple[int, ...], *,
-         bn_axis_name: str | None = None):
-  """Creates the model of ``config`` and initializes its variables from ``config.seed``.
+         bn_axis_name: str | None = None, rng: jax.Array | None = None):
+  """Creates the model of ``config`` and initializes its variables from ``rng`` (default:
+  ``jax.random.PRNGKey(config.seed)``).
 
   Returns ``(model, variables)``: the plain masked model (``kernel * mask``, Flax's BatchNorm;
   the same on every backend, forward- and reverse-mode differentiable) and its variables:
@@ -22,7 +23,8 @@ def init(config, num_classes: int, input_shape: tuple[int, ...], *,
   """
   model = create_model(config, num_classes, bn_axis_name=bn_axis_name)
   dummy = jnp.zeros((1, *input_shape), jnp.float32)
-  variables = jax.jit(lambda k: model.init(k, dummy, train=False))(jax.random.PRNGKey(config.seed))
+  rng = jax.random.PRNGKey(config.seed) if rng is None else rng
+  variables = jax.jit(lambda k: model.init(k, dummy, train=False))(rng)
   return model, jax.device_get(variables)
 
 

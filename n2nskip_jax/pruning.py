@@ -4,49 +4,115 @@ Budget: ``B = round(density * N_ref)`` nonzero prunable weights, ``N_ref`` the p
 weights of the reference network (:func:`n2nskip_jax.models.reference`: the sequential
 model, no skip layers). With ``skip.kind='n2nskip'``, ``round(fraction * B)`` of it goes to
 the skip layers, chosen uniformly at random over all their weights, and the rest to the
-sequential layers, chosen by the method ``pruning.method`` names in :data:`METHODS`:
+sequential layers, chosen by the method ``pruning.method`` names in :data:`METHODS`, on the
+reference network (the paper's preliminary pruning). Every method is global over layers and
+keeps exactly its budget; score ties go to the lower position (stable sort):
 
-* ``rp``: a uniformly random subset, global over layers;
-* ``csp`` (SNIP, Lee et al. 2019): saliency ``|dL/dc|`` at ``c = 1`` for the mask multiplier
-  ``c`` (``= |w * dL/dw|``), on one training batch of the reference network; global top-k,
-  ties broken by position (stable sort);
+* ``rp``: a uniformly random subset;
+* ``magnitude``: the largest ``|w|`` at initialization;
+* ``csp`` (SNIP, Lee et al. 2019): the largest ``|dL/dc|`` at ``c = 1`` for the mask
+  multiplier ``c`` (``= |w * dL/dw|``), on one training batch;
+* ``grasp`` (Wang et al. 2020): the lowest ``-w * (H g)`` on one training batch (the highest
+  scores are removed), the loss's logits divided by ``pruning.grasp_temperature``;
+* ``synflow`` (Tanaka et al. 2020): the largest ``|c * dR/dc|``, data-free, pruned over
+  ``pruning.synflow_iterations`` rounds to densities ``d^(k/n)``, each round scored with the
+  masks so far;
 * ``structured`` (Dey et al. 2018): every output unit gets the same fan-in (up to one, so
   the budget is met exactly), every input unit the same fan-out where the shapes allow;
   per-layer budgets proportional to layer size.
 
-A method is one function ``(shapes, budget, rng, saliency) -> masks`` registered with
-:func:`register`: ``shapes`` maps each kernel path to be pruned to its shape, ``budget`` is
-how many weights to keep among them, ``rng`` a ``numpy.random.Generator`` seeded by the
-config, and ``saliency()`` returns SNIP's scores for those paths (computed only if called).
+The scores are :mod:`n2nskip_jax.saliency`'s. A method is one function
+``(shapes, budget, rng, scoring) -> masks`` registered with :func:`register`: ``shapes`` maps
+each kernel path to be pruned to its shape, ``budget`` is how many weights to keep among them,
+``rng`` a ``numpy.random.Generator`` seeded by the config, and ``scoring`` a :class:`Scoring`
+that computes the network's scores for those paths when asked.
 
 With ``skip.kind='resskip'`` the projection kernels are pruned with the sequential ones on
 the full model, out of the same ``B``. Kernels matching a ``pruning.exclude`` pattern stay
-dense and count against the sequential budget.
+dense and count against the sequential budget. Two controls (Frankle et al., ICLR 2021)
+keep each layer's density and change what survives: ``pruning.shuffle`` permutes each pruned
+layer's mask at random (:func:`shuffle`); ``pruning.reinit`` re-draws the surviving weights
+(the training loop initializes the weights from another seed; the masks stay).
 """
-import functools
+import dataclasses
 import re
-from typing import Callable
+from typing import Any, Callable
+
+import copy
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from n2nskip_jax import checks, data, models, network, sparsity
+from n2nskip_jax import checks, data, models, network, saliency, sparsity
 from n2nskip_jax.errors import ConfigError
-from n2nskip_jax.losses import cross_entropy
 
-Path = tuple[str, ...]
-Method = Callable[[dict, int, np.random.Generator, Callable[[], dict]], dict]
-METHODS: dict[str, Method] = {}
+METHODS: dict[str, Callable] = {}
+NEEDS_BATCH: set[str] = set()
 
 
-def register(name: str) -> Callable[[Method], Method]:
-  """Registers a pruning method under ``name`` (then ``--config.pruning.method=name``)."""
-  def add(fn: Method) -> Method:
+def register(name: str, *, needs_batch: bool = False) -> Callable:
+  """Registers a pruning method under ``name`` (then ``--config.pruning.method=name``);
+  ``needs_batch``: it scores with a training batch (the training loop then passes one)."""
+  def add(fn):
     METHODS[name] = fn
+    if needs_batch:
+      NEEDS_BATCH.add(name)
     return fn
   return add
+
+
+@dataclasses.dataclass(frozen=True)
+class Scoring:
+  """The scores of the network being pruned (the reference network for N2NSkip), by kernel
+  path, each computed only when a method asks for it (:mod:`n2nskip_jax.saliency`).
+
+  Attributes:
+    config: the network's config.
+    variables: its variables (``params``, all-ones ``masks``, ``batch_stats``).
+    batch: a training batch ``{'image', 'label'}`` or ``None``.
+    layers: the layers data-dependent scores are computed with (``create_model``'s argument).
+  """
+  config: Any
+  variables: dict
+  batch: dict | None = None
+  layers: dict | None = None
+
+  def _model(self, layers=None):
+    return models.create_model(self.config, data.spec(self.config)[0], layers=layers)
+
+  def _data(self) -> dict:
+    if self.batch is None:
+      raise ValueError(f'pruning.method={self.config.pruning.method!r} needs a training batch: '
+                       "prune(config, variables, batch) with batch = {'image': ..., 'label': ...}")
+    return self.batch
+
+  def weights(self) -> dict:
+    """The kernels at initialization."""
+    flat = traverse_util.flatten_dict(self.variables['params'])
+    return {p: np.asarray(flat[p]) for p in traverse_util.flatten_dict(self.variables['masks'])}
+
+  def snip(self) -> dict:
+    """SNIP's ``|dL/dc|`` (:func:`saliency.snip`)."""
+    scores = saliency.snip(self._model(self.layers).apply, self.variables, self._data())
+    return traverse_util.flatten_dict(jax.device_get(scores))
+
+  def grasp(self) -> dict:
+    """GraSP's ``-w * (H g)`` (:func:`saliency.grasp`), on the core model (``H g`` by
+    forward mode, which the core layers support on every backend)."""
+    scores = saliency.grasp(self._model().apply, self.variables, self._data(),
+                            float(self.config.pruning.grasp_temperature))
+    return jax.device_get(scores)
+
+  def synflow(self, masks: dict) -> dict:
+    """SynFlow's ``|c * dR/dc|`` at the flat ``masks`` (:func:`saliency.synflow`), in float64
+    on a float32 copy of the model."""
+    config = copy.deepcopy(self.config)
+    config.half_precision = False
+    apply_fn = models.create_model(config, data.spec(config)[0]).apply
+    scores = saliency.synflow(apply_fn, self.variables, traverse_util.unflatten_dict(masks),
+                              data.spec(config)[1])
+    return traverse_util.flatten_dict(scores)
 
 
 def check_config(config) -> None:
@@ -58,14 +124,19 @@ def check_config(config) -> None:
   checks.check(config, 'pruning.exclude', lambda v: all(checks.is_regex(p) for p in v),
                'a sequence of regular expressions')
   checks.boolean(config, 'pruning.rescale')
+  checks.positive_int(config, 'pruning.synflow_iterations')
+  checks.check(config, 'pruning.grasp_temperature',
+               lambda v: checks.is_number(v) and 0 < v < float('inf'), 'a finite number > 0')
+  checks.boolean(config, 'pruning.shuffle')
+  checks.boolean(config, 'pruning.reinit')
   if config.pruning.method == 'dense' and config.pruning.density != 1:
     raise ConfigError('pruning.density', config.pruning.density,
-                      "1.0 with pruning.method='dense' (choose 'rp', 'csp' or 'structured' to prune)")
+                      f"1.0 with pruning.method='dense' (choose one of {tuple(METHODS)} to prune)")
   checks.check(config, 'skip.fraction', lambda v: checks.is_number(v) and 0 <= v < 1,
                'a number in [0, 1)')
   if config.skip.kind == 'n2nskip' and config.pruning.method == 'dense':
     raise ConfigError('pruning.method', 'dense',
-                      "'rp', 'csp' or 'structured' with skip.kind='n2nskip' (skips share the budget)")
+                      f"one of {tuple(METHODS)} with skip.kind='n2nskip' (skips share the budget)")
 
 
 def _split(keep: np.ndarray, shapes: dict) -> dict:
@@ -82,24 +153,64 @@ def _total(shapes: dict) -> int:
 
 
 @register('rp')
-def random_masks(shapes, budget, rng, saliency=None) -> dict:
+def random_masks(shapes, budget, rng, scoring=None) -> dict:
   """RP: ``budget`` weights drawn uniformly at random over all of ``shapes``."""
-  del saliency
+  del scoring
   keep = np.zeros(_total(shapes), np.float32)
   keep[rng.choice(keep.size, size=budget, replace=False)] = 1
   return _split(keep, shapes)
 
 
-@register('csp')
-def snip_masks(shapes, budget, rng, saliency) -> dict:
-  """CSP (SNIP): the ``budget`` most salient weights over all of ``shapes``; ties go to the
-  lower position."""
-  del rng
-  scores = saliency()
-  flat = np.concatenate([np.asarray(scores[p], np.float32).ravel() for p in shapes])
+def top_k(scores: dict, shapes: dict, budget: int, dtype=np.float32) -> dict:
+  """Masks keeping the ``budget`` highest ``scores`` over all of ``shapes`` (global); ties go
+  to the lower position. ``dtype`` is the precision the scores are compared in."""
+  flat = np.concatenate([np.asarray(scores[p], dtype).ravel() for p in shapes])
   keep = np.zeros(flat.size, np.float32)
   keep[np.argsort(-flat, kind='stable')[:budget]] = 1
   return _split(keep, shapes)
+
+
+@register('magnitude')
+def magnitude_masks(shapes, budget, rng, scoring) -> dict:
+  """Magnitude: the ``budget`` largest ``|w|`` at initialization."""
+  del rng
+  return top_k({p: np.abs(w) for p, w in scoring.weights().items()}, shapes, budget)
+
+
+@register('csp', needs_batch=True)
+def snip_masks(shapes, budget, rng, scoring) -> dict:
+  """CSP (SNIP): the ``budget`` most salient weights."""
+  del rng
+  return top_k(scoring.snip(), shapes, budget)
+
+
+@register('grasp', needs_batch=True)
+def grasp_masks(shapes, budget, rng, scoring) -> dict:
+  """GraSP: the ``budget`` lowest scores ``-w * (H g)`` (the others are removed)."""
+  del rng
+  return top_k({p: -s for p, s in scoring.grasp().items()}, shapes, budget)
+
+
+def synflow_budgets(total: int, budget: int, rounds: int) -> list[int]:
+  """Weights kept after each of SynFlow's ``rounds``: ``round(total * d^(k/n))`` for the
+  density ``d = budget / total``, ``k = 1..n``, the last exactly ``budget``."""
+  density = budget / total
+  kept = [round(total * density ** (k / rounds)) for k in range(1, rounds)]
+  return [max(min(b, total), budget) for b in kept] + [budget]
+
+
+@register('synflow')
+def synflow_masks(shapes, budget, rng, scoring) -> dict:
+  """SynFlow: iterative, data-free; each round keeps the highest ``|c * dR/dc|`` among the
+  weights still kept (pruned weights never return) at the schedule's next budget."""
+  del rng
+  outside = {p: np.ones_like(w) for p, w in scoring.weights().items() if p not in shapes}
+  masks = {p: np.ones(s, np.float32) for p, s in shapes.items()}
+  for kept in synflow_budgets(_total(shapes), budget, scoring.config.pruning.synflow_iterations):
+    scores = scoring.synflow({**outside, **masks})
+    masks = top_k({p: np.where(masks[p] > 0, scores[p], -np.inf) for p in shapes}, shapes, kept,
+                  np.float64)
+  return masks
 
 
 def _proportional(sizes: list[int], total: int) -> list[int]:
@@ -176,34 +287,15 @@ def empty_layers(masks) -> list[str]:
           if not models.is_skip_path(p) and not np.any(m)]
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def snip_saliency(apply_fn, variables, batch) -> dict:
-  """``|dL/dc|`` at ``c = 1`` for every mask multiplier ``c``: one ``jax.grad`` over masks.
-
-  Since the effective kernel is ``w * c``, this equals ``|w * dL/dw|`` (SNIP's connection
-  sensitivity). The network runs in training mode (batch statistics), as in training.
-  """
-
-  def loss(masks):
-    logits, _ = apply_fn({**variables, 'masks': masks}, batch['image'], train=True,
-                         mutable=['batch_stats'])
-    return cross_entropy(logits, batch['label']).mean()
-
-  ones = jax.tree.map(jnp.ones_like, variables['masks'])
-  return jax.tree.map(jnp.abs, jax.grad(loss)(ones))
+def shuffle(masks: dict, rng: np.random.Generator) -> dict:
+  """Each mask's entries permuted uniformly at random: every layer keeps its nonzero count
+  (its density), the positions are new (the "shuffle" control of Frankle et al. 2021)."""
+  return {p: rng.permutation(m.ravel()).reshape(m.shape) for p, m in masks.items()}
 
 
-def _saliency(config, variables, batch, layers=None) -> dict:
-  """SNIP scores by path, on the reference network for N2NSkip (the paper's preliminary
-  pruning), on the model itself otherwise."""
-  if batch is None:
-    raise ValueError("pruning.method='csp' needs a training batch: prune(config, variables, "
-                     "batch) with batch = {'image': ..., 'label': ...}")
-  n2n = config.skip.kind == 'n2nskip'
-  net_config = models.reference(config) if n2n else config
-  apply_fn = models.create_model(net_config, data.spec(config)[0], layers=layers).apply
-  scores = snip_saliency(apply_fn, models.without_skips(variables) if n2n else variables, batch)
-  return traverse_util.flatten_dict(jax.device_get(scores))
+def needs_batch(config) -> bool:
+  """Whether ``prune`` needs a training batch for this config's method."""
+  return config.pruning.method in NEEDS_BATCH
 
 
 def prune(config, variables, batch=None, *, layers: dict | None = None) -> dict:
@@ -212,7 +304,8 @@ def prune(config, variables, batch=None, *, layers: dict | None = None) -> dict:
   Args:
     config: a validated config (``pruning.*``, ``skip.*`` and ``seed``).
     variables: the initialized variables, including an all-ones ``masks`` collection.
-    batch: one training batch ``{'image', 'label'}``, for saliency-based methods (``csp``).
+    batch: one training batch ``{'image', 'label'}``, for the methods that score with data
+      (:func:`needs_batch`: ``csp``, ``grasp``).
     layers: the layers saliency is computed with (``create_model``'s argument; default: the
       model's own). The training loop passes those it trains with, so that SNIP's scores,
       and the masks at their threshold, are float for float those of the model trained.
@@ -237,7 +330,10 @@ def prune(config, variables, batch=None, *, layers: dict | None = None) -> dict:
     raise ConfigError('pruning.exclude', tuple(config.pruning.exclude),
                       f'patterns whose dense layers fit in the budget of {b["sequential"]} weights')
   out = {p: np.ones(s, np.float32) for p, s in excluded.items()}
-  out.update(METHODS[method](chosen, free, rng, lambda: _saliency(config, variables, batch, layers)))
+  scoring = (Scoring(models.reference(config), models.without_skips(variables), batch, layers)
+             if n2n else Scoring(config, variables, batch, layers))
+  chosen_masks = METHODS[method](chosen, free, rng, scoring)
+  out.update(shuffle(chosen_masks, rng) if config.pruning.shuffle else chosen_masks)
   if skip_shapes:
     out.update(random_masks(skip_shapes, b['skip'], rng))
   return traverse_util.unflatten_dict({p: out[p] for p in flat})

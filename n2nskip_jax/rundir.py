@@ -23,17 +23,36 @@ RESUMABLE_KEYS = ('num_epochs', 'log_every_steps', 'eval_every_epochs', 'eval_ba
                   'download', 'multihost', 'restart_on_corrupt', 'coordinator_address',
                   'num_processes', 'process_id', 'heartbeat_timeout', 'execution.*',
                   'conv_impl', 'pruning.execution', 'skip.execution')
+# Keys added after runs were stored, each with the value that reproduces those runs: a stored
+# config without one is read with it, and the default run directory's name leaves it out while
+# it has that value (older runs keep their folders).
+ADDED_KEYS = {'pruning.grasp_temperature': 200.0, 'pruning.synflow_iterations': 100,
+              'pruning.shuffle': False, 'pruning.reinit': False}
 CONFIG, SUMMARY, CHECKPOINTS = 'config.json', 'summary.json', 'checkpoints'
+
+
+def with_added_keys(stored: dict) -> dict:
+  """A stored config dict with the :data:`ADDED_KEYS` it lacks, at their values."""
+  out = json.loads(json.dumps(stored))
+  for key, value in ADDED_KEYS.items():
+    group, name = key.split('.')
+    out.setdefault(group, {}).setdefault(name, value)
+  return out
 
 
 def default_workdir(config_path: str, config) -> str:
   """``runs/<config file name>-<hash of the resolved config>``: the same command, the same
   directory, so rerunning a command resumes its run. The hash leaves out how the layers
   execute (``config.execution``), which does not change the run; it is taken as before that
-  group existed (its keys' old names at their defaults), so older runs keep their folders."""
+  group existed (its keys' old names at their defaults) and without :data:`ADDED_KEYS` at
+  their values, so older runs keep their folders."""
   name = os.path.splitext(os.path.basename(config_path.split(':')[0]))[0]
   resolved = json.loads(config.to_json())
   resolved.pop('execution', None)
+  for key, value in ADDED_KEYS.items():
+    group, name = key.split('.')
+    if resolved[group].get(name) == value:
+      del resolved[group][name]
   resolved.update(conv_impl='auto')
   resolved['pruning']['execution'] = resolved['skip']['execution'] = 'auto'
   digest = hashlib.sha1(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:8]
@@ -83,7 +102,7 @@ def prepare(workdir: str, config) -> None:
   if os.path.exists(path) and latest_step(workdir):
     stored = _load_json(path, ': it pins the config of the checkpoints beside it; restore it, '
                         'or delete it if you are sure this command has the same config')
-    changed = [k for k in changed_keys(stored, current) if not resumable(k)]
+    changed = [k for k in changed_keys(with_added_keys(stored), current) if not resumable(k)]
     if changed:
       raise UserError(f'--workdir={workdir!r} holds a run with a different config '
                       f'(keys {changed}); use another workdir or the original config.')
@@ -115,7 +134,7 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
   path = os.path.join(workdir, CONFIG)
   if not os.path.exists(path):
     raise UserError(f'--workdir={workdir!r}: no {CONFIG} (run main.py first)')
-  return ml_collections.ConfigDict(_load_json(path))
+  return ml_collections.ConfigDict(with_added_keys(_load_json(path)))
 
 
 def read_latest(workdir: str) -> tuple[int, dict]:

@@ -72,12 +72,16 @@ def _initial_state(config, data, masks=None, prune: bool = True) -> TrainState:
   if masks is not None:
     _check_masks(masks, variables['masks'])
   elif prune:
-    batch = snip_batch(data, config.pruning.snip_batch_size) if config.pruning.method == 'csp' else None
+    batch = snip_batch(data, config.pruning.snip_batch_size) if pruning.needs_batch(config) else None
     # Saliency by the layers the run trains with (the plan's formulations: no tables yet).
     masks = pruning.prune(config, variables, batch, layers=execution.plan(config, {}).layers())
     if jax.process_count() > 1:  # every host must train the same sparse network
       masks = multihost_utils.broadcast_one_to_all(masks)
   if masks is not None:
+    if config.pruning.reinit:  # the control: these masks on weights drawn from another seed
+      redrawn = network.init(config, data.num_classes, data.input_shape,
+                             rng=jax.random.fold_in(jax.random.PRNGKey(config.seed), 1))[1]
+      variables = {**variables, 'params': redrawn['params']}
     variables = pruning.apply_masks(variables, masks, rescale=config.pruning.rescale)
   return TrainState.create(apply_fn=model.apply, params=variables['params'],
                            tx=create_optimizer(config, data.steps_per_epoch),

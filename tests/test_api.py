@@ -43,8 +43,8 @@ def test_connectivity_exports():
 
 def test_a_new_pruning_method_is_one_registered_function():
   @pruning.register('every_other')
-  def every_other(shapes, budget, rng, saliency):  # keeps the first `budget` positions
-    del rng, saliency
+  def every_other(shapes, budget, rng, scoring):  # keeps the first `budget` positions
+    del rng, scoring
     keep = np.zeros(sum(int(np.prod(s)) for s in shapes.values()), np.float32)
     keep[:budget] = 1
     out, start = {}, 0

@@ -18,7 +18,7 @@ from n2nskip_jax.config import ConfigError, validate
     (dict(lr_decay_factor=0.0), 'lr_decay_factor'),
     (dict(width_multiplier=0.0), 'width_multiplier'),
     (dict(model='resnet50', dataset='mnist1d'), 'dataset'),
-    (dict(pruning__method='magnitude'), 'pruning.method'),
+    (dict(pruning__method='lottery'), 'pruning.method'),
     (dict(pruning__method='rp', pruning__density=0.0), 'pruning.density'),
     (dict(pruning__method='rp', pruning__density=1.5), 'pruning.density'),
     (dict(pruning__density=0.5), 'pruning.density'),  # 'dense' cannot prune

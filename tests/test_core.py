@@ -2,7 +2,6 @@
 nothing by backend, forward-mode autodiff works through it, and the step an accelerator runs
 lowers for CUDA and TPU here, on the CPU, with no CPU-only operation in it."""
 import ast
-import functools
 import os
 import pathlib
 import re

@@ -8,6 +8,7 @@ import stat
 import time
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 from conftest import make_config, read_jsonl, run_main
@@ -139,6 +140,9 @@ def test_execution_keys_may_change_on_resume_even_from_a_config_without_them(two
   del config['execution']
   config.update(conv_impl='auto')
   config['skip']['execution'] = 'auto'  # and no pruning.execution: older still
+  for key in rundir.ADDED_KEYS:  # nor the keys added since
+    group, name = key.split('.')
+    del config[group][name]
   (workdir / 'config.json').write_text(json.dumps(config))
   resumed = train.train_and_evaluate(tiny(num_epochs=3, execution__sequential='sparse',
                                           execution__skip='dense', execution__batch_norm='flax'),
@@ -146,6 +150,17 @@ def test_execution_keys_may_change_on_resume_even_from_a_config_without_them(two
   assert resumed['steps'] == 66
   with pytest.raises(UserError, match=r"different config \(keys \['pruning.density'\]\)"):
     train.train_and_evaluate(tiny(num_epochs=4, pruning__density=0.2), str(workdir))
+
+
+def test_keys_added_later_leave_the_default_run_folder_as_it_was():
+  config = tiny()
+  older = json.loads(config.to_json())
+  for key in rundir.ADDED_KEYS:
+    group, name = key.split('.')
+    del older[group][name]
+  name = rundir.default_workdir('configs/tiny.py', config)
+  assert rundir.default_workdir('configs/tiny.py', ml_collections.ConfigDict(older)) == name
+  assert rundir.default_workdir('configs/tiny.py', tiny(pruning__shuffle=True)) != name
 
 
 def test_torn_metrics_line_is_dropped_and_broken_config_json_is_named(tmp_path):

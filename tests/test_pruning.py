@@ -7,13 +7,17 @@ import pytest
 from conftest import make_config
 from flax import traverse_util
 
-from n2nskip_jax import models, network, pruning, sparsity
+from n2nskip_jax import models, network, pruning, saliency, sparsity
 from n2nskip_jax.errors import ConfigError
 from n2nskip_jax.models import create_model
 from n2nskip_jax.losses import cross_entropy
 
+# One worker runs this module and test_methods.py (they share test_pruning's
+# cached initializations): pytest -n 2 --dist loadgroup.
+pytestmark = pytest.mark.xdist_group('pruning')
+
 MODELS = {  # reduced widths; (overrides, input shape)
-    'mlp': (dict(model='mlp', mlp_hidden=(64, 48, 32, 16)), (8, 8, 1)),
+    'mlp': (dict(model='mlp', mlp_hidden=(64, 48, 32, 16), dataset='digits'), (8, 8, 1)),
     'vgg19': (dict(model='vgg19', vgg_head='cifar', width_multiplier=1 / 16), (32, 32, 3)),
     'resnet50': (dict(model='resnet50', width_multiplier=1 / 16), (16, 16, 3)),
 }
@@ -43,9 +47,10 @@ def pruned(model, method, density, kind='none', seed=0, **extra):
   return config, variables, masks
 
 
-CASES = [(m, method, d, kind) for m in MODELS for method in ('rp', 'csp', 'structured')
+SCORED = ('magnitude', 'csp', 'grasp', 'synflow')  # checked at one density: the scores cost most
+CASES = [(m, method, d, kind) for m in MODELS for method in ('rp', 'structured', *SCORED)
          for d in (0.1, 0.0337) for kind in ('none', 'n2nskip', 'resskip')
-         if not (m == 'resnet50' and kind == 'resskip') and not (method == 'csp' and d != 0.1)]
+         if not (m == 'resnet50' and kind == 'resskip') and not (method in SCORED and d != 0.1)]
 
 
 @pytest.mark.parametrize('model,method,density,kind', CASES)
@@ -84,7 +89,7 @@ def test_snip_scores_equal_w_times_grad_and_keep_global_top_k():
   grads = traverse_util.flatten_dict(jax.grad(loss)(variables['params']))
   params = traverse_util.flatten_dict(variables['params'])
   scores = traverse_util.flatten_dict(jax.device_get(
-      pruning.snip_saliency(model.apply, variables, batch)))
+      saliency.snip(model.apply, variables, batch)))
   for p, s in scores.items():
     want = np.abs(params[p] * grads[p])
     np.testing.assert_allclose(s, want, rtol=1e-3, atol=1e-5 * want.max())  # float32 rounding

@@ -18,6 +18,10 @@ TINY_STUDY = '''
 import ml_collections
 from configs import quickstart
 
+# One worker runs this module, so its module fixture runs the tiny study once
+# (pytest -n 2 --dist loadgroup).
+pytestmark = pytest.mark.xdist_group('study')
+
 
 def get_config(arg=None):
   c = ml_collections.ConfigDict()
