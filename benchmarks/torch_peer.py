@@ -2,6 +2,7 @@
 
     pip install -e '.[bench]'
     python benchmarks/torch_peer.py --model=resnet50 --batch=32 --density=0.05
+    python benchmarks/torch_peer.py --model=vgg19 --vgg_head=cifar --channels_last --amp  # a GPU
 
 Models as n2nskip_jax builds them (CIFAR-form ResNet50 v1.5, VGG19 with BatchNorm and either
 head, the paper's MLP), every conv and linear kernel multiplied by a fixed binary mask in the
@@ -134,10 +135,12 @@ def bench(args, masked: bool) -> dict:
   model = model.to(device, memory_format=fmt).train()
   images, labels = images.to(device, memory_format=fmt), labels.to(device)
   opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+  forward = torch.compile(model) if args.compile else model
 
   def step():
     opt.zero_grad(set_to_none=True)
-    loss = F.cross_entropy(model(images), labels)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp):
+      loss = F.cross_entropy(forward(images), labels)
     loss.backward()
     opt.step()
     if device.type == 'cuda':
@@ -147,7 +150,8 @@ def bench(args, masked: bool) -> dict:
   return {'benchmark': 'train_throughput', 'framework': 'torch', 'torch': torch.__version__,
           'model': args.model, 'variant': 'masked' if masked else 'plain', 'skip': 'none',
           'density': args.density, 'width_multiplier': args.width,
-          'channels_last': args.channels_last, 'batch': args.batch, 'step_ms': 1e3 * seconds,
+          'channels_last': args.channels_last, 'amp_bf16': args.amp, 'compile': args.compile,
+          'batch': args.batch, 'step_ms': 1e3 * seconds,
           'images_per_s': args.batch / seconds,
           'params_total': sum(p.numel() for p in model.parameters()),
           'backend': device.type, 'threads': torch.get_num_threads(),
@@ -163,6 +167,8 @@ def main():
   p.add_argument('--vgg_head', default='paper', choices=['paper', 'cifar'])
   p.add_argument('--density', type=float, default=1.0, help='< 1 prunes randomly (rp)')
   p.add_argument('--channels_last', action='store_true', help='NHWC memory format')
+  p.add_argument('--amp', action='store_true', help='autocast to bfloat16 (mixed precision)')
+  p.add_argument('--compile', action='store_true', help='torch.compile the model')
   p.add_argument('--warmup', type=int, default=2)
   p.add_argument('--iters', type=int, default=10)
   args = p.parse_args()

@@ -1,0 +1,86 @@
+"""The accelerator kit (benchmarks/accelerator.py) at toy sizes: every part reports, records are
+well-formed, the budget skips with a reason, and failures are recorded rather than raised."""
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT, read_jsonl
+
+sys.path.insert(0, os.path.join(ROOT, 'benchmarks'))
+import accelerator  # noqa: E402
+import accelerator_parts  # noqa: E402
+
+COMMON = ('part', 'status', 'kit', 'tiny', 'jax', 'jaxlib', 'flax', 'commit', 'time')
+
+
+def kit(out, *flags):
+  return subprocess.run([sys.executable, os.path.join(ROOT, 'benchmarks', 'accelerator.py'),
+                         f'--out={out}', '--tiny', *flags], capture_output=True, text=True,
+                        cwd=ROOT, env={**os.environ, 'JAX_PLATFORMS': 'cpu'}, timeout=900)
+
+
+def test_every_part_reports_at_toy_sizes(tmp_path):
+  r = kit(tmp_path, '--budget_s=900')
+  assert r.returncode == 0, r.stdout + r.stderr
+  records = read_jsonl(tmp_path / 'records.jsonl')
+  assert list(dict.fromkeys(x['part'] for x in records)) == list(accelerator_parts.PARTS)
+  for x in records:
+    assert all(k in x for k in COMMON), x
+    assert x['status'] in accelerator.STATUSES and x['kit'] == 'accelerator' and x['tiny']
+    assert x['device'] == 'cpu' and len(x['commit']) == 40
+  ok = {x['part']: x for x in records if x['status'] == 'ok'}
+  assert ok['environment']['apis_missing'] == [] and ok['environment']['jit_ok']
+  assert ok['trajectory']['passed'] and ok['trajectory']['max_rel_diff'] < 1e-5  # same machine
+  assert ok['learning']['passed'] and ok['learning']['test_accuracy'] > 0.5
+  steps = [x for x in records if x['part'].startswith('throughput') and x['status'] == 'ok']
+  assert {x['variant'] for x in steps} == set(accelerator_parts.VARIANTS) and len(steps) == 20
+  for x in steps:
+    assert x['step_ms'] > 0 and x['compile_s'] >= 0
+    assert abs(x['images_per_s'] * x['step_ms'] / 1e3 - x['batch']) < 1e-6 * x['batch']
+  assert 0 < ok['loop']['loop_over_step']
+  assert ok['heat']['nodes'] > 0 and ok['heat']['eigh_s'] > 0
+  summary = (tmp_path / 'summary.md').read_text()
+  assert all(f'## {part}' in summary for part in accelerator_parts.PARTS)
+  assert sorted(os.listdir(tmp_path)) == ['parts.log', 'records.jsonl', 'summary.md']
+
+
+def test_the_budget_skips_what_no_longer_fits_with_a_reason(tmp_path):
+  r = kit(tmp_path, '--budget_s=2', '--parts=environment,trajectory,heat')
+  assert r.returncode == 0, r.stdout + r.stderr
+  records = read_jsonl(tmp_path / 'records.jsonl')
+  assert [(x['part'], x['status']) for x in records] == [
+      ('environment', 'ok'), ('trajectory', 'skipped'), ('heat', 'skipped')]
+  assert 'budget_s=2' in records[1]['reason']
+  assert accelerator.plan(['a', 'b', 'c'], {'a': 3, 'b': 5, 'c': 1}, 5) == [
+      ('a', True), ('b', False), ('c', True)]
+
+
+def test_a_failing_part_and_a_part_out_of_time_are_recorded(tmp_path):
+  args = argparse.Namespace(out=str(tmp_path), tiny=True)
+  common = {'kit': 'accelerator', 'tiny': True, **accelerator.versions(None)}
+  records = accelerator.Records(str(tmp_path), common)
+  accelerator._launch('no_such_part', args, common, records, timeout=300)
+  accelerator._launch('environment', args, common, records, timeout=0.01)
+  got = records.read()
+  assert [(x['part'], x['status']) for x in got] == [('no_such_part', 'failed'),
+                                                     ('environment', 'timeout')]
+  assert 'KeyError' in got[0]['error'] and 'Traceback' in got[0]['traceback']
+
+
+def test_the_cpu_reference_is_shipped_for_both_sizes():
+  with open(accelerator_parts.REFERENCE) as f:
+    reference = json.load(f)
+  for sizes in (accelerator_parts.TINY, accelerator_parts.FULL):
+    got = reference[sizes['name']]
+    assert len(got['losses']) == sizes['trajectory']['steps'] and got['device'] == 'cpu'
+    assert got['model'] == sizes['trajectory']['model']
+
+
+@pytest.mark.parametrize('flag', ['--budget_s=0', '--parts=nonsense'])
+def test_bad_flags_fail_in_one_line(tmp_path, flag):
+  r = kit(tmp_path, flag, '--dry_run')
+  assert r.returncode == 2 or r.returncode == 1, r.stderr
+  assert 'Traceback' not in r.stderr and ('budget_s' in r.stderr or 'nonsense' in r.stderr)
