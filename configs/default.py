@@ -49,7 +49,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.heartbeat_timeout = 100          # seconds without a peer before the others stop
   # --- pruning at initialization (n2nskip_jax.pruning) ----------------------------
   c.pruning = ml_collections.ConfigDict()
-  c.pruning.method = 'dense'         # 'dense' | 'rp' | 'magnitude' | 'csp' (SNIP) | 'grasp'
+  c.pruning.method = 'dense'         # 'dense' | 'rp' | 'magnitude' | 'csp' (= 'snip') | 'grasp'
                                      # | 'synflow' | 'structured' (n2nskip_jax/pruning.py)
   c.pruning.density = 1.0            # in (0, 1], counted against the reference network
   c.pruning.snip_batch_size = 128    # examples in the one batch 'csp' and 'grasp' score with

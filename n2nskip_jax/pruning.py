@@ -10,7 +10,7 @@ keeps exactly its budget; score ties go to the lower position (stable sort):
 
 * ``rp``: a uniformly random subset;
 * ``magnitude``: the largest ``|w|`` at initialization;
-* ``csp`` (SNIP, Lee et al. 2019): the largest ``|dL/dc|`` at ``c = 1`` for the mask
+* ``csp`` or ``snip`` (SNIP, Lee et al. 2019; the paper calls it CSP): the largest ``|dL/dc|`` at ``c = 1`` for the mask
   multiplier ``c`` (``= |w * dL/dw|``), on one training batch;
 * ``grasp`` (Wang et al. 2020): the lowest ``-w * (H g)`` on one training batch (the highest
   scores are removed), the loss's logits divided by ``pruning.grasp_temperature``;
@@ -51,13 +51,14 @@ METHODS: dict[str, Callable] = {}
 NEEDS_BATCH: set[str] = set()
 
 
-def register(name: str, *, needs_batch: bool = False) -> Callable:
-  """Registers a pruning method under ``name`` (then ``--config.pruning.method=name``);
+def register(*names: str, needs_batch: bool = False) -> Callable:
+  """Registers a pruning method under each of ``names`` (then ``--config.pruning.method=name``);
   ``needs_batch``: it scores with a training batch (the training loop then passes one)."""
   def add(fn):
-    METHODS[name] = fn
-    if needs_batch:
-      NEEDS_BATCH.add(name)
+    for name in names:
+      METHODS[name] = fn
+      if needs_batch:
+        NEEDS_BATCH.add(name)
     return fn
   return add
 
@@ -177,7 +178,7 @@ def magnitude_masks(shapes, budget, rng, scoring) -> dict:
   return top_k({p: np.abs(w) for p, w in scoring.weights().items()}, shapes, budget)
 
 
-@register('csp', needs_batch=True)
+@register('csp', 'snip', needs_batch=True)
 def snip_masks(shapes, budget, rng, scoring) -> dict:
   """CSP (SNIP): the ``budget`` most salient weights."""
   del rng

@@ -115,8 +115,11 @@ def _loss(model_name, skip):
   return loss, params, tangent
 
 
-@pytest.mark.parametrize('skip', ['none', 'n2nskip'])
-@pytest.mark.parametrize('model_name', sorted(MODELS))
+# ResNet50 without skips is a subgraph of ResNet50 with them (every operation of the one is in
+# the other), so ResNet50 runs with skips only: one long compilation less.
+@pytest.mark.parametrize('model_name,skip', [(m, s) for m in sorted(MODELS)
+                                             for s in ('none', 'n2nskip')
+                                             if (m, s) != ('resnet50', 'none')])
 def test_forward_mode_and_hessian_vector_products_through_the_model(model_name, skip):
   loss, params, tangent = _loss(model_name, skip)
   vdot = lambda a, b: sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))

@@ -203,3 +203,8 @@ def test_reinit_keeps_the_masks_and_redraws_the_surviving_weights(tmp_path):
       mask = np.asarray(traverse_util.flatten_dict(plain.masks)[p])
       assert np.all(np.asarray(r)[mask == 0] == 0)
       assert not np.allclose(np.asarray(r)[mask > 0], np.asarray(w)[mask > 0])
+
+
+def test_snip_is_another_name_for_csp():
+  assert pruning.METHODS['snip'] is pruning.METHODS['csp'] is pruning.snip_masks
+  assert pruning.needs_batch(make_config(pruning__method='snip'))

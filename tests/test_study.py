@@ -14,13 +14,13 @@ from conftest import ROOT, make_config
 from n2nskip_jax.errors import ConfigError, UserError
 from n2nskip_jax.study import aggregate, grid
 
-TINY_STUDY = '''
-import ml_collections
-from configs import quickstart
-
 # One worker runs this module, so its module fixture runs the tiny study once
 # (pytest -n 2 --dist loadgroup).
 pytestmark = pytest.mark.xdist_group('study')
+
+TINY_STUDY = '''
+import ml_collections
+from configs import quickstart
 
 
 def get_config(arg=None):
@@ -163,7 +163,7 @@ def test_grid_counts_and_names():
 @pytest.mark.parametrize('axes,key', [
     (dict(pruning__densty=(0.1,)), 'axes.pruning.densty'),
     (dict(pruning__method=()), 'axes.pruning.method'),
-    (dict(pruning__method=('rp', 'magnitude')), 'axes.pruning.method'),
+    (dict(pruning__method=('rp', 'lottery')), 'axes.pruning.method'),
     (dict(pruning__density=(0.1, 1.5)), 'axes.pruning.density'),
 ])
 def test_bad_study_configs_fail_before_training(axes, key):
@@ -193,7 +193,8 @@ def test_cli_reports_bad_axis_without_traceback(tiny, tmp_path):
 
 @pytest.mark.parametrize('name,count', [('paper_table1', 260), ('paper_table2', 65),
                                         ('paper_fig6', 125), ('offline_mlp', 185),
-                                        ('offline_vgg_digits', 39)])
+                                        ('offline_vgg_digits', 39), ('methods_mlp', 185),
+                                        ('controls_mlp', 144), ('methods_vgg_digits', 111)])
 def test_study_configs_list_the_right_number_of_runs(name, count):
   import importlib
   study = importlib.import_module(f'configs.studies.{name}').get_config()

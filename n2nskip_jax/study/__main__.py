@@ -64,9 +64,12 @@ def main(argv):
   def run():
     if FLAGS.dry_run:
       runs = grid.shard(grid.runs(study), FLAGS.shard)
-      for r in runs:
-        print(f'{r.name}\n  {_main_command(config_path, study, workdir, r)}')
-      print(f'{len(runs)} runs')
+      try:
+        for r in runs:
+          print(f'{r.name}\n  {_main_command(config_path, study, workdir, r)}')
+        print(f'{len(runs)} runs', flush=True)
+      except BrokenPipeError:  # `--dry_run | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
       return
     if not FLAGS.aggregate_only:
       run_lib.run_study(study, workdir, FLAGS.shard)
