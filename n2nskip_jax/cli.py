@@ -5,6 +5,7 @@ Exit codes: 0 success; 2 a user's mistake (bad flag, config key or value, missin
 unreadable checkpoints, unwritable directory); 3 training diverged; 130 interrupted (Ctrl-C).
 """
 import difflib
+import logging
 import os
 import runpy
 import sys
@@ -71,6 +72,7 @@ def run(main):
   :func:`parse_flags`."""
   process.before_jax()
   sys.unraisablehook = quiet_closed_loop(sys.unraisablehook)
+  logging.getLogger('asyncio').addFilter(_not_closed_loop)  # the same, as asyncio reports it
   app.run(main, flags_parser=parse_flags)
 
 
@@ -78,10 +80,20 @@ def quiet_closed_loop(hook):
   """An ``sys.unraisablehook`` that drops the "Event loop is closed" errors orbax's reader
   threads raise after a failed restore (noise that would bury the one-line report)."""
   def quiet(unraisable):
-    if not (isinstance(unraisable.exc_value, RuntimeError)
-            and 'Event loop is closed' in str(unraisable.exc_value)):
+    if not _is_closed_loop(unraisable.exc_value):
       hook(unraisable)
   return quiet
+
+
+def _is_closed_loop(error) -> bool:
+  return isinstance(error, RuntimeError) and 'Event loop is closed' in str(error)
+
+
+def _not_closed_loop(record) -> bool:
+  """A ``logging`` filter: drops asyncio's "Task exception was never retrieved" reports of
+  those same errors."""
+  error = record.exc_info[1] if record.exc_info else None
+  return not (_is_closed_loop(error) or 'Event loop is closed' in record.getMessage())
 
 
 def parse_flags(argv: list[str]) -> list[str]:
