@@ -194,7 +194,7 @@ def test_cli_reports_bad_axis_without_traceback(tiny, tmp_path):
 @pytest.mark.parametrize('name,count', [('paper_table1', 260), ('paper_table2', 65),
                                         ('paper_fig6', 125), ('offline_mlp', 185),
                                         ('offline_vgg_digits', 39), ('methods_mlp', 185),
-                                        ('controls_mlp', 144), ('methods_vgg_digits', 111)])
+                                        ('controls_mlp', 72), ('methods_vgg_digits', 111)])
 def test_study_configs_list_the_right_number_of_runs(name, count):
   import importlib
   study = importlib.import_module(f'configs.studies.{name}').get_config()
