@@ -1,6 +1,7 @@
 """Checking config keys. Each module checks the keys it reads (its ``check_config``) with these
 helpers; ``config.validate`` runs every module's check. An error names the key, the value and
 what is allowed, e.g. ``config.pruning.density=1.5: expected a number in (0, 1]``."""
+import math
 import re
 
 from n2nskip_jax.errors import ConfigError
@@ -42,7 +43,8 @@ def is_int(v) -> bool:
 
 
 def is_number(v) -> bool:
-  return isinstance(v, (int, float)) and not isinstance(v, bool)
+  """A finite int or float (no bool, nan or inf: no key of the config takes them)."""
+  return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def is_regex(pattern) -> bool:

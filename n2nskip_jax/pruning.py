@@ -127,7 +127,7 @@ def check_config(config) -> None:
   checks.boolean(config, 'pruning.rescale')
   checks.positive_int(config, 'pruning.synflow_iterations')
   checks.check(config, 'pruning.grasp_temperature',
-               lambda v: checks.is_number(v) and 0 < v < float('inf'), 'a finite number > 0')
+               lambda v: checks.is_number(v) and v > 0, 'a number > 0')
   checks.boolean(config, 'pruning.shuffle')
   checks.boolean(config, 'pruning.reinit')
   if config.pruning.method == 'dense' and config.pruning.density != 1:

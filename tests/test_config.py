@@ -32,6 +32,19 @@ from n2nskip_jax.config import ConfigError, validate
     (dict(model='resnet50', skip__span=2), 'skip.span'),
     (dict(model='resnet50', skip__kind='resskip'), 'skip.kind'),
     (dict(skip__kernel_size=2), 'skip.kernel_size'),
+    (dict(learning_rate=float('inf')), 'learning_rate'),
+    (dict(learning_rate=1e-31), 'learning_rate'),
+    (dict(weight_decay=float('inf')), 'weight_decay'),
+    (dict(width_multiplier=float('inf')), 'width_multiplier'),
+    (dict(pruning__method='rp', pruning__density=float('nan')), 'pruning.density'),
+    (dict(seed=-1), 'seed'),
+    (dict(seed=2 ** 64), 'seed'),
+    (dict(num_epochs=10 ** 12), 'num_epochs'),
+    (dict(num_epochs=3000), 'num_epochs'),  # 0.05 halved every 30 epochs: below 1e-30 at 2910
+    (dict(pruning__method='grasp', pruning__density=0.1, pruning__grasp_temperature=0.0),
+     'pruning.grasp_temperature'),
+    (dict(pruning__method='synflow', pruning__density=0.1, pruning__synflow_iterations=0),
+     'pruning.synflow_iterations'),
 ])
 def test_validate_names_the_key(overrides, key):
   with pytest.raises(ConfigError) as e:
