@@ -22,8 +22,9 @@ flags.DEFINE_string('workdir', None, 'Run directory written by main.py.')
 flags.DEFINE_enum('weights', 'final', ['initial', 'final'], 'Which weights to analyze.')
 flags.DEFINE_enum('mode', 'weighted', ['weighted', 'binary'], 'Edge weights (see graph.py).')
 flags.DEFINE_enum('method', 'auto', ['auto', 'dense', 'chebyshev'], 'Heat signature method.')
-flags.DEFINE_float('eps', 1e-3, 't* = ln(1/eps) / lambda_2(reference).')
-flags.DEFINE_integer('num_times', 25, 'Points on the log grid of t.')
+flags.DEFINE_float('eps', 1e-3, 't* = ln(1/eps) / lambda_2(reference); in (0, 1).')
+flags.register_validator('eps', lambda v: 0 < v < 1, message='--eps must be in (0, 1)')
+flags.DEFINE_integer('num_times', 25, 'Points on the log grid of t.', lower_bound=1)
 FLAGS = flags.FLAGS
 
 

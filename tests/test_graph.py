@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from conftest import ROOT, make_config, run_main
 
 from n2nskip_jax import network, pruning
@@ -92,3 +93,10 @@ def test_analyze_cli_writes_json_and_plots(tmp_path):
 def test_analyze_cli_without_a_run_fails_cleanly(tmp_path):
   r = run_analyze(f'--workdir={tmp_path}')
   assert r.returncode == 2 and 'run main.py first' in r.stderr and 'Traceback' not in r.stderr
+
+
+@pytest.mark.parametrize('flag', ['--eps=0', '--eps=2', '--num_times=0', '--num_times=-5'])
+def test_analyze_cli_refuses_out_of_range_flags_in_one_line(tmp_path, flag):
+  r = run_analyze(f'--workdir={tmp_path}', flag)
+  assert r.returncode == 2 and 'Traceback' not in r.stderr
+  assert r.stderr.strip().splitlines()[-1].startswith(f'error: flag {flag.split("=")[0]}=')
