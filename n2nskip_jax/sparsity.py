@@ -76,21 +76,44 @@ def unit_groups(edges, flat_masks) -> dict[str, int]:
   return sizes
 
 
-def dead_units(config, masks) -> int:
-  """Hidden units (neurons, channels) left with no incoming or no outgoing connection, over
-  the model's structure (identity shortcuts count as connections): the layer-collapse count."""
+def _links(config, masks):
+  """``(sizes, [(src, dst, linked)])`` over the model's structure: ``linked[i, j]`` says whether
+  unit ``i`` of ``src`` has a nonzero weight (or an identity shortcut) to unit ``j`` of ``dst``."""
   flat = {p[:-1]: np.asarray(m) for p, m in traverse_util.flatten_dict(masks).items()}
   edges = models.structure(config)
   sizes = unit_groups(edges, flat)
+  return sizes, [(src, dst, np.eye(sizes[src], dtype=bool) if layer is None else
+                  (flat[layer] != 0).reshape(-1, sizes[src], sizes[dst]).any(0))
+                 for src, dst, layer in edges]
+
+
+def dead_units(config, masks) -> int:
+  """Hidden units (neurons, channels) left with no incoming or no outgoing connection, over
+  the model's structure (identity shortcuts count as connections): the layer-collapse count."""
+  sizes, links = _links(config, masks)
   fan_in = {g: np.zeros(n, np.int64) for g, n in sizes.items()}
   fan_out = {g: np.zeros(n, np.int64) for g, n in sizes.items()}
-  for src, dst, layer in edges:
-    linked = (np.eye(sizes[src], dtype=bool) if layer is None else
-              (flat[layer] != 0).reshape(-1, sizes[src], sizes[dst]).any(0))
+  for src, dst, linked in links:
     fan_out[src] += linked.sum(1)
     fan_in[dst] += linked.sum(0)
   hidden = list(sizes)[1:-1]  # all groups but the input and the classifier output
   return int(sum(np.sum((fan_in[g] == 0) | (fan_out[g] == 0)) for g in hidden))
+
+
+def reachable_outputs(config, masks) -> int:
+  """Output units that some path of nonzero weights (or identity shortcuts) joins to the input,
+  over the model's structure: 0 is layer collapse, whatever each layer keeps."""
+  sizes, links = _links(config, masks)
+  reach = {g: np.zeros(n, bool) for g, n in sizes.items()}
+  reach[models.INPUT][:] = True
+  changed = True
+  while changed:  # skips join groups out of list order: propagate until nothing changes
+    changed = False
+    for src, dst, linked in links:
+      new = reach[dst] | (linked & reach[src][:, None]).any(0)
+      changed |= bool((new != reach[dst]).any())
+      reach[dst] = new
+  return int(reach[list(sizes)[-1]].sum())
 
 
 def hidden_units(config, masks) -> int:

@@ -106,13 +106,18 @@ def _initialize_distributed(config) -> None:
 
 
 def _mask_warnings(config, masks) -> list[str]:
-  """Warnings (logged, and kept in the summary) for masks that leave a sequential layer with
-  no weight (layer collapse: the network cannot learn) or most hidden units dead."""
+  """Warnings (logged, and kept in the summary) for masks that leave no path from the input
+  to the output (layer collapse: the network cannot learn) or most hidden units dead. A
+  sequential layer left empty while skips carry the signal around it is logged, not warned."""
   warnings = []
   empty = pruning.empty_layers(masks)
-  if empty:
+  if empty and not sparsity.reachable_outputs(config, masks):
     warnings.append(f'layer collapse: pruning left {", ".join(empty)} with no weight at all '
-                    f'at density {config.pruning.density}; the network cannot learn')
+                    f'at density {config.pruning.density} and no path from the input to the '
+                    'output; the network cannot learn')
+  elif empty:
+    logging.info('Pruning left %s with no weight; skip connections carry the signal around '
+                 'it.', ', '.join(empty))
   dead, hidden = sparsity.dead_units(config, masks), sparsity.hidden_units(config, masks)
   if dead > hidden / 2:
     warnings.append(f'{dead} of {hidden} hidden units ({dead / hidden:.0%}) have no input or '

@@ -1,5 +1,7 @@
 """Counting masks: dead units over each model's structure, N_ref, nonzero counts."""
+import jax
 import numpy as np
+import pytest
 from conftest import make_config
 
 from n2nskip_jax import network, pruning, sparsity
@@ -49,3 +51,16 @@ def test_reference_weights_count_the_network_without_skips():
   config.pruning.density = 0.5
   masks = pruning.prune(config, v)
   assert sparsity.nonzero(masks) == round(0.5 * sparsity.reference_weights(masks))
+
+
+@pytest.mark.parametrize('kind,reachable', [('none', 0), ('resskip', 10)])
+def test_an_empty_layer_is_collapse_only_without_a_path_around_it(kind, reachable):
+  """ResSkip's identity from dense1 to dense3 carries the signal around an emptied dense2."""
+  config = make_config(model='mlp', mlp_hidden=(8, 8, 8), dataset='digits', skip__kind=kind,
+                       skip__span=2)
+  _, variables = network.init(config, 10, (8, 8, 1))
+  masks = jax.tree.map(np.asarray, variables['masks'])
+  masks['dense2']['kernel'] = np.zeros_like(masks['dense2']['kernel'])
+  if kind == 'resskip':
+    masks['skip0_2']['kernel'] = np.zeros_like(masks['skip0_2']['kernel'])
+  assert sparsity.reachable_outputs(config, masks) == reachable
