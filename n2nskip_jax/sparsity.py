@@ -4,6 +4,8 @@ the units pruning left without input or output (layer collapse).
 ``masks`` is the ``masks`` collection (one float 0/1 array per prunable kernel, shaped like
 it); skip layers are told apart by :func:`n2nskip_jax.models.is_skip_path`.
 """
+import re
+
 import jax
 import numpy as np
 from flax import traverse_util
@@ -47,15 +49,21 @@ def nonzero_weights(params, masks) -> int:
              for p, m in traverse_util.flatten_dict(masks).items())
 
 
+def _natural(name: str) -> list:
+  """Sort key reading digit runs as numbers: ``conv2`` before ``conv10``."""
+  return [int(part) if part.isdigit() else part for part in re.split(r'(\d+)', name)]
+
+
 def layer_table(masks) -> list[dict]:
-  """One row per masked kernel: ``layer``, ``shape``, ``weights``, ``nonzero``, ``density``, ``skip``."""
+  """One row per masked kernel: ``layer``, ``shape``, ``weights``, ``nonzero``, ``density``,
+  ``skip``; sequential layers first, each group in natural order (``conv2`` before ``conv10``)."""
   rows = []
   for p, m in traverse_util.flatten_dict(masks).items():
     nz = int(np.count_nonzero(m))
     rows.append({'layer': path_name(p[:-1]), 'shape': list(np.shape(m)),
                  'weights': int(np.size(m)), 'nonzero': nz,
                  'density': nz / max(1, int(np.size(m))), 'skip': models.is_skip_path(p)})
-  return rows
+  return sorted(rows, key=lambda r: (r['skip'], _natural(r['layer'])))
 
 
 def format_layers(rows: list[dict]) -> str:

@@ -64,3 +64,11 @@ def test_an_empty_layer_is_collapse_only_without_a_path_around_it(kind, reachabl
   if kind == 'resskip':
     masks['skip0_2']['kernel'] = np.zeros_like(masks['skip0_2']['kernel'])
   assert sparsity.reachable_outputs(config, masks) == reachable
+
+
+def test_the_layer_table_lists_sequential_layers_in_natural_order_then_skips():
+  masks = {f'conv{i}': {'kernel': np.ones((3, 3, 2, 2))} for i in (1, 10, 2)}
+  masks['skip1_4'] = {'kernel': np.ones((3, 3, 2, 2))}
+  masks['head'] = {'kernel': np.ones((2, 10))}
+  names = [r['layer'] for r in sparsity.layer_table(masks)]
+  assert names == ['conv1', 'conv2', 'conv10', 'head', 'skip1_4']
