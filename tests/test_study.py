@@ -191,6 +191,18 @@ def test_cli_reports_bad_axis_without_traceback(tiny, tmp_path):
   assert not (tmp_path / 'runs').exists()
 
 
+@pytest.mark.parametrize('case', ['a file', 'nothing to aggregate'])
+def test_cli_refuses_a_workdir_it_cannot_use_in_one_line(tiny, tmp_path, case):
+  path, _, _ = tiny
+  if case == 'a file':
+    (tmp_path / 'study').write_text('')
+    r = study_cli(path, tmp_path / 'study')
+  else:
+    r = study_cli(path, tmp_path / 'missing', '--aggregate_only')
+  assert r.returncode == 2 and 'Traceback' not in r.stderr
+  assert ('a file, not a directory' if case == 'a file' else 'no study there') in r.stderr
+
+
 @pytest.mark.parametrize('name,count', [('paper_table1', 260), ('paper_table2', 65),
                                         ('paper_fig6', 125), ('offline_mlp', 185),
                                         ('offline_vgg_digits', 39), ('methods_mlp', 185),

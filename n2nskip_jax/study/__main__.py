@@ -49,6 +49,18 @@ def _main_command(config_path: str, study, workdir: str, run) -> str:
           + ' '.join(shlex.quote(f) for f in flags_))
 
 
+def _check_workdir(workdir: str, aggregate_only: bool) -> None:
+  """A ``UserError`` for a workdir that is a file, cannot be written, or (to aggregate) does
+  not exist yet."""
+  from n2nskip_jax import rundir
+  from n2nskip_jax.errors import UserError
+  if aggregate_only and not os.path.isdir(workdir):
+    raise UserError(f'--workdir={workdir!r}: no study there to aggregate (run the study first)')
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise UserError(f'--workdir={workdir!r}: a file, not a directory')
+  rundir.check_writable(workdir)
+
+
 def main(argv):
   del argv
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -71,6 +83,7 @@ def main(argv):
       except BrokenPipeError:  # `--dry_run | head`: the reader has all it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
       return
+    _check_workdir(workdir, FLAGS.aggregate_only)
     if not FLAGS.aggregate_only:
       run_lib.run_study(study, workdir, FLAGS.shard)
     logging.info('Wrote %s', ', '.join(aggregate.aggregate(study, workdir)))
