@@ -126,11 +126,12 @@ def run_all(args) -> int:
                   f'left of --budget_s={args.budget_s:g}')
       continue
     _launch(name, args, common, records, timeout=max(left, estimates[name]) + args.grace_s)
-    write_summary(args.out, records.read())
-    print(f'[{time.monotonic() - start:6.0f} s] {name}: '
-          f'{records.read()[-1]["status"] if records.read() else "no record"}', flush=True)
-  write_summary(args.out, records.read())
-  return 0 if all(r['status'] in ('ok', 'skipped', 'unavailable') for r in records.read()) else 1
+    so_far = records.read()
+    write_summary(args.out, so_far)
+    print(f'[{time.monotonic() - start:6.0f} s] {name}: {so_far[-1]["status"]}', flush=True)
+  so_far = records.read()
+  write_summary(args.out, so_far)
+  return 0 if all(r['status'] in ('ok', 'skipped', 'unavailable') for r in so_far) else 1
 
 
 def _launch(name, args, common, records, timeout: float) -> None:
