@@ -8,6 +8,7 @@ stateless random ops seeded by ``(seed, e, position)``, so a run resumed at step
 replays exactly the batches an uninterrupted run would have seen.
 """
 import dataclasses
+import functools
 import os
 from typing import Callable, Iterator
 
@@ -81,6 +82,19 @@ def load(config, process_index: int = 0, process_count: int = 1) -> Data:
 
 # --- data sets shipped in packages ------------------------------------------------
 
+def _once(make):
+  """Builds a data set once per process (generating MNIST-1D takes seconds, and a study trains
+  many runs in one process); its arrays are read-only."""
+  @functools.cache
+  def cached():
+    arrays = make()
+    for a in arrays:
+      a.flags.writeable = False
+    return arrays
+  return cached
+
+
+@_once
 def _mnist1d():
   """MNIST-1D (Greydanus 2020), generated offline: 4000 train / 1000 test, length 40."""
   from mnist1d.data import get_dataset_args, make_dataset
@@ -88,6 +102,7 @@ def _mnist1d():
   return d['x'], d['y'], d['x_test'], d['y_test']
 
 
+@_once
 def _digits():
   """scikit-learn's 8x8 digits (1797 images), split 80/20 with a fixed permutation."""
   from sklearn.datasets import load_digits
@@ -98,6 +113,7 @@ def _digits():
   return x[:n], y[:n], x[n:], y[n:]
 
 
+@_once
 def _digits32():
   """:func:`_digits` upsampled 4x (nearest) to 32x32 and repeated over 3 channels: a small
   image data set that ships in a package, shaped like CIFAR for the conv models."""

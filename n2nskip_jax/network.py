@@ -6,6 +6,8 @@
     variables = pruning.apply_masks(variables, masks)
     print(sparsity.format_layers(sparsity.layer_table(masks)))
 """
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -30,6 +32,12 @@ def init(config, num_classes: int, input_shape: tuple[int, ...], *,
 
 def abstract_variables(config, num_classes: int, input_shape: tuple[int, ...]):
   """Shapes and dtypes of the variables (``jax.eval_shape``: nothing is compiled or allocated)."""
-  model = create_model(config, num_classes)
+  shapes = _abstract_variables(create_model(config, num_classes), tuple(input_shape))
+  return jax.tree.map(lambda s: s, shapes)  # a copy the caller may change
+
+
+@functools.lru_cache(maxsize=256)
+def _abstract_variables(model, input_shape):
+  """Traced once per model and input shape: a study validates every run's budget."""
   return jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, *input_shape)),
                                            train=False))

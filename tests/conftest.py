@@ -28,6 +28,15 @@ def pytest_sessionfinish(session, exitstatus):
   shutil.rmtree(COMPILATION_CACHE, ignore_errors=True)
 
 
+# The reduced models most tests share, as (overrides, input shape). Sharing them lets the
+# persistent compilation cache serve their initializers to every test after the first.
+TINY_MODELS = {
+    'mlp': (dict(model='mlp', mlp_hidden=(64, 48, 32, 16), dataset='digits'), (8, 8, 1)),
+    'vgg19': (dict(model='vgg19', vgg_head='cifar', width_multiplier=1 / 16), (32, 32, 3)),
+    'resnet50': (dict(model='resnet50', width_multiplier=1 / 16), (8, 8, 3)),
+}
+
+
 def make_config(**overrides):
   """``configs/default.py`` with ``key=value`` overrides (``pruning__density`` for groups)."""
   from configs import default

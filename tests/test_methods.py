@@ -13,9 +13,6 @@ from test_pruning import MODELS, batch_for, pruned
 from n2nskip_jax import data, models, network, pruning, saliency, sparsity
 from n2nskip_jax.losses import cross_entropy
 
-# One worker runs this module and test_pruning.py (they share its cached initializations):
-# pytest -n 2 --dist loadgroup.
-pytestmark = pytest.mark.xdist_group('pruning')
 
 LINEAR_MLP = dict(model='mlp', mlp_hidden=(12, 9, 7), dataset='mnist1d')
 

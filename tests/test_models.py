@@ -3,7 +3,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import make_config
+from conftest import TINY_MODELS, make_config
 from flax import traverse_util
 
 from n2nskip_jax import network, pruning, sparsity
@@ -51,8 +51,7 @@ def test_masks_mirror_kernels(model):
 
 @pytest.mark.parametrize('overrides,input_shape', [
     (dict(model='mlp', mlp_hidden=(16, 8)), (6, 6, 1)),
-    (dict(model='vgg19', vgg_head='cifar', width_multiplier=1 / 32), (32, 32, 3)),
-    (dict(model='resnet50', width_multiplier=1 / 32), (16, 16, 3)),
+    TINY_MODELS['vgg19'], TINY_MODELS['resnet50'],
 ])
 def test_masked_model_equals_plain_twin_with_masked_kernels(overrides, input_shape):
   """Masked forward pass == plain Flax twin run on ``kernel * mask``."""

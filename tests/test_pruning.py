@@ -4,7 +4,7 @@ import functools
 import jax
 import numpy as np
 import pytest
-from conftest import make_config
+from conftest import TINY_MODELS, make_config
 from flax import traverse_util
 
 from n2nskip_jax import models, network, pruning, saliency, sparsity
@@ -12,15 +12,8 @@ from n2nskip_jax.errors import ConfigError
 from n2nskip_jax.models import create_model
 from n2nskip_jax.losses import cross_entropy
 
-# One worker runs this module and test_methods.py (they share test_pruning's
-# cached initializations): pytest -n 2 --dist loadgroup.
-pytestmark = pytest.mark.xdist_group('pruning')
 
-MODELS = {  # reduced widths; (overrides, input shape)
-    'mlp': (dict(model='mlp', mlp_hidden=(64, 48, 32, 16), dataset='digits'), (8, 8, 1)),
-    'vgg19': (dict(model='vgg19', vgg_head='cifar', width_multiplier=1 / 16), (32, 32, 3)),
-    'resnet50': (dict(model='resnet50', width_multiplier=1 / 16), (16, 16, 3)),
-}
+MODELS = TINY_MODELS
 
 
 def batch_for(shape, n=16, seed=0):
@@ -47,13 +40,17 @@ def pruned(model, method, density, kind='none', seed=0, **extra):
   return config, variables, masks
 
 
-# The scored methods and ResNet50 at one density (their scores and initializations cost most),
-# the rest at two (the rounding of the budget).
+# Every method and skip kind on the MLP. On the conv nets, the scored methods at one density
+# (their scores and initializations cost most); ResSkip with the unscored methods only, and
+# ResNet50 with SynFlow (its BatchNorm in eval mode) as the one scored method: CSP and GraSP
+# through BatchNorm are the VGG19 cases.
 SCORED = ('magnitude', 'csp', 'grasp', 'synflow')
 CASES = [(m, method, d, kind) for m in MODELS for method in ('rp', 'structured', *SCORED)
          for d in (0.1, 0.0337) for kind in ('none', 'n2nskip', 'resskip')
-         if not (m == 'resnet50' and kind == 'resskip')
-         and not ((method in SCORED or m == 'resnet50') and d != 0.1)]
+         if not ((method in SCORED or m == 'resnet50') and d != 0.1)
+         and not (m != 'mlp' and kind == 'resskip' and method in ('csp', 'grasp', 'synflow'))
+         and not (m == 'resnet50' and (kind == 'resskip' or method in ('csp', 'grasp')
+                                       or (method, kind) == ('synflow', 'none')))]
 
 
 @pytest.mark.parametrize('model,method,density,kind', CASES)
