@@ -2,7 +2,10 @@
 and the exit codes every tool uses.
 
 Exit codes: 0 success; 2 a user's mistake (bad flag, config key or value, missing data,
-unreadable checkpoints, unwritable directory); 3 training diverged; 130 interrupted (Ctrl-C).
+unreadable checkpoints, unwritable directory); 3 training diverged; 4 a study finished with
+some runs failed (each recorded with its reason); 130 interrupted (Ctrl-C);
+128 + the signal's number when a preemption signal stopped training after a checkpoint (143
+SIGTERM, 138 SIGUSR1, 129 SIGHUP).
 """
 import difflib
 import logging
@@ -15,7 +18,7 @@ from absl import app, flags
 from n2nskip_jax.errors import UserError
 from n2nskip_jax.execution import RENAMED, process
 
-EXIT_USER, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 130
+EXIT_USER, EXIT_DIVERGED, EXIT_RUNS_FAILED, EXIT_INTERRUPTED = 2, 3, 4, 130
 
 
 def fail(message: str, code: int = EXIT_USER):
@@ -111,15 +114,17 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 
 def user_errors(fn):
-  """Runs ``fn()`` and turns a user's mistake, a divergence or Ctrl-C into one line and an
-  exit code instead of a traceback."""
-  from n2nskip_jax.errors import Diverged, Interrupted
+  """Runs ``fn()`` and turns a user's mistake, a divergence, Ctrl-C or a preemption signal into
+  one line and an exit code instead of a traceback."""
+  from n2nskip_jax.errors import Diverged, Interrupted, Preempted
   try:
     return fn()
   except Diverged as e:
     fail(str(e), EXIT_DIVERGED)
   except Interrupted as e:
     fail(str(e), EXIT_INTERRUPTED)
+  except Preempted as e:
+    fail(str(e), 128 + e.signum)
   except KeyboardInterrupt:
     fail('interrupted', EXIT_INTERRUPTED)
   except UserError as e:

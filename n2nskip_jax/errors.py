@@ -1,4 +1,5 @@
 """Errors that reach the user as one line and an exit code, never as a traceback."""
+import signal
 from typing import Any
 
 
@@ -32,3 +33,14 @@ class Interrupted(Exception):
     where = (f'rerun the same command to resume from step {resume_step}' if resume_step
              else 'no checkpoint yet: rerunning the same command starts over')
     super().__init__(f'interrupted at step {step}; {where}.')
+
+
+class Preempted(Exception):
+  """A preemption signal (SIGTERM, SIGUSR1, SIGHUP) stopped training after a checkpoint at
+  ``step``, or a study between two runs (``step`` is ``None``); exit 128 + the signal's number."""
+
+  def __init__(self, signum: int, step: int | None):
+    where = f'at step {step}; checkpoint written' if step is not None else 'between runs'
+    super().__init__(f'stopped by {signal.Signals(signum).name} {where}; rerun the same command '
+                     'to resume.')
+    self.signum, self.step = signum, step

@@ -20,9 +20,9 @@ from flax import jax_utils
 from jax.experimental import multihost_utils
 
 from n2nskip_jax import data as data_lib
-from n2nskip_jax import execution, network, pruning, rundir, sparsity
+from n2nskip_jax import execution, network, preemption, pruning, rundir, runlock, sparsity
 from n2nskip_jax.config import logging_for_runs, validate
-from n2nskip_jax.errors import Diverged, Interrupted, UserError
+from n2nskip_jax.errors import Diverged, Interrupted, Preempted, UserError
 from n2nskip_jax.metrics import MetricsWriter, Progress, write_json
 from n2nskip_jax.steps import AXIS, TrainState, create_optimizer, learning_rate_schedule
 from n2nskip_jax.steps import replicate
@@ -127,10 +127,10 @@ def _mask_warnings(config, masks) -> list[str]:
   return warnings
 
 
-def _start(config, data, workdir, masks, rng):
+def _start(config, data, workdir, masks, rng, lock):
   """``(state, rng, step, checkpoints, warnings)``: restored from the newest readable
   checkpoint, or initialized and pruned. Nothing is written to ``workdir`` before the masks
-  are checked."""
+  are checked, and its checkpoints are read only under the run's lock."""
   check = lambda s: _mask_warnings(config, s.masks) if config.pruning.method != 'dense' else []
   total = config.num_epochs * data.steps_per_epoch
   latest = rundir.latest_step(workdir)
@@ -139,6 +139,7 @@ def _start(config, data, workdir, masks, rng):
                     f'step {latest} (epoch {latest // data.steps_per_epoch}); use num_epochs >= '
                     f'{-(-latest // data.steps_per_epoch)} or another workdir')
   if latest:
+    lock.acquire()
     rundir.prepare(workdir, config)
     ckpt = rundir.checkpoints(workdir, config.max_checkpoints_to_keep)
     found = ckpt.restore_latest(_initial_state(config, data, prune=False), rng)
@@ -155,6 +156,7 @@ def _start(config, data, workdir, masks, rng):
     logging.warning('No readable checkpoint: starting over (restart_on_corrupt=True).')
   state = _initial_state(config, data, masks)
   warnings = check(state)
+  lock.acquire()
   rundir.prepare(workdir, config)
   return state, rng, 0, rundir.checkpoints(workdir, config.max_checkpoints_to_keep), warnings
 
@@ -209,24 +211,28 @@ def train_and_evaluate(config, workdir: str, masks=None) -> dict:
     Diverged: a non-finite loss or weights (checked at every log step and before every
       checkpoint); no summary is written.
     Interrupted: Ctrl-C; says from which step a rerun resumes.
+    Preempted: SIGTERM, SIGUSR1 or SIGHUP (:mod:`n2nskip_jax.preemption`): raised after the
+      current step is checkpointed.
+    runlock.Held: another live process is training in ``workdir``
+      (:mod:`n2nskip_jax.runlock`); no checkpoint is read and nothing written.
   """
-  with logging_for_runs():
-    return _train_and_evaluate(config, workdir, masks)
+  with logging_for_runs(), preemption.stop_requests() as stop, runlock.RunLock(workdir) as lock:
+    return _train_and_evaluate(config, workdir, masks, stop, lock)
 
 
-def _train_and_evaluate(config, workdir: str, masks=None) -> dict:
+def _train_and_evaluate(config, workdir: str, masks, stop, lock) -> dict:
   if config.multihost:
     validate(config)  # the process keys, before they are used
     _initialize_distributed(config)
   validate(config, jax.device_count(), jax.process_count())
-  is_main = jax.process_index() == 0
+  is_main = lock.enabled = jax.process_index() == 0  # one lock per run
   budget = pruning.check_budget(config)  # budget errors before anything is compiled
   rundir.check_writable(workdir)
   data = data_lib.load(config, jax.process_index(), jax.process_count())
   if data.steps_per_epoch == 0:
     raise UserError(f'config.batch_size={config.batch_size}: larger than the training set')
   rng = np.asarray(jax.random.PRNGKey(config.seed))
-  state, rng, step, ckpt, warnings = _start(config, data, workdir, masks, rng)
+  state, rng, step, ckpt, warnings = _start(config, data, workdir, masks, rng, lock)
   plan = execution.plan(config, state.masks)
   state = state.replace(apply_fn=plan.model(config, data.num_classes, bn_axis_name=AXIS).apply)
   p_train_step, p_eval_step = plan.steps()
@@ -263,8 +269,15 @@ def _train_and_evaluate(config, workdir: str, masks=None) -> dict:
                        config.num_epochs, step, total, m['loss'], m['accuracy'], lr(step - 1),
                        progress.text())
           writer.write(step, **scalars)
-        if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0:
+          lock.refresh()
+        saved = config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0
+        if saved:
           _save(ckpt, workdir, step, p_state, rng)
+        if signum := stop.signal_at(step, config.log_every_steps):
+          if not saved:
+            _save(ckpt, workdir, step, p_state, rng)
+          _last_good(ckpt, workdir)  # written before the process exits
+          raise Preempted(signum, step)
       if (epoch + 1) % config.eval_every_epochs == 0 or epoch + 1 == config.num_epochs:
         result = evaluate(p_eval_step, p_state, data)
         logging.info('epoch %d: test accuracy %.4f, loss %.4f', epoch + 1,

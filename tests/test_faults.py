@@ -239,6 +239,34 @@ def test_ctrl_c_says_where_to_resume(tmp_path):
   assert 'Traceback' not in out
 
 
+def test_a_second_process_is_refused_while_a_run_trains_and_takes_over_a_dead_ones_lock(tmp_path):
+  flags = [*QUICK[:2], '--config.num_epochs=500', f'--workdir={tmp_path}']
+  first = run_main(*flags, wait=False)
+  deadline = time.time() + 300
+  while time.time() < deadline and first.poll() is None and not rundir.latest_step(str(tmp_path)):
+    time.sleep(0.05)
+  second = run_main(*flags)
+  assert second.returncode == 2, second.stderr[-2000:]
+  assert second.stderr.strip().splitlines()[-1].startswith(
+      f"error: --workdir='{tmp_path}': another process is training this run (host ")
+  assert f'pid {first.pid}, since ' in second.stderr
+  first.kill()
+  first.communicate()
+  assert (tmp_path / 'lock').exists()  # left behind by the killed process
+  third = run_main(*flags, wait=False)
+  lines = []
+  for line in third.stdout:  # until it has resumed; then it is stopped like a preempted job
+    lines.append(line)
+    if ' step ' in line and 'loss' in line:
+      break
+  third.send_signal(signal.SIGTERM)
+  lines += third.communicate()[0].splitlines()
+  text = '\n'.join(lines)
+  assert 'Taking over the stale lock' in text and 'Resuming from checkpoint at step' in text
+  assert third.returncode == 143, text[-2000:]
+  assert not (tmp_path / 'lock').exists()  # released on exit
+
+
 def test_analyze_names_outputs_and_refuses_a_read_only_directory(two_epochs, tmp_path):
   from test_graph import run_analyze
   workdir = copy_run(two_epochs, tmp_path)

@@ -14,9 +14,6 @@ from conftest import ROOT, make_config
 from n2nskip_jax.errors import ConfigError, UserError
 from n2nskip_jax.study import aggregate, grid
 
-# One worker runs this module, so its module fixture runs the tiny study once
-# (pytest -n 2 --dist loadgroup).
-pytestmark = pytest.mark.xdist_group('study')
 
 TINY_STUDY = '''
 import ml_collections
@@ -40,26 +37,21 @@ def get_config(arg=None):
 '''
 
 
-def study_cli(config_path, workdir, *flags, wait=True):
+def study_cli(config_path, workdir, *flags, wait=True, log=subprocess.DEVNULL):
   env = {**os.environ, 'JAX_PLATFORMS': 'cpu', 'TF_CPP_MIN_LOG_LEVEL': '3', 'PYTHONUNBUFFERED': '1'}
   cmd = [sys.executable, '-m', 'n2nskip_jax.study', f'--config={config_path}',
          f'--workdir={workdir}', *flags]
   if not wait:
-    return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log)
   return subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 
-@pytest.fixture(scope='module')
-def tiny(tmp_path_factory):
-  """The tiny study file, and one uninterrupted run of it."""
-  root = tmp_path_factory.mktemp('study')
-  path = root / 'tiny_study.py'
+@pytest.fixture
+def tiny(tmp_path):
+  """The tiny study's config file."""
+  path = tmp_path / 'tiny_study.py'
   path.write_text(TINY_STUDY)
-  whole = root / 'whole'
-  r = study_cli(path, whole)
-  assert r.returncode == 0, r.stderr[-3000:]
-  return path, whole, r.stderr
+  return path
 
 
 def load_study(path):
@@ -67,8 +59,8 @@ def load_study(path):
   return runpy.run_path(str(path))['get_config']()
 
 
-def test_tiny_study_tables_equal_an_independent_recomputation(tiny):
-  path, whole, log = tiny
+def check_tables(whole, log):
+  """The tables of a finished tiny study equal an independent recomputation from its runs."""
   assert '[8/8] done' in log and 'ETA' in log
   table = json.loads((whole / 'table.json').read_text())
   assert table['runs_finished'] == 8 and table['runs_missing'] == 0
@@ -94,32 +86,93 @@ def test_tiny_study_tables_equal_an_independent_recomputation(tiny):
     assert (whole / f'{figure}.png').stat().st_size > 10_000
 
 
-def test_killed_study_resumes_without_retraining_and_shards_cover_every_run_once(tiny, tmp_path):
-  path, whole, _ = tiny
-  proc = study_cli(path, tmp_path, wait=False)
+def test_tiny_study_and_a_preempted_one_resumed_by_two_shards_give_the_same_tables(tiny, tmp_path):
+  """The tiny study uninterrupted: its tables against a recomputation. Side by side, SIGTERM
+  once a run has finished: the study stops (exit 143, one line); then shard 0/2 and the whole
+  study, side by side on its workdir, finish it without training a run twice, and its tables
+  equal the uninterrupted study's."""
+  whole, stopped = tmp_path / 'whole', tmp_path / 'stopped'
+  logs = {name: tmp_path / f'{name}.log' for name in ('whole', 'stopped', 'shard0', 'shard1')}
+  with open(logs['whole'], 'w') as f, open(logs['stopped'], 'w') as g:
+    uninterrupted = study_cli(tiny, whole, wait=False, log=f)
+    proc = study_cli(tiny, stopped, wait=False, log=g)
   deadline = time.time() + 300
   finished = []
   while time.time() < deadline and not finished and proc.poll() is None:
-    runs = tmp_path / 'runs'
+    runs = stopped / 'runs'
     finished = [d for d in (os.listdir(runs) if runs.exists() else [])
                 if (runs / d / 'connectivity-initial-weighted.json').exists()]
     time.sleep(0.05)
-  proc.send_signal(signal.SIGKILL)
-  proc.wait()
-  assert finished, 'no run finished before the kill'
-  first = tmp_path / 'runs' / finished[0] / 'summary.json'
+  proc.send_signal(signal.SIGTERM)
+  proc.wait(timeout=300)
+  stderr = logs['stopped'].read_text()
+  assert finished, 'no run finished before the signal'
+  assert proc.returncode == 143, stderr[-2000:]
+  assert stderr.strip().splitlines()[-1].startswith('error: stopped by SIGTERM ')
+  analyzed = [d for d in os.listdir(stopped / 'runs')  # finished before the signal
+              if (stopped / 'runs' / d / 'connectivity-initial-weighted.json').exists()]
+  first = stopped / 'runs' / finished[0] / 'summary.json'
   before = (first.stat().st_mtime_ns, first.read_text())
-  logs = [study_cli(path, tmp_path, f'--shard={i}/2') for i in range(2)]
-  assert all(r.returncode == 0 for r in logs), logs[0].stderr[-2000:] + logs[1].stderr[-2000:]
-  started = [line.split(' start ')[1].strip() for r in logs for line in r.stderr.splitlines()
-             if ' start ' in line]
-  assert len(started) == len(set(started)) and finished[0] not in started
+  procs = []  # side by side on one workdir: they split the runs by the runs' locks
+  for name, flags in (('shard0', ['--shard=0/2']), ('shard1', [])):
+    with open(logs[name], 'w') as f:
+      procs.append(study_cli(tiny, stopped, *flags, wait=False, log=f))
+  assert [p.wait(timeout=600) for p in procs] == [0, 0], logs['shard0'].read_text()[-2000:]
+  trained = [line.split(' done ')[1].split(':')[0] for name in ('shard0', 'shard1')
+             for line in logs[name].read_text().splitlines() if ' done ' in line]
+  assert len(trained) == len(set(trained)) and finished[0] not in trained  # each run once
+  everything = os.listdir(stopped / 'runs')
+  assert len(everything) == 8 and sorted(trained) == sorted(set(everything) - set(analyzed))
   assert (first.stat().st_mtime_ns, first.read_text()) == before
-  r = study_cli(path, tmp_path, '--aggregate_only')
-  assert r.returncode == 0
-  resumed = json.loads((tmp_path / 'table.json').read_text())['groups']
+  assert study_cli(tiny, stopped, '--aggregate_only').returncode == 0
+  assert uninterrupted.wait(timeout=600) == 0, logs['whole'].read_text()[-3000:]
+  check_tables(whole, logs['whole'].read_text())
+  resumed = json.loads((stopped / 'table.json').read_text())['groups']
   reference = json.loads((whole / 'table.json').read_text())['groups']
   assert [(g['mean'], g['std']) for g in resumed] == [(g['mean'], g['std']) for g in reference]
+
+
+FAILING_STUDY = '''
+import ml_collections
+from configs import quickstart
+
+
+def get_config(arg=None):
+  c = ml_collections.ConfigDict()
+  c.base = quickstart.get_config()
+  c.base.mlp_hidden, c.base.num_epochs = (32, 32, 32), 1
+  c.axes = ml_collections.ConfigDict()
+  c.axes.learning_rate = (1e4, 0.05)
+  c.seeds = (0,)
+  c.extra = ()
+  c.analyze = False
+  return c.base if arg == 'base' else c
+'''
+
+
+def test_a_failed_run_is_recorded_and_the_study_goes_on(tmp_path):
+  """Learning rate 1e4 diverges: the other run still trains, the tables show the failure with
+  its reason, exit 4; a rerun trains nothing; --retry_failed trains the failed run again."""
+  path = tmp_path / 'failing.py'
+  path.write_text(FAILING_STUDY)
+  workdir = tmp_path / 'study'
+  r = study_cli(path, workdir)
+  assert r.returncode == 4 and 'Traceback' not in r.stderr, r.stderr[-3000:]
+  failed = 'learning_rate-10000.0__seed-0'
+  assert r.stderr.strip().splitlines()[-1].startswith(f'error: 1 runs failed ({failed})')
+  table = json.loads((workdir / 'table.json').read_text())
+  assert (table['runs_finished'], table['runs_failed'], table['runs_missing']) == (1, 1, 0)
+  cells = {g['learning_rate']: (g['n'], g['failed']) for g in table['groups']}
+  assert cells == {10000.0: (0, 1), 0.05: (1, 0)}
+  assert f'- {failed}: training diverged' in (workdir / 'table.md').read_text()
+  rows = (workdir / 'results.csv').read_text().splitlines()
+  assert rows[0].endswith(',status,reason') and len(rows) == 3
+  assert ',failed,training diverged' in rows[1] and rows[2].endswith(',finished,')
+  again = study_cli(path, workdir)
+  assert again.returncode == 4 and ' start ' not in again.stderr
+  retried = study_cli(path, workdir, '--retry_failed')
+  started = [line for line in retried.stderr.splitlines() if ' start ' in line]
+  assert retried.returncode == 4 and len(started) == 1 and 'learning_rate-10000.0' in started[0]
 
 
 def test_shards_partition_the_runs():
@@ -184,7 +237,7 @@ def test_bad_seeds_and_extras_are_named():
 
 
 def test_cli_reports_bad_axis_without_traceback(tiny, tmp_path):
-  path, _, _ = tiny
+  path = tiny
   r = study_cli(path, tmp_path, '--config.axes.pruning.density=0.1,2.0')
   assert r.returncode == 2 and 'Traceback' not in r.stderr
   assert 'error: config.axes.pruning.density=2.0' in r.stderr
@@ -193,7 +246,7 @@ def test_cli_reports_bad_axis_without_traceback(tiny, tmp_path):
 
 @pytest.mark.parametrize('case', ['a file', 'nothing to aggregate'])
 def test_cli_refuses_a_workdir_it_cannot_use_in_one_line(tiny, tmp_path, case):
-  path, _, _ = tiny
+  path = tiny
   if case == 'a file':
     (tmp_path / 'study').write_text('')
     r = study_cli(path, tmp_path / 'study')
@@ -214,7 +267,7 @@ def test_study_configs_list_the_right_number_of_runs(name, count):
 
 
 def test_dry_run_commands_run_with_main_py(tiny, tmp_path):
-  path, _, _ = tiny
+  path = tiny
   r = study_cli(path, tmp_path, '--dry_run', '--config.seeds=0')
   assert r.returncode == 0 and r.stdout.strip().endswith('4 runs'), r.stderr[-2000:]
   command = r.stdout.splitlines()[1].split()

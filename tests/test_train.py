@@ -1,9 +1,12 @@
-"""End-to-end training: mock CIFAR-10, learning on MNIST-1D, kill-and-resume, data parallel."""
+"""End-to-end training: mock CIFAR-10, learning on MNIST-1D, kill, preemption and resume, data
+parallel."""
+import contextlib
 import json
 import os
 import signal
 import time
 
+import jax
 import numpy as np
 from conftest import make_config, read_jsonl, run_main
 
@@ -18,7 +21,9 @@ TINY_RESNET = ['--config=configs/resnet50_c10.py', '--config.width_multiplier=0.
 TINY_VGG = ['--config=configs/vgg19_c10.py', '--config.vgg_head=cifar',
             '--config.width_multiplier=0.0625', '--config.num_epochs=1', '--config.batch_size=16',
             '--config.eval_batch_size=16', '--config.download=True', '--config.log_every_steps=1']
-QUICK = ['--config=configs/quickstart.py', '--config.num_epochs=30', '--config.eval_every_epochs=30']
+QUICK = ['--config=configs/quickstart.py', '--config.dataset=digits', '--config.num_epochs=24',
+         '--config.eval_every_epochs=24', '--config.log_every_steps=2']
+TOTAL = 24 * (1437 // 128)  # steps: 11 an epoch
 
 
 def final_params(workdir):
@@ -52,7 +57,6 @@ def test_dense_mlp_learns_mnist1d(tmp_path):
 def test_train_step_is_compiled_once_per_run_and_resume(tmp_path, monkeypatch):
   """The replicated state is laid out as the step's outputs, so its first outputs (and a resumed
   run's state) reuse the compiled step: ``pmap`` traces the step once per compilation."""
-  import jax
   traces = []
 
   def counted(state, batch):
@@ -90,35 +94,55 @@ def test_quickstart_learns_and_masks_never_change(tmp_path):
     assert np.count_nonzero(params[p][before[p] == 1]) == before[p].sum()
 
 
-def test_killed_run_resumes_to_the_same_parameters(tmp_path):
-  killed, whole = tmp_path / 'killed', tmp_path / 'whole'
-  ckpts = killed / 'checkpoints'
-  uninterrupted = run_main(*QUICK, f'--workdir={whole}', wait=False)  # side by side
-  proc = run_main(*QUICK, f'--workdir={killed}', wait=False)
-  deadline = time.time() + 300
-  while time.time() < deadline and proc.poll() is None:
-    if ckpts.exists() and any(name.isdigit() for name in os.listdir(ckpts)):
-      break
-    time.sleep(0.02)
-  proc.send_signal(signal.SIGKILL)
-  proc.communicate()  # reaped, its pipe closed
-  saved = rundir.latest_step(str(killed))
-  total = 30 * (4000 // 128)
-  assert saved is not None and 0 < saved < total, f'killed at {saved} of {total}'
+def _last_step(metrics) -> int:
+  """The last step in a ``metrics.jsonl`` being written (a torn last line is skipped)."""
+  steps = [0]
+  for line in metrics.read_text().splitlines() if metrics.exists() else ():
+    with contextlib.suppress(ValueError, KeyError):
+      steps.append(json.loads(line)['step'])
+  return max(steps)
 
-  resumed = run_main(*QUICK, f'--workdir={killed}')
-  assert resumed.returncode == 0, resumed.stderr
-  assert f'Resuming from checkpoint at step {saved}' in resumed.stderr
-  output = uninterrupted.communicate(timeout=600)[0]
-  assert uninterrupted.returncode == 0, output
-  step_a, params_a = final_params(killed)
-  step_b, params_b = final_params(whole)
-  assert step_a == step_b == total
-  for layer in params_a:
-    for name in params_a[layer]:
-      np.testing.assert_array_equal(params_a[layer][name], params_b[layer][name])
-  steps = [m['step'] for m in read_jsonl(killed / 'metrics.jsonl')]
-  assert steps == sorted(steps)  # the interrupted run's tail was not duplicated
+
+def test_killed_or_preempted_runs_resume_to_the_same_parameters(tmp_path):
+  """SIGKILL after a checkpoint; SIGTERM and SIGUSR1 mid-epoch, which checkpoint the step they
+  stop at, say so in one line and exit 128 + the signal. Each rerun resumes, trains no step
+  twice and ends bitwise equal to an uninterrupted run."""
+  signals = {'whole': None, 'kill': signal.SIGKILL, 'term': signal.SIGTERM,
+             'usr1': signal.SIGUSR1}
+  procs = {name: run_main(*QUICK, f'--workdir={tmp_path / name}', wait=False)
+           for name in signals}  # side by side
+  waiting, deadline = {name for name in signals if signals[name]}, time.time() + 300
+  while waiting and time.time() < deadline:  # each signalled mid-epoch 2, after a checkpoint
+    for name in sorted(waiting):
+      workdir = tmp_path / name
+      if procs[name].poll() is not None or (_last_step(workdir / 'metrics.jsonl') >= 14
+                                            and rundir.latest_step(str(workdir))):
+        procs[name].send_signal(signals[name])
+        waiting.remove(name)
+    time.sleep(0.01)
+  outputs = {name: proc.communicate(timeout=600)[0] for name, proc in procs.items()}
+  assert procs['whole'].returncode == 0, outputs['whole'][-2000:]
+  saved = {name: rundir.latest_step(str(tmp_path / name)) for name in signals if name != 'whole'}
+  assert 0 < saved['kill'] < TOTAL, saved
+  for name in ('term', 'usr1'):
+    assert procs[name].returncode == 128 + signals[name], outputs[name][-2000:]
+    said = [line for line in outputs[name].splitlines() if 'stopped by' in line]
+    assert said == [f'error: stopped by {signals[name].name} at step {saved[name]}; checkpoint '
+                    'written; rerun the same command to resume.'], said
+    assert 14 <= saved[name] < TOTAL
+  resumed = {name: run_main(*QUICK, f'--workdir={tmp_path / name}', wait=False)
+             for name in saved}  # side by side
+  step_b, params_b = final_params(tmp_path / 'whole')
+  for name, proc in resumed.items():
+    output = proc.communicate(timeout=600)[0]
+    assert proc.returncode == 0, output[-2000:]
+    assert f'Resuming from checkpoint at step {saved[name]}' in output
+    step_a, params_a = final_params(tmp_path / name)
+    assert step_a == step_b == TOTAL
+    for a, b in zip(jax.tree.leaves(params_a), jax.tree.leaves(params_b)):
+      np.testing.assert_array_equal(a, b)
+    logged = [m['step'] for m in read_jsonl(tmp_path / name / 'metrics.jsonl') if 'train_loss' in m]
+    assert logged == sorted(set(logged)) and logged[-1] == TOTAL  # no step trained twice
 
 
 def test_two_devices_follow_the_one_device_trajectory(tmp_path):

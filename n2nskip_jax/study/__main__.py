@@ -8,7 +8,9 @@ Flags:
   --shard=I/N       run only every N-th run from the I-th (a SLURM array task, one GPU).
   --dry_run         list the runs and the ``main.py`` command of each; train nothing.
   --aggregate_only  write the tables and figures from the runs finished so far.
-Rerunning the same command skips finished runs and resumes an interrupted one.
+  --retry_failed    train the runs that failed before again (by default they stay failed).
+Rerunning the same command skips finished runs and resumes an interrupted one. A run that
+fails is recorded with its reason and the study goes on; the study then exits with 4.
 """
 import os
 import shlex
@@ -23,6 +25,7 @@ flags.DEFINE_string('workdir', None, 'Study directory (default: runs/studies/<co
 flags.DEFINE_string('shard', '0/1', "Run shard 'I/N' of the study's runs.")
 flags.DEFINE_bool('dry_run', False, 'List the runs and their main.py commands; train nothing.')
 flags.DEFINE_bool('aggregate_only', False, 'Only aggregate the finished runs.')
+flags.DEFINE_bool('retry_failed', False, 'Train the runs that failed before again.')
 flags.mark_flags_as_required(['config'])
 
 
@@ -84,9 +87,14 @@ def main(argv):
         os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
       return
     _check_workdir(workdir, FLAGS.aggregate_only)
+    failed = []
     if not FLAGS.aggregate_only:
-      run_lib.run_study(study, workdir, FLAGS.shard)
+      failed = run_lib.run_study(study, workdir, FLAGS.shard, FLAGS.retry_failed)
     logging.info('Wrote %s', ', '.join(aggregate.aggregate(study, workdir)))
+    if failed:
+      cli.fail(f'{len(failed)} runs failed ({", ".join(failed[:3])}{", ..." * (len(failed) > 3)}'
+               f'); their reasons are in {os.path.join(workdir, "table.md")}. The other runs '
+               'finished; --retry_failed trains the failed ones again.', cli.EXIT_RUNS_FAILED)
 
   cli.user_errors(run)
 

@@ -1,8 +1,10 @@
 """A study's results: ``results.csv``, ``table.json``/``table.md`` and figures.
 
-* ``results.csv``: one row per finished run: every axis key, ``seed`` and its figures.
+* ``results.csv``: one row per finished or failed run: every axis key, ``seed``, its figures,
+  ``status`` (``finished`` or ``failed``) and, for a failed run, the ``reason``.
 * ``table.json``/``table.md``: runs grouped by every axis key but the seed: ``n``, ``mean``
-  and sample ``std`` (ddof 1) of test accuracy in %; each group with ``skip.kind != 'none'``
+  and sample ``std`` (ddof 1) of test accuracy in % over the finished runs, and ``failed``
+  (failed runs, listed with their reasons under the table); each group with ``skip.kind != 'none'``
   is compared with the group that differs only in ``skip.kind='none'``: the difference of
   means with a 95 % Welch confidence interval and a verdict (``better``, ``worse``, or
   ``inconclusive`` where the interval holds 0 or a group has fewer than 2 runs); and
@@ -18,7 +20,7 @@ from scipy import stats
 from n2nskip_jax import rundir
 from n2nskip_jax.metrics import METRICS_FILE, read_metrics, write_json
 from n2nskip_jax.study import grid
-from n2nskip_jax.study.run import CONNECTIVITY, run_dir
+from n2nskip_jax.study.run import CONNECTIVITY, failure, run_dir
 
 COLUMNS = ('test_accuracy', 'best_test_accuracy', 'params_nonzero', 'params_nonzero_sequential',
            'params_nonzero_skip', 'dead_units', 'F_t_star', 'F_inf', 'train_seconds')
@@ -33,20 +35,24 @@ def _read_json(path):
 
 
 def collect(study, workdir: str) -> tuple[list[dict], int]:
-  """``(rows, missing)``: one row per finished run (axis values, ``seed``, figures, and the
-  run's ``curve``: test accuracy per evaluated epoch), and the number of unfinished runs."""
+  """``(rows, missing)``: one row per finished or failed run (axis values, ``seed``, ``status``;
+  a finished run's figures and ``curve``, test accuracy per evaluated epoch; a failed run's
+  ``reason``), and the number of runs neither finished nor failed."""
   keys = grid.axis_keys(study)
   rows, missing = [], 0
   for run in grid.runs(study):
     directory = run_dir(workdir, run.name)
     summary = _read_json(os.path.join(directory, rundir.SUMMARY))
-    if summary is None:
+    failed = failure(directory) if summary is None else None
+    if summary is None and failed is None:
       missing += 1
       continue
     config = run.config(study.base)
     row = {k: grid.value_at(config, k) for k in keys}
-    row['seed'] = run.seed
-    row['run'] = run.name
+    row.update(seed=run.seed, run=run.name, status='failed' if failed else 'finished')
+    if failed:
+      rows.append({**row, **dict.fromkeys(COLUMNS), 'reason': failed['reason'], 'curve': []})
+      continue
     evals = [m for m in read_metrics(os.path.join(directory, METRICS_FILE))
              if 'test_accuracy' in m]
     steps_per_epoch = summary['steps'] / summary['epochs']
@@ -62,9 +68,10 @@ def collect(study, workdir: str) -> tuple[list[dict], int]:
 def write_csv(rows: list[dict], keys: list[str], path: str) -> None:
   with open(path, 'w', newline='') as f:
     w = csv.writer(f)
-    w.writerow([*keys, 'seed', *COLUMNS])
+    w.writerow([*keys, 'seed', *COLUMNS, 'status', 'reason'])
     for r in rows:
-      w.writerow([r[k] for k in keys] + [r['seed']] + ['' if r[c] is None else r[c] for c in COLUMNS])
+      w.writerow([r[k] for k in keys] + [r['seed']] + ['' if r[c] is None else r[c] for c in COLUMNS]
+                 + [r['status'], r.get('reason', '')])
 
 
 def welch(a, b, level: float = 0.95) -> dict:
@@ -86,29 +93,33 @@ def welch(a, b, level: float = 0.95) -> dict:
 
 
 def table(rows: list[dict], keys: list[str]) -> list[dict]:
-  """Groups of runs (every axis but the seed) with statistics, in grid order."""
+  """Groups of runs (every axis but the seed) with statistics over their finished runs and the
+  count of failed ones, in grid order."""
   groups: dict[tuple, list[dict]] = {}
   for r in rows:
     groups.setdefault(tuple(r[k] for k in keys), []).append(r)
+  finished = {v: [m for m in members if m['status'] == 'finished'] for v, members in groups.items()}
   out = []
-  for values, members in groups.items():
+  for values, members in finished.items():
     acc = np.array([m['test_accuracy'] for m in members]) * 100
     f_star = [m['F_t_star'] for m in members if m['F_t_star'] is not None]
-    out.append({**dict(zip(keys, values)), 'n': len(acc), 'mean': float(acc.mean()),
+    out.append({**dict(zip(keys, values)), 'n': len(acc),
+                'mean': float(acc.mean()) if len(acc) else None,
                 'std': float(acc.std(ddof=1)) if len(acc) > 1 else None,
+                'failed': len(groups[values]) - len(members),
                 'F_t_star_mean': float(np.mean(f_star)) if f_star else None,
-                'params_nonzero': members[0]['params_nonzero'],
+                'params_nonzero': members[0]['params_nonzero'] if members else None,
                 'seeds': sorted(m['seed'] for m in members)})
   if SKIP_KEY in keys:
     index = {tuple(g[k] for k in keys): g for g in out}
     for g in out:
-      if g[SKIP_KEY] == 'none':
+      if g[SKIP_KEY] == 'none' or not g['n']:
         continue
       base = index.get(tuple('none' if k == SKIP_KEY else g[k] for k in keys))
-      if base is None:
+      if base is None or not base['n']:
         continue
-      mine = [m['test_accuracy'] * 100 for m in groups[tuple(g[k] for k in keys)]]
-      theirs = [m['test_accuracy'] * 100 for m in groups[tuple(base[k] for k in keys)]]
+      mine = [m['test_accuracy'] * 100 for m in finished[tuple(g[k] for k in keys)]]
+      theirs = [m['test_accuracy'] * 100 for m in finished[tuple(base[k] for k in keys)]]
       g['vs_none'] = welch(mine, theirs)
   return out
 
@@ -117,7 +128,8 @@ def correlation(rows: list[dict]) -> dict | None:
   """Spearman's rank correlation of test accuracy with F(t*) over the pruned runs (the dense
   reference has F = 0 by definition and is left out)."""
   pts = [(r['F_t_star'], r['test_accuracy']) for r in rows
-         if r['F_t_star'] is not None and r.get('pruning.method') != 'dense']
+         if r['status'] == 'finished' and r['F_t_star'] is not None
+         and r.get('pruning.method') != 'dense']
   if len(pts) < 3:
     return None
   f, acc = np.array(pts).T
@@ -129,9 +141,13 @@ def _fmt(v) -> str:
   return f'{v:.2f}' if isinstance(v, float) else str(v)
 
 
-def markdown(groups: list[dict], keys: list[str], missing: int, corr: dict | None) -> str:
+def markdown(groups: list[dict], keys: list[str], rows: list[dict], missing: int,
+             corr: dict | None) -> str:
   head = [*keys, 'n', 'test acc. % (mean ± std)', 'vs skip.kind=none: diff [95 % CI]',
           'verdict', 'F(t*) at init', 'nonzero weights']
+  failed = [r for r in rows if r['status'] == 'failed']
+  if failed:
+    head.insert(len(keys) + 1, 'failed')
   lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
   for g in groups:
     std = f" ± {g['std']:.2f}" if g['std'] is not None else ''
@@ -139,12 +155,19 @@ def markdown(groups: list[dict], keys: list[str], missing: int, corr: dict | Non
     ci = (f"{cmp['diff']:+.2f} [{cmp['ci'][0]:+.2f}, {cmp['ci'][1]:+.2f}]" if cmp and cmp['ci']
           else f"{cmp['diff']:+.2f}" if cmp else '')
     f_star = f"{g['F_t_star_mean']:.4g}" if g['F_t_star_mean'] is not None else ''
-    lines.append('| ' + ' | '.join([*(_fmt(g[k]) for k in keys), str(g['n']), f"{g['mean']:.2f}{std}",
-                                    ci, cmp['verdict'] if cmp else '', f_star,
-                                    f"{g['params_nonzero']:,}"]) + ' |')
+    cells = [*(_fmt(g[k]) for k in keys), str(g['n']),
+             f"{g['mean']:.2f}{std}" if g['mean'] is not None else '', ci,
+             cmp['verdict'] if cmp else '', f_star,
+             f"{g['params_nonzero']:,}" if g['params_nonzero'] is not None else '']
+    if failed:
+      cells.insert(len(keys) + 1, str(g['failed']))
+    lines.append('| ' + ' | '.join(cells) + ' |')
   if corr:
     lines.append(f"\nSpearman's rank correlation of test accuracy with F(t*) over {corr['n']} "
                  f"pruned runs: rho = {corr['spearman_rho']:+.3f}, p = {corr['p_value']:.3g}.")
+  if failed:
+    lines.append(f'\n{len(failed)} runs failed:')
+    lines += [f"- {r['run']}: {r['reason'].splitlines()[0]}" for r in failed]
   if missing:
     lines.append(f'\nPartial study: {missing} runs not finished yet.')
   return '\n'.join(lines) + '\n'
@@ -158,11 +181,13 @@ def aggregate(study, workdir: str, figures: bool = True) -> list[str]:
   corr = correlation(rows)
   paths = [os.path.join(workdir, n) for n in ('results.csv', 'table.json', 'table.md')]
   write_csv(rows, keys, paths[0])
-  write_json(paths[1], {'axes': keys, 'runs_finished': len(rows), 'runs_missing': missing,
+  finished = [r for r in rows if r['status'] == 'finished']
+  write_json(paths[1], {'axes': keys, 'runs_finished': len(finished),
+                        'runs_failed': len(rows) - len(finished), 'runs_missing': missing,
                         'groups': groups, 'accuracy_vs_F_t_star': corr})
   with open(paths[2], 'w') as f:
-    f.write(markdown(groups, keys, missing, corr))
-  if figures and rows:
+    f.write(markdown(groups, keys, rows, missing, corr))
+  if figures and finished:
     from n2nskip_jax.study import figures as figures_lib  # matplotlib only when drawing
-    paths += figures_lib.draw(study, workdir, rows, keys, corr)
+    paths += figures_lib.draw(study, workdir, finished, keys, corr)
   return paths

@@ -3,30 +3,46 @@
 Each run trains with :func:`n2nskip_jax.train.train_and_evaluate` in
 ``<workdir>/runs/<run name>/``, so resume, ``summary.json`` and ``analyze`` hold per run. A run
 whose ``summary.json`` exists is finished and never retrained; an interrupted one resumes from
-its last checkpoint. With ``study.analyze``, each run's connectivity at initialization
+its last checkpoint. A run that fails (diverges, is refused, crashes) is recorded in its
+directory's ``failed.json`` with the reason, and the study goes on; a rerun leaves it failed
+unless asked to retry it. A run another process is training (its lock,
+:mod:`n2nskip_jax.runlock`) is skipped, so two processes on one study split its runs. With ``study.analyze``, each run's connectivity at initialization
 (weighted graph, F(t*) and F(inf) against the dense reference, paper Eq. 6) is written to
 ``connectivity-initial-weighted.json`` beside its summary.
 """
 import json
 import os
 import time
+import traceback
 
 import numpy as np
 from absl import logging
 
 from n2nskip_jax.connectivity import analysis
-from n2nskip_jax import rundir, sparsity, train
+from n2nskip_jax import preemption, rundir, runlock, sparsity, train
 from n2nskip_jax.connectivity import heat
 from n2nskip_jax.connectivity.graph import network_graph
+from n2nskip_jax.errors import Diverged, Interrupted, Preempted, UserError
 from n2nskip_jax.metrics import hms, write_json
 from n2nskip_jax.study import grid
 
 CONNECTIVITY = 'connectivity-initial-weighted.json'
+FAILED = 'failed.json'
 
 
 def run_dir(workdir: str, name: str) -> str:
   """The run directory of the study's run ``name``."""
   return os.path.join(workdir, 'runs', name)
+
+
+def failure(directory: str) -> dict | None:
+  """A failed run's record (``error``: the exception's type, ``reason``: its message), or
+  ``None``."""
+  path = os.path.join(directory, FAILED)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
 
 
 def _finished(directory: str, analyze: bool) -> bool:
@@ -67,36 +83,85 @@ def initial_connectivity(directory: str, references: _References, eps: float = 1
           'dead_units': sparsity.dead_units(config, masks)}
 
 
-def run_study(study, workdir: str, shard_spec: str = '0/1') -> list[grid.Run]:
-  """Runs this shard's share of ``study`` in ``workdir``; returns the runs it covers.
+def run_study(study, workdir: str, shard_spec: str = '0/1',
+              retry_failed: bool = False) -> list[str]:
+  """Runs this shard's share of ``study`` in ``workdir``; returns the names of its failed runs.
 
-  Logs one line per run started and finished (with its result) and an overall line with
-  runs done / total and an ETA from the runs trained in this process.
+  Logs one line per run started and finished (with its result) or failed (with the reason),
+  and an overall line with runs done / total and an ETA from the runs trained in this process.
+  A run that failed before is left failed unless ``retry_failed``. A preemption signal
+  (:mod:`n2nskip_jax.preemption`) stops the run in progress at a step, after a checkpoint, or
+  the study before its next run; either way :class:`~n2nskip_jax.errors.Preempted` is raised.
   """
   runs = grid.shard(grid.runs(study), shard_spec)
   os.makedirs(workdir, exist_ok=True)
   references, durations = _References(), []
   done = sum(_finished(run_dir(workdir, r.name), study.analyze) for r in runs)
-  logging.info('Study shard %s: %d runs, %d already finished.', shard_spec, len(runs), done)
-  for run in runs:
-    directory = run_dir(workdir, run.name)
-    if _finished(directory, study.analyze):
-      continue
-    start = time.time()
-    logging.info('[%d/%d] start %s', done + 1, len(runs), run.name)
-    summary_path = os.path.join(directory, rundir.SUMMARY)
-    if not os.path.exists(summary_path):
-      train.train_and_evaluate(run.config(study.base), directory)
-    with open(summary_path) as f:
-      summary = json.load(f)
-    result = f"test accuracy {summary['test_accuracy']:.4f}"
-    if study.analyze:
-      conn = initial_connectivity(directory, references)
-      write_json(os.path.join(directory, CONNECTIVITY), conn)
-      result += f", F(t*) {conn['F_t_star']:.4g}, F(inf) {conn['F_inf']:.4g}"
-    durations.append(time.time() - start)
-    done += 1
-    eta = np.mean(durations) * (len(runs) - done)
-    logging.info('[%d/%d] done %s: %s (%.0f s). Study: %d/%d runs done, ETA %s.', done,
-                 len(runs), run.name, result, durations[-1], done, len(runs), hms(eta))
-  return runs
+  failed = [r.name for r in runs if failure(run_dir(workdir, r.name))]
+  logging.info('Study shard %s: %d runs, %d already finished, %d failed before%s.', shard_spec,
+               len(runs), done, len(failed),
+               ' (retried now)' if retry_failed and failed else
+               ' (--retry_failed trains them again)' if failed else '')
+  if retry_failed:
+    for name in failed:
+      os.remove(os.path.join(run_dir(workdir, name), FAILED))
+    failed = []
+  else:
+    done += len(failed)
+  with preemption.stop_requests() as stop:
+    for run in runs:
+      directory = run_dir(workdir, run.name)
+      if _finished(directory, study.analyze) or run.name in failed:
+        continue
+      if stop.signum:
+        raise Preempted(stop.signum, None)
+      try:
+        with runlock.RunLock(directory) as lock:  # training and analysis: one process
+          lock.acquire()
+          if _finished(directory, study.analyze) or failure(directory):
+            continue  # another process finished it meanwhile
+          durations.append(time.time())
+          logging.info('[%d/%d] start %s', done + 1, len(runs), run.name)
+          result = _train_or_record(study, directory, run, references)
+          durations[-1] = time.time() - durations[-1]
+      except runlock.Held as e:
+        logging.info('[%d/%d] skipped %s: %s', done + 1, len(runs), run.name, e)
+        continue
+      done += 1
+      if result is None:
+        failed.append(run.name)
+        continue
+      eta = np.mean(durations) * (len(runs) - done)
+      logging.info('[%d/%d] done %s: %s (%.0f s). Study: %d/%d runs done, ETA %s.', done,
+                   len(runs), run.name, result, durations[-1], done, len(runs), hms(eta))
+  return failed
+
+
+def _train_or_record(study, directory: str, run, references: _References) -> str | None:
+  """:func:`_train`; a failure is logged and recorded in ``failed.json`` (``None`` returned)."""
+  try:
+    return _train(study, directory, run, references)
+  except (Interrupted, Preempted):
+    raise
+  except Exception as e:  # noqa: BLE001 (one failed run must not stop the study)
+    record = {'error': type(e).__name__, 'reason': str(e)}
+    if not isinstance(e, (Diverged, UserError)):  # a crash: where it happened
+      record['traceback'] = traceback.format_exc()
+    write_json(os.path.join(directory, FAILED), record)
+    logging.warning('Run %s failed: %s: %s', run.name, type(e).__name__, e)
+    return None
+
+
+def _train(study, directory: str, run, references: _References) -> str:
+  """Trains (or resumes) one run and analyzes it; returns its result in words."""
+  summary_path = os.path.join(directory, rundir.SUMMARY)
+  if not os.path.exists(summary_path):
+    train.train_and_evaluate(run.config(study.base), directory)
+  with open(summary_path) as f:
+    summary = json.load(f)
+  result = f"test accuracy {summary['test_accuracy']:.4f}"
+  if study.analyze:
+    conn = initial_connectivity(directory, references)
+    write_json(os.path.join(directory, CONNECTIVITY), conn)
+    result += f", F(t*) {conn['F_t_star']:.4g}, F(inf) {conn['F_inf']:.4g}"
+  return result

@@ -1,0 +1,74 @@
+"""Preemption: SIGTERM, SIGUSR1 and SIGHUP stop training at the end of a step, after a checkpoint.
+
+A cluster's scheduler ends a job with SIGTERM and, a grace period later, SIGKILL (Kubernetes,
+SLURM); ``sbatch --signal=USR1@120`` adds SIGUSR1 two minutes before the time limit. Within
+:func:`stop_requests` these signals are recorded instead of ending the process, and the
+training loop asks :meth:`StopRequests.signal_at` after every step. SIGINT (Ctrl-C) keeps its own
+meaning: stop now, resume from the last checkpoint.
+
+    with preemption.stop_requests() as stop:
+      for ...:                          # training steps
+        if signum := stop.signal_at(step, every=config.log_every_steps):
+          ...                           # checkpoint at this step, then raise errors.Preempted
+"""
+import contextlib
+import signal
+import threading
+
+import numpy as np
+
+SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGHUP)
+
+
+class StopRequests:
+  """The first of :data:`SIGNALS` this process received, if any (``signum``)."""
+
+  def __init__(self):
+    self.signum: int | None = None
+
+  def _record(self, signum, frame) -> None:
+    del frame
+    if self.signum is None:
+      self.signum = signum
+
+  def signal_at(self, step: int, every: int) -> int | None:
+    """The signal to stop on after ``step``, or ``None``.
+
+    A single process decides alone after every step. Several processes decide together after
+    every ``every``-th step (each calls this after the same steps): all stop there if any of
+    them received a signal, so they checkpoint the same step.
+    """
+    import jax
+    if jax.process_count() == 1:
+      return self.signum
+    if step % every:
+      return None
+    from jax.experimental import multihost_utils
+    received = multihost_utils.process_allgather(np.int32(self.signum or 0))
+    return int(np.max(received)) or None
+
+
+_ACTIVE: list[StopRequests] = []
+
+
+@contextlib.contextmanager
+def stop_requests():
+  """Yields this process's :class:`StopRequests`, with :data:`SIGNALS` recorded into it for the
+  duration of the block; their previous handlers are restored on exit. Nested blocks share the
+  outermost one (a study's runs: a signal between two runs stops the study). Outside the main
+  thread, where Python cannot install handlers, nothing is recorded."""
+  if _ACTIVE:
+    yield _ACTIVE[0]
+    return
+  requests = StopRequests()
+  if threading.current_thread() is not threading.main_thread():
+    yield requests
+    return
+  previous = {s: signal.signal(s, requests._record) for s in SIGNALS}
+  _ACTIVE.append(requests)
+  try:
+    yield requests
+  finally:
+    _ACTIVE.pop()
+    for s, handler in previous.items():
+      signal.signal(s, handler)

@@ -1,0 +1,125 @@
+"""One process trains a run directory at a time: the lock file ``<workdir>/lock`` names it.
+
+A second process on a run being trained is refused at once (:class:`Held`, one line naming the
+holder's host, pid and start time). A lock is stale, and is taken over with a warning, when its
+process is gone (same host), or when it comes from another host and has not been refreshed for
+:data:`STALE_AFTER_S` seconds (the holder refreshes it at every log step and checkpoint).
+Multi-process runs take it in process 0 only; a process that holds it may take it again (a
+study holds each run's lock while it trains and analyzes the run).
+
+    with runlock.RunLock(workdir) as lock:
+      lock.acquire()      # before the first read of checkpoints another process might rotate
+      ...
+      lock.refresh()      # now and then, while training
+"""
+import json
+import os
+import socket
+import time
+
+from absl import logging
+
+from n2nskip_jax.errors import UserError
+
+LOCK = 'lock'
+STALE_AFTER_S = 30 * 60
+
+
+class Held(UserError):
+  """Another live process holds the run directory's lock."""
+
+  def __init__(self, workdir: str, holder: dict):
+    since = time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(holder.get('since', 0)))
+    super().__init__(f'--workdir={workdir!r}: another process is training this run (host '
+                     f'{holder.get("host")}, pid {holder.get("pid")}, since {since}); wait for '
+                     f'it, or stop it and rerun (a lock whose process is gone is taken over)')
+    self.holder = holder
+
+
+def _read(path: str) -> dict | None:
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return None
+
+
+def _alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:  # another user's process
+    return True
+  return True
+
+
+def stale(path: str, holder: dict | None) -> bool:
+  """Whether the lock at ``path`` (written by ``holder``) may be taken over."""
+  if holder is None:  # unreadable: torn by a crash while it was written
+    return True
+  if holder.get('host') == socket.gethostname():
+    return not _alive(int(holder.get('pid', -1)))
+  try:
+    return time.time() - os.path.getmtime(path) > STALE_AFTER_S
+  except OSError:
+    return True
+
+
+class RunLock:
+  """The lock of one run directory, taken by :meth:`acquire` and released on exit."""
+
+  def __init__(self, workdir: str, enabled: bool = True):
+    self.workdir, self.enabled, self.held = workdir, enabled, False
+    self.path = os.path.join(workdir, LOCK)
+
+  def __enter__(self) -> 'RunLock':
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.release()
+
+  def acquire(self) -> None:
+    """Takes the lock (creating ``workdir``), or raises :class:`Held`."""
+    if not self.enabled or self.held:
+      return
+    os.makedirs(self.workdir, exist_ok=True)
+    me = {'host': socket.gethostname(), 'pid': os.getpid(), 'since': time.time()}
+    while True:
+      try:
+        fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+      except FileExistsError:
+        holder = _read(self.path)
+        if holder == self._outer(holder):
+          return  # this process holds it already (a study's run): the outer lock releases it
+        if not stale(self.path, holder):
+          raise Held(self.workdir, holder) from None
+        logging.warning('Taking over the stale lock of %s (%s).', self.workdir, holder)
+        try:  # atomic: of two processes taking it over, one renames it, the other retries
+          os.rename(self.path, f'{self.path}.stale.{os.getpid()}')
+          os.remove(f'{self.path}.stale.{os.getpid()}')
+        except FileNotFoundError:
+          pass
+        continue
+      with os.fdopen(fd, 'w') as f:
+        json.dump(me, f)
+      self.held = True
+      return
+
+  @staticmethod
+  def _outer(holder):
+    """``holder`` if it is this process."""
+    if holder and holder.get('host') == socket.gethostname() and holder.get('pid') == os.getpid():
+      return holder
+    return None
+
+  def refresh(self) -> None:
+    """Marks the lock as alive (its modification time) for processes on other hosts."""
+    if self.held:
+      os.utime(self.path)
+
+  def release(self) -> None:
+    if self.held:
+      self.held = False
+      if (_read(self.path) or {}).get('pid') == os.getpid():
+        os.remove(self.path)
