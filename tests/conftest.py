@@ -17,7 +17,7 @@ sys.path.insert(0, ROOT)
 # imported.
 COMPILATION_CACHE = tempfile.mkdtemp(prefix='n2nskip-jax-tests-')
 os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', COMPILATION_CACHE)
-os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.5')
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.1')
 # Under pytest-xdist (`-n 2`), each worker is a process of its own: on a GPU host, JAX's default
 # of claiming most of the GPU's memory in the first would leave none for the second.
 if os.environ.get('PYTEST_XDIST_WORKER'):

@@ -210,7 +210,7 @@ def test_n2nskip_cnn_by_nonzeros_equals_dense_masked_forward_and_gradients(cnn, 
   projections and the classifier), run by their nonzeros."""
   model = CNNS[cnn]()
   x = jnp.asarray(np.random.default_rng(0).normal(size=(3, 12, 12, 3)), jnp.float32)
-  variables = model.init(jax.random.PRNGKey(0), x, train=False)
+  variables = jax.jit(lambda k: model.init(k, x, train=False))(jax.random.PRNGKey(0))
   rng = np.random.default_rng(1)
   masks = jax.tree.map(lambda m: random_mask(rng, m.shape, 0.3), variables['masks'])
   variables = pruning.apply_masks({**variables, 'masks': masks}, masks)

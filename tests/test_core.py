@@ -116,9 +116,12 @@ def _loss(model_name, skip):
 
 
 # A conv net without skips is a subgraph of the same net with them (every operation of the one
-# is in the other), so VGG19 and ResNet50 run with skips only: two long compilations less.
-@pytest.mark.parametrize('model_name,skip', [('mlp', 'none'), ('mlp', 'n2nskip'),
-                                             ('vgg19', 'n2nskip'), ('resnet50', 'n2nskip')])
+# is in the other), so VGG19 and ResNet50 run with skips only: fewer long compilations.
+WITH_AND_WITHOUT_SKIPS = [('mlp', 'none'), ('mlp', 'n2nskip'), ('vgg19', 'n2nskip'),
+                          ('resnet50', 'n2nskip')]
+
+
+@pytest.mark.parametrize('model_name,skip', WITH_AND_WITHOUT_SKIPS)
 def test_forward_mode_and_hessian_vector_products_through_the_model(model_name, skip):
   loss, params, tangent = _loss(model_name, skip)
   vdot = lambda a, b: sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
@@ -198,8 +201,7 @@ def exported_targets(config, platforms, masks=None, batch: int = 8) -> set[str]:
 
 
 @pytest.mark.parametrize('half', [False, True], ids=['float32', 'bf16'])
-@pytest.mark.parametrize('skip', ['none', 'n2nskip'])
-@pytest.mark.parametrize('model_name', sorted(FULL))
+@pytest.mark.parametrize('model_name,skip', WITH_AND_WITHOUT_SKIPS)
 def test_the_accelerator_steps_export_for_cuda_and_tpu_without_cpu_only_calls(model_name, skip,
                                                                               half):
   config = make_config(**FULL[model_name], skip__kind=skip, half_precision=half)

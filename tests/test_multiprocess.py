@@ -41,13 +41,14 @@ def run_both(workdir, *extra):
 
 
 def test_two_processes_train_like_one_process_with_two_devices(tmp_path):
+  single = run_main(*FLAGS, f'--workdir={tmp_path / "single"}', devices=2, wait=False)  # beside
   codes, outs = run_both(tmp_path / 'multi')
   assert codes == [0, 0], outs[0][-3000:] + outs[1][-3000:]
   assert all('processes 2' in o or 'Done: test accuracy' in o for o in outs)
   summary = json.loads((tmp_path / 'multi' / 'summary.json').read_text())
   assert summary['processes'] == 2 and summary['devices'] == 2
-  single = run_main(*FLAGS, f'--workdir={tmp_path / "single"}', devices=2)
-  assert single.returncode == 0, single.stderr[-3000:]
+  output = single.communicate(timeout=600)[0]
+  assert single.returncode == 0, output[-3000:]
   multi_loss = [m['train_loss'] for m in read_jsonl(tmp_path / 'multi' / 'metrics.jsonl') if 'train_loss' in m]
   single_loss = [m['train_loss'] for m in read_jsonl(tmp_path / 'single' / 'metrics.jsonl') if 'train_loss' in m]
   assert len(multi_loss) == len(single_loss) > 10

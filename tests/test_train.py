@@ -22,7 +22,8 @@ TINY_VGG = ['--config=configs/vgg19_c10.py', '--config.vgg_head=cifar',
             '--config.width_multiplier=0.0625', '--config.num_epochs=1', '--config.batch_size=16',
             '--config.eval_batch_size=16', '--config.download=True', '--config.log_every_steps=1']
 QUICK = ['--config=configs/quickstart.py', '--config.dataset=digits', '--config.num_epochs=24',
-         '--config.eval_every_epochs=24', '--config.log_every_steps=2']
+         '--config.mlp_hidden=64,32,32,16', '--config.eval_every_epochs=24',
+         '--config.log_every_steps=2']
 TOTAL = 24 * (1437 // 128)  # steps: 11 an epoch
 
 

@@ -33,7 +33,9 @@ def train_step(state: steps.TrainState, tables, batch):
   """One SGD step on this device's shard of the global batch (module docstring)."""
   index = update_index(state.params, tables)
   params = traverse_util.flatten_dict(state.params)
-  by_nonzeros = {p for p, i in traverse_util.flatten_dict(index).items() if not isinstance(i, str)}
+  # In the params' order, not a set's: the traced program, and so the persistent compilation
+  # cache's key, must not depend on the process's string hashing.
+  by_nonzeros = [p for p, i in traverse_util.flatten_dict(index).items() if not isinstance(i, str)]
   dense = {p: leaf for p, leaf in params.items() if p not in by_nonzeros}
   flat_tables = traverse_util.flatten_dict(tables)
   perturbations = {p: jnp.zeros(flat_tables[p + ('by_output',)].shape) for p in by_nonzeros}
