@@ -77,6 +77,14 @@ def test_packaged_data_sets(name, shape, n_train, n_test):
   assert abs(images.mean()) < 0.05 and abs(images.std() - 1) < 0.05
 
 
+def test_digits_read_without_scikit_learn_equal_its_loader():
+  from sklearn.datasets import load_digits
+  x, y = data_lib._digits_arrays()
+  x_ref, y_ref = load_digits(return_X_y=True)
+  np.testing.assert_array_equal(x, x_ref)
+  np.testing.assert_array_equal(y, y_ref)
+
+
 def test_processes_split_the_global_batch():
   config = make_config(dataset='digits', batch_size=64)
   whole = next(data_lib.load(config).train_batches(0))
