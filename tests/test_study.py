@@ -164,7 +164,9 @@ def test_a_failed_run_is_recorded_and_the_study_goes_on(tmp_path):
   assert (table['runs_finished'], table['runs_failed'], table['runs_missing']) == (1, 1, 0)
   cells = {g['learning_rate']: (g['n'], g['failed']) for g in table['groups']}
   assert cells == {10000.0: (0, 1), 0.05: (1, 0)}
-  assert f'- {failed}: training diverged' in (workdir / 'table.md').read_text()
+  markdown = (workdir / 'table.md').read_text()
+  assert f'- {failed}: training diverged' in markdown
+  assert '\n| 10000 | 0 | 1 |' in markdown and '\n| 0.05 | 1 | 0 |' in markdown
   rows = (workdir / 'results.csv').read_text().splitlines()
   assert rows[0].endswith(',status,reason') and len(rows) == 3
   assert ',failed,training diverged' in rows[1] and rows[2].endswith(',finished,')

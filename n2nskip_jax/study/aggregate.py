@@ -138,7 +138,8 @@ def correlation(rows: list[dict]) -> dict | None:
 
 
 def _fmt(v) -> str:
-  return f'{v:.2f}' if isinstance(v, float) else str(v)
+  """An axis value as the study config wrote it (0.005 stays 0.005, 1e-05 stays 1e-05)."""
+  return f'{v:g}' if isinstance(v, float) else str(v)
 
 
 def markdown(groups: list[dict], keys: list[str], rows: list[dict], missing: int,
