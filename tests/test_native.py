@@ -2,7 +2,9 @@
 they replace, refuse tables that read outside their rows, and fall back with a warning where
 they cannot be built."""
 import os
+import shlex
 import shutil
+import subprocess
 
 import jax
 import jax.numpy as jnp
@@ -129,3 +131,28 @@ def test_failed_build_warns_once_and_falls_back_to_the_scan(monkeypatch, tmp_pat
   monkeypatch.setenv('N2NSKIP_NATIVE', '0')
   assert native.available.__wrapped__() is False  # switched off: no build, no warning
   assert not any(tmp_path.rglob('*.so'))
+
+
+def test_a_damaged_cached_library_is_rebuilt_with_a_warning(built, monkeypatch, tmp_path):
+  monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path))
+  path = native.build()
+  size = path.stat().st_size
+  with open(path, 'r+b') as f:  # truncated, as by a full disk or a killed copy
+    f.truncate(size // 2)
+  with pytest.warns(RuntimeWarning, match=f'{path} does not match its checksum'):
+    assert native.build() == path
+  assert path.stat().st_size == size and native.load()
+
+
+def test_a_cached_library_without_the_kernels_is_refused_by_name(built, monkeypatch, tmp_path):
+  monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path))
+  path = native.build()
+  source = tmp_path / 'other.cc'
+  source.write_text('extern "C" int unrelated() { return 0; }\n')
+  subprocess.run([*shlex.split(os.environ.get('CXX', 'c++')), '-shared', '-fPIC', str(source),
+                  '-o', str(path)], check=True)
+  native._checksum(path).write_text(native._digest(path))  # a checksum that holds
+  with pytest.raises(OSError, match=f'{path} lacks the symbols'):
+    native.load()
+  with pytest.warns(RuntimeWarning, match='native sparse kernels unavailable .* lacks the symbols'):
+    assert native.available.__wrapped__() is False

@@ -8,8 +8,9 @@ layer's input, the output gradient), gathering the channel-major layout a tile a
 cache, so no layout change of an activation-sized array is written out. They are
 compiled from the package's C++ source with the system's C++ compiler on first use (``$CXX``,
 else ``c++``; about 2 s), cached under ``$XDG_CACHE_HOME/n2nskip_jax`` (else
-``~/.cache/n2nskip_jax``) per source, compiler flags, jaxlib and CPU, and registered with XLA.
-``N2NSKIP_NATIVE=0`` turns them off. Under ``jax.vmap`` they run once per batch element
+``~/.cache/n2nskip_jax``) per source, compiler flags, jaxlib and CPU, with a SHA-256 beside
+each library that is checked before it is loaded (a damaged file is rebuilt, with a warning),
+and registered with XLA once their symbols are found. ``N2NSKIP_NATIVE=0`` turns them off. Under ``jax.vmap`` they run once per batch element
 (``vmap_method='sequential'``). Where they cannot be built, one warning says why and the
 sparse path runs as ``lax.scan``: same results, slower. Accelerators always run the scan.
 """
@@ -41,7 +42,7 @@ def available() -> bool:
   if os.environ.get('N2NSKIP_NATIVE', '1') == '0':
     return False
   try:
-    library = ctypes.cdll.LoadLibrary(str(build()))
+    library = load()
   except (OSError, subprocess.SubprocessError) as e:
     warnings.warn(f'n2nskip_jax: native sparse kernels unavailable ({e}); sparse skip layers '
                   'run as lax.scan (same results, slower). Set CXX to a C++17 compiler, or '
@@ -53,16 +54,38 @@ def available() -> bool:
   return True
 
 
+def load() -> ctypes.CDLL:
+  """The built library, loaded; an ``OSError`` naming the file if it lacks a kernel."""
+  path = build()
+  library = ctypes.cdll.LoadLibrary(str(path))
+  missing = [symbol for symbol in _SYMBOLS.values() if not hasattr(library, symbol)]
+  if missing:
+    raise OSError(f'{path} lacks the symbols {missing}')
+  return library
+
+
+def _digest(path: pathlib.Path) -> str:
+  return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _checksum(path: pathlib.Path) -> pathlib.Path:
+  return path.with_name(path.name + '.sha256')
+
+
 def build() -> pathlib.Path:
-  """The compiled shared library, from the cache or compiled now (atomically, so concurrent
-  processes never load a half-written file)."""
+  """The compiled shared library, from the cache if its checksum holds, or compiled now
+  (atomically, so concurrent processes never load a half-written file)."""
   compiler = shlex.split(os.environ.get('CXX', 'c++'))
   key = hashlib.sha256('\0'.join([SOURCE.read_text(), *compiler, *FLAGS, jaxlib.__version__,
                                   platform.machine(), _cpu_flags()]).encode()).hexdigest()[:16]
   cache = pathlib.Path(os.environ.get('XDG_CACHE_HOME', pathlib.Path.home() / '.cache'))
   path = cache / 'n2nskip_jax' / f'sparse_kernels-{key}.so'
-  if path.exists():
-    return path
+  checksum = _checksum(path)
+  if path.exists() and checksum.exists():  # (without one: built by an older version)
+    if checksum.read_text() == _digest(path):
+      return path
+    warnings.warn(f'n2nskip_jax: the cached native library {path} does not match its '
+                  'checksum (damaged); rebuilding it', RuntimeWarning, stacklevel=3)
   path.parent.mkdir(parents=True, exist_ok=True)
   with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
     out = pathlib.Path(tmp) / path.name
@@ -70,7 +93,10 @@ def build() -> pathlib.Path:
                            str(out)], capture_output=True, text=True)
     if done.returncode:
       raise subprocess.SubprocessError(f'{compiler[0]} failed: {done.stderr.strip()[-500:]}')
-    os.replace(out, path)
+    digest = _checksum(out)
+    digest.write_text(_digest(out))
+    os.replace(out, path)  # a reader that sees the old checksum with it rebuilds: no harm
+    os.replace(digest, _checksum(path))
   return path
 
 
