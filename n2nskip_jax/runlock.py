@@ -84,27 +84,28 @@ class RunLock:
     if not self.enabled or self.held:
       return
     os.makedirs(self.workdir, exist_ok=True)
-    me = {'host': socket.gethostname(), 'pid': os.getpid(), 'since': time.time()}
-    while True:
-      try:
-        fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-      except FileExistsError:
-        holder = _read(self.path)
-        if holder == self._outer(holder):
-          return  # this process holds it already (a study's run): the outer lock releases it
-        if not stale(self.path, holder):
-          raise Held(self.workdir, holder) from None
-        logging.warning('Taking over the stale lock of %s (%s).', self.workdir, holder)
-        try:  # atomic: of two processes taking it over, one renames it, the other retries
-          os.rename(self.path, f'{self.path}.stale.{os.getpid()}')
-          os.remove(f'{self.path}.stale.{os.getpid()}')
-        except FileNotFoundError:
-          pass
-        continue
-      with os.fdopen(fd, 'w') as f:
-        json.dump(me, f)
-      self.held = True
-      return
+    mine = f'{self.path}.{os.getpid()}'  # written whole, then linked: never seen half-written
+    with open(mine, 'w') as f:
+      json.dump({'host': socket.gethostname(), 'pid': os.getpid(), 'since': time.time()}, f)
+    try:
+      while not self.held:
+        try:
+          os.link(mine, self.path)
+          self.held = True
+        except FileExistsError:
+          holder = _read(self.path)
+          if self._outer(holder) is not None:
+            return  # this process holds it already (a study's run): its first holder releases it
+          if not stale(self.path, holder):
+            raise Held(self.workdir, holder) from None
+          logging.warning('Taking over the stale lock of %s (%s).', self.workdir, holder)
+          try:  # of two processes taking it over, one renames it away, the other retries
+            os.rename(self.path, f'{mine}.stale')
+            os.remove(f'{mine}.stale')
+          except FileNotFoundError:
+            pass
+    finally:
+      os.remove(mine)
 
   @staticmethod
   def _outer(holder):
