@@ -10,7 +10,8 @@ compiled from the package's C++ source with the system's C++ compiler on first u
 else ``c++``; about 2 s), cached under ``$XDG_CACHE_HOME/n2nskip_jax`` (else
 ``~/.cache/n2nskip_jax``) per source, compiler flags, jaxlib and CPU, with a SHA-256 beside
 each library that is checked before it is loaded (a damaged file is rebuilt, with a warning),
-and registered with XLA once their symbols are found. ``N2NSKIP_NATIVE=0`` turns them off. Under ``jax.vmap`` they run once per batch element
+and registered with XLA once their symbols are found. ``N2NSKIP_NATIVE=0`` turns them off.
+Under ``jax.vmap`` they run once per batch element
 (``vmap_method='sequential'``). Where they cannot be built, one warning says why and the
 sparse path runs as ``lax.scan``: same results, slower. Accelerators always run the scan.
 """

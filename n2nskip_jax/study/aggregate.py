@@ -11,7 +11,6 @@
   Spearman's rank correlation of test accuracy with F(t*) over the pruned runs.
 """
 import csv
-import json
 import os
 
 import numpy as np
@@ -20,18 +19,11 @@ from scipy import stats
 from n2nskip_jax import rundir
 from n2nskip_jax.metrics import METRICS_FILE, read_metrics, write_json
 from n2nskip_jax.study import grid
-from n2nskip_jax.study.run import CONNECTIVITY, failure, run_dir
+from n2nskip_jax.study.run import CONNECTIVITY, failure, read_json, run_dir
 
 COLUMNS = ('test_accuracy', 'best_test_accuracy', 'params_nonzero', 'params_nonzero_sequential',
            'params_nonzero_skip', 'dead_units', 'F_t_star', 'F_inf', 'train_seconds')
 SKIP_KEY = 'skip.kind'
-
-
-def _read_json(path):
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    return json.load(f)
 
 
 def collect(study, workdir: str) -> tuple[list[dict], int]:
@@ -42,7 +34,7 @@ def collect(study, workdir: str) -> tuple[list[dict], int]:
   rows, missing = [], 0
   for run in grid.runs(study):
     directory = run_dir(workdir, run.name)
-    summary = _read_json(os.path.join(directory, rundir.SUMMARY))
+    summary = read_json(os.path.join(directory, rundir.SUMMARY))
     failed = failure(directory) if summary is None else None
     if summary is None and failed is None:
       missing += 1
@@ -58,7 +50,7 @@ def collect(study, workdir: str) -> tuple[list[dict], int]:
     steps_per_epoch = summary['steps'] / summary['epochs']
     row['curve'] = [(m['step'] / steps_per_epoch, m['test_accuracy']) for m in evals]
     row['best_test_accuracy'] = max([a for _, a in row['curve']] + [summary['test_accuracy']])
-    conn = _read_json(os.path.join(directory, CONNECTIVITY)) or {}
+    conn = read_json(os.path.join(directory, CONNECTIVITY)) or {}
     for c in COLUMNS:
       row.setdefault(c, conn.get(c, summary.get(c)))
     rows.append(row)

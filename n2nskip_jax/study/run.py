@@ -6,8 +6,9 @@ whose ``summary.json`` exists is finished and never retrained; an interrupted on
 its last checkpoint. A run that fails (diverges, is refused, crashes) is recorded in its
 directory's ``failed.json`` with the reason, and the study goes on; a rerun leaves it failed
 unless asked to retry it. A run another process is training (its lock,
-:mod:`n2nskip_jax.runlock`) is skipped, so two processes on one study split its runs. With ``study.analyze``, each run's connectivity at initialization
-(weighted graph, F(t*) and F(inf) against the dense reference, paper Eq. 6) is written to
+:mod:`n2nskip_jax.runlock`) is skipped, so two processes on one study split its runs. With
+``study.analyze``, each run's connectivity at initialization (weighted graph, F(t*) and F(inf)
+against the dense reference, paper Eq. 6) is written to
 ``connectivity-initial-weighted.json`` beside its summary.
 """
 import json
@@ -35,14 +36,18 @@ def run_dir(workdir: str, name: str) -> str:
   return os.path.join(workdir, 'runs', name)
 
 
-def failure(directory: str) -> dict | None:
-  """A failed run's record (``error``: the exception's type, ``reason``: its message), or
-  ``None``."""
-  path = os.path.join(directory, FAILED)
+def read_json(path: str):
+  """A JSON file of a run directory, or ``None`` if it does not exist (yet)."""
   if not os.path.exists(path):
     return None
   with open(path) as f:
     return json.load(f)
+
+
+def failure(directory: str) -> dict | None:
+  """A failed run's record (``error``: the exception's type, ``reason``: its message), or
+  ``None``."""
+  return read_json(os.path.join(directory, FAILED))
 
 
 def _finished(directory: str, analyze: bool) -> bool:
@@ -120,10 +125,10 @@ def run_study(study, workdir: str, shard_spec: str = '0/1',
           lock.acquire()
           if _finished(directory, study.analyze) or failure(directory):
             continue  # another process finished it meanwhile
-          durations.append(time.time())
+          start = time.time()
           logging.info('[%d/%d] start %s', done + 1, len(runs), run.name)
           result = _train_or_record(study, directory, run, references)
-          durations[-1] = time.time() - durations[-1]
+          durations.append(time.time() - start)
       except runlock.Held as e:
         logging.info('[%d/%d] skipped %s: %s', done + 1, len(runs), run.name, e)
         continue
