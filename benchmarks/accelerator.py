@@ -11,9 +11,10 @@ throughput of ResNet50-C10 and VGG19 (CIFAR head) at batch 128, float32 and bf16
 plain Flax twin, masked RP 5 % and N2NSkip-RP 5 % with skips dense-shaped and by their
 nonzeros; the PyTorch peer (AMP bf16, channels_last); the training loop against the isolated
 step; float64 ``eigh`` of the paper networks' channel graphs; then batch 512 and
-``torch.compile``. Each part runs in a process of its own, so a crash or an out-of-memory
-is recorded and the next part runs; the time budget (``--budget_s``) runs the parts in order
-and skips, with a record saying so, any whose estimate no longer fits.
+``torch.compile``. Each part runs in a process of its own (unless ``--in_process``), so a
+crash or an out-of-memory is recorded and the next part runs; the time budget
+(``--budget_s``) runs the parts in order and skips, with a record saying so, any whose
+estimate no longer fits.
 
 Writes three files: ``records.jsonl`` (one JSON object per measurement, each with the part,
 its status, the device, the jax/jaxlib/flax versions and the commit), ``parts.log`` (every
@@ -102,6 +103,9 @@ def plan(names, estimates: dict, budget_s: float) -> list[tuple[str, bool]]:
 
 
 def run_all(args) -> int:
+  # Before JAX is imported (here, or in the parts' processes, which inherit it).
+  os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', tempfile.mkdtemp(prefix='n2nskip-kit-'))
+  os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
   import accelerator_parts as parts
   os.makedirs(args.out, exist_ok=True)
   names = args.parts.split(',') if args.parts else list(parts.PARTS)
@@ -115,8 +119,6 @@ def run_all(args) -> int:
       print(f'{name:40s} ~{estimates[name]:5.0f} s  {"runs" if fits else "skipped (budget)"}')
     return 0
   common = {'kit': 'accelerator', 'tiny': args.tiny, **versions(args.commit)}
-  os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', tempfile.mkdtemp(prefix='n2nskip-kit-'))
-  os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
   records = Records(args.out, common)
   start = time.monotonic()
   for name in names:
@@ -125,13 +127,27 @@ def run_all(args) -> int:
       records.add(name, 'skipped', reason=f'estimated {estimates[name]:.0f} s, {left:.0f} s '
                   f'left of --budget_s={args.budget_s:g}')
       continue
-    _launch(name, args, common, records, timeout=max(left, estimates[name]) + args.grace_s)
+    if args.in_process:
+      _run_here(name, args, common)
+    else:
+      _launch(name, args, common, records, timeout=max(left, estimates[name]) + args.grace_s)
     so_far = records.read()
     write_summary(args.out, so_far)
     print(f'[{time.monotonic() - start:6.0f} s] {name}: {so_far[-1]["status"]}', flush=True)
   so_far = records.read()
   write_summary(args.out, so_far)
   return 0 if all(r['status'] in ('ok', 'skipped', 'unavailable') for r in so_far) else 1
+
+
+def _run_here(name, args, common) -> None:
+  """Runs part ``name`` in this process (``--in_process``): its output goes to the console; a
+  failure is recorded and the kit goes on; there is no timeout."""
+  with open(os.path.join(args.out, LOG), 'a') as log:
+    log.write(f'\n===== {name} =====\n(run in the kit\'s process: its output went to the console)\n')
+  try:
+    run_part(name, argparse.Namespace(**{**vars(args), 'common': json.dumps(common)}))
+  except SystemExit:
+    pass  # recorded by run_part
 
 
 def _launch(name, args, common, records, timeout: float) -> None:
@@ -211,6 +227,9 @@ def main() -> int:
   p.add_argument('--grace_s', type=float, default=30,
                  help='seconds a part may run past the budget before it is stopped')
   p.add_argument('--tiny', action='store_true', help='every part at toy sizes (a CPU, < 1 min)')
+  p.add_argument('--in_process', action='store_true',
+                 help='run every part in this process (quicker at toy sizes, and a debugger '
+                 'reaches the parts); no timeout, and a crash stops the kit')
   p.add_argument('--parts', default='', help='comma-separated part names (default: all)')
   p.add_argument('--dry_run', action='store_true', help='print which parts fit; run nothing')
   p.add_argument('--commit', default=None, help='the commit to record (default: git rev-parse)')

@@ -17,7 +17,14 @@ sys.path.insert(0, ROOT)
 # imported.
 COMPILATION_CACHE = tempfile.mkdtemp(prefix='n2nskip-jax-tests-')
 os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', COMPILATION_CACHE)
-os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.1')
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
+# The tests check equalities and invariants, not speed: XLA:CPU compiles without its expensive
+# optimization passes, in half the time (compiling is most of the suite's time); float results
+# may round differently from a default build, so nothing here compares against numbers recorded
+# by one.
+FAST_COMPILE = '--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true'
+if FAST_COMPILE not in os.environ.get('XLA_FLAGS', ''):  # xdist's workers inherit it
+  os.environ['XLA_FLAGS'] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE}".strip()
 # Under pytest-xdist (`-n 2`), each worker is a process of its own: on a GPU host, JAX's default
 # of claiming most of the GPU's memory in the first would leave none for the second.
 if os.environ.get('PYTEST_XDIST_WORKER'):
@@ -53,7 +60,8 @@ def make_config(**overrides):
 def run_main(*flags, devices: int = 1, mock_examples: int | None = None, timeout: int = 600,
              wait: bool = True):
   """Runs main.py (under tfds mock data when ``mock_examples``) on ``devices`` CPU devices."""
-  env = {**os.environ, 'XLA_FLAGS': f'--xla_force_host_platform_device_count={devices}',
+  env = {**os.environ,
+         'XLA_FLAGS': f'{FAST_COMPILE} --xla_force_host_platform_device_count={devices}',
          'JAX_PLATFORMS': 'cpu', 'TF_CPP_MIN_LOG_LEVEL': '3', 'PYTHONUNBUFFERED': '1'}
   if mock_examples is None:
     cmd = [sys.executable, os.path.join(ROOT, 'main.py'), *flags]

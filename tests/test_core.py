@@ -123,22 +123,30 @@ WITH_AND_WITHOUT_SKIPS = [('mlp', 'none'), ('mlp', 'n2nskip'), ('vgg19', 'n2nski
 
 @pytest.mark.parametrize('model_name,skip', WITH_AND_WITHOUT_SKIPS)
 def test_forward_mode_and_hessian_vector_products_through_the_model(model_name, skip):
+  """``jax.jvp`` of the loss is the gradient's dot product with the tangent, and the
+  Hessian-vector product by forward over reverse equals reverse over reverse. For ResNet50 the
+  forward mode only: its two HVPs would triple the longest compilation of the suite, and its
+  layers are VGG19's (conv, BatchNorm, skips) joined by sums."""
   loss, params, tangent = _loss(model_name, skip)
   vdot = lambda a, b: sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
   def derivatives(p, t):
+    if model_name == 'resnet50':
+      return jax.jvp(loss, (p,), (t,))[1], vdot(jax.grad(loss)(p), t), {}, {}
     # Forward over reverse: the tangent of (loss, grad) is (jvp of the loss, the HVP).
     (_, grad), (jvp, fwd_rev) = jax.jvp(jax.value_and_grad(loss), (p,), (t,))
     rev_rev = jax.grad(lambda q: vdot(jax.grad(loss)(q), t))(p)  # reverse over reverse
     return jvp, vdot(grad, t), fwd_rev, rev_rev
-  # One compilation for the four, without XLA's expensive passes (a third less compile time).
+  # One compilation for all, without XLA's expensive passes (a third less compile time).
   compiled = jax.jit(derivatives).lower(params, tangent).compile(
       {'xla_backend_optimization_level': 0, 'xla_llvm_disable_expensive_passes': True})
   jvp, grad_dot, fwd_rev, rev_rev = compiled(params, tangent)
   np.testing.assert_allclose(jvp, grad_dot, rtol=2e-4, atol=1e-6)
+  assert abs(float(jvp)) > 0
   for a, b in zip(jax.tree.leaves(fwd_rev), jax.tree.leaves(rev_rev)):
     np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-4 * max(1e-6, float(jnp.abs(b).max())))
-  assert any(float(jnp.abs(a).max()) > 0 for a in jax.tree.leaves(fwd_rev))  # not all zero
+  assert model_name == 'resnet50' or any(float(jnp.abs(a).max()) > 0
+                                         for a in jax.tree.leaves(fwd_rev))  # not all zero
 
 
 # --- the accelerator's steps, lowered here ----------------------------------------------------

@@ -8,7 +8,7 @@ import time
 
 import jax
 import numpy as np
-from conftest import ROOT, read_jsonl, run_main
+from conftest import FAST_COMPILE, ROOT, read_jsonl, run_main
 
 from n2nskip_jax import rundir
 
@@ -24,7 +24,8 @@ def free_port() -> int:
 
 def launch(workdir, port, process_id, *extra):
   env = {**os.environ, 'JAX_PLATFORMS': 'cpu', 'TF_CPP_MIN_LOG_LEVEL': '3',
-         'PYTHONUNBUFFERED': '1', 'XLA_FLAGS': '--xla_force_host_platform_device_count=1'}
+         'PYTHONUNBUFFERED': '1',
+         'XLA_FLAGS': f'{FAST_COMPILE} --xla_force_host_platform_device_count=1'}
   cmd = [sys.executable, os.path.join(ROOT, 'main.py'), *FLAGS, f'--workdir={workdir}',
          '--config.multihost=True', f'--config.coordinator_address=127.0.0.1:{port}',
          '--config.num_processes=2', f'--config.process_id={process_id}',

@@ -18,9 +18,9 @@ from n2nskip_jax import network, pruning, rundir, steps, train
 TINY_RESNET = ['--config=configs/resnet50_c10.py', '--config.width_multiplier=0.0625',
                '--config.num_epochs=2', '--config.batch_size=32', '--config.eval_batch_size=64',
                '--config.download=True', '--config.log_every_steps=4']
-TINY_VGG = ['--config=configs/vgg19_c10.py', '--config.vgg_head=cifar',
-            '--config.width_multiplier=0.0625', '--config.num_epochs=1', '--config.batch_size=16',
-            '--config.eval_batch_size=16', '--config.download=True', '--config.log_every_steps=1']
+TINY_VGG = ['--config=configs/vgg19_c10.py', '--config.vgg_head=cifar', '--config.dataset=digits32',
+            '--config.width_multiplier=0.0625', '--config.num_epochs=2', '--config.batch_size=512',
+            '--config.eval_batch_size=360', '--config.log_every_steps=1']  # 2 steps an epoch
 QUICK = ['--config=configs/quickstart.py', '--config.dataset=digits', '--config.num_epochs=24',
          '--config.mlp_hidden=64,32,32,16', '--config.eval_every_epochs=24',
          '--config.log_every_steps=2']
@@ -149,7 +149,7 @@ def test_killed_or_preempted_runs_resume_to_the_same_parameters(tmp_path):
 def test_two_devices_follow_the_one_device_trajectory(tmp_path):
   """Same global batch on 2 devices (pmean of grads and of BatchNorm statistics) as on 1."""
   runs = {devices: run_main(*TINY_VGG, f'--workdir={tmp_path / str(devices)}', devices=devices,
-                            mock_examples=64, wait=False) for devices in (1, 2)}  # side by side
+                            wait=False) for devices in (1, 2)}  # side by side
   losses = {}
   for devices, proc in runs.items():
     output = proc.communicate(timeout=600)[0]
@@ -159,4 +159,7 @@ def test_two_devices_follow_the_one_device_trajectory(tmp_path):
     losses[devices] = [m['train_loss'] for m in read_jsonl(workdir / 'metrics.jsonl')
                        if 'train_loss' in m]
   assert len(losses[1]) == 4
-  np.testing.assert_allclose(losses[2], losses[1], rtol=2e-4)
+  # The first loss is the same forward pass (BatchNorm on the global batch's statistics); the
+  # updates after it round differently on 2 devices, and the difference grows step by step.
+  np.testing.assert_allclose(losses[2][0], losses[1][0], rtol=1e-6)
+  np.testing.assert_allclose(losses[2], losses[1], rtol=1e-3)
