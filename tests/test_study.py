@@ -177,6 +177,27 @@ def test_a_failed_run_is_recorded_and_the_study_goes_on(tmp_path):
   assert retried.returncode == 4 and len(started) == 1 and 'learning_rate-10000.0' in started[0]
 
 
+def test_a_study_process_keeps_nothing_jax_traced_for_its_finished_runs(tmp_path):
+  """Each run's steps are shaped by its masks' nonzero tables, and JAX's caches keep every
+  shape: the traced programs (counted in equations) must not pile up run after run. RSS over 20
+  runs: ``benchmarks/study_memory.py``."""
+  import gc
+
+  from n2nskip_jax.study import run as run_lib
+  c = ml_collections.ConfigDict()
+  c.base = make_config(model='mlp', dataset='digits', mlp_hidden=(64, 32, 32), num_epochs=1,
+                       log_every_steps=1000, pruning__method='rp', pruning__density=0.1)
+  c.axes = ml_collections.ConfigDict({'skip': {'kind': ('n2nskip',)}})
+  c.seeds, c.extra, c.analyze = (0, 1), (), False
+
+  def equations():
+    gc.collect()
+    return sum(type(o).__name__ == 'JaxprEqn' for o in gc.get_objects())
+  before = equations()
+  assert run_lib.run_study(c, str(tmp_path)) == []
+  assert equations() <= before + 100  # a run by its nonzeros traced about 1,500
+
+
 def test_shards_partition_the_runs():
   study = load_study_config()
   runs = grid.runs(study)

@@ -75,6 +75,8 @@ def main(argv):
   config_path = flags.FLAGS['config'].config_filename
   name = os.path.splitext(os.path.basename(config_path.split(':')[0]))[0]
   workdir = FLAGS.workdir or os.path.join('runs', 'studies', name)
+  if not FLAGS.dry_run and not FLAGS.aggregate_only:
+    run_lib.keep_compiled_programs(workdir)  # before anything is compiled
   study = FLAGS.config
   def run():
     if FLAGS.dry_run:

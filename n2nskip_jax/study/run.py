@@ -11,11 +11,13 @@ unless asked to retry it. A run another process is training (its lock,
 against the dense reference, paper Eq. 6) is written to
 ``connectivity-initial-weighted.json`` beside its summary.
 """
+import gc
 import json
 import os
 import time
 import traceback
 
+import jax
 import numpy as np
 from absl import logging
 
@@ -128,6 +130,7 @@ def run_study(study, workdir: str, shard_spec: str = '0/1',
           start = time.time()
           logging.info('[%d/%d] start %s', done + 1, len(runs), run.name)
           result = _train_or_record(study, directory, run, references)
+          _release_compiled()
           durations.append(time.time() - start)
       except runlock.Held as e:
         logging.info('[%d/%d] skipped %s: %s', done + 1, len(runs), run.name, e)
@@ -140,6 +143,31 @@ def run_study(study, workdir: str, shard_spec: str = '0/1',
       logging.info('[%d/%d] done %s: %s (%.0f s). Study: %d/%d runs done, ETA %s.', done,
                    len(runs), run.name, result, durations[-1], done, len(runs), hms(eta))
   return failed
+
+
+COMPILE_CACHE, COMPILE_CACHE_BYTES = 'compile_cache', 2 * 1024 ** 3
+
+
+def keep_compiled_programs(workdir: str) -> None:
+  """Keeps the programs that take over a second to compile in ``<workdir>/compile_cache``
+  (JAX's persistent compilation cache, at most 2 GiB, least recently used dropped), unless JAX
+  has a cache directory already (``JAX_COMPILATION_CACHE_DIR``): the study clears JAX's caches
+  in memory after every run, and runs of one model then load, not compile again, what they
+  share (``network.init`` of a conv net compiles for 10-25 s on a CPU). Call it before JAX
+  compiles anything; the study command does."""
+  if jax.config.jax_compilation_cache_dir:
+    return
+  jax.config.update('jax_compilation_cache_dir', os.path.join(workdir, COMPILE_CACHE))
+  jax.config.update('jax_compilation_cache_max_size', COMPILE_CACHE_BYTES)
+
+
+def _release_compiled() -> None:
+  """Drops what JAX traced and compiled for the run just finished. Its masks' nonzero tables
+  give its steps shapes of their own, JAX's caches keep every shape they have seen, and a study
+  process otherwise grows by megabytes a run (``benchmarks/study_memory.py``); what runs
+  share, :func:`keep_compiled_programs` keeps on disk."""
+  jax.clear_caches()
+  gc.collect()
 
 
 def _train_or_record(study, directory: str, run, references: _References) -> str | None:
