@@ -2,7 +2,7 @@
 and the exit codes every tool uses.
 
 Exit codes: 0 success; 2 a user's mistake (bad flag, config key or value, missing data,
-unreadable checkpoints, unwritable directory); 3 training diverged; 4 a study finished with
+unreadable checkpoints, unwritable directory) or a full disk; 3 training diverged; 4 a study finished with
 some runs failed (each recorded with its reason); 130 interrupted (Ctrl-C);
 128 + the signal's number when a preemption signal stopped training after a checkpoint (143
 SIGTERM, 138 SIGUSR1, 129 SIGHUP).

@@ -1,4 +1,6 @@
 """Errors that reach the user as one line and an exit code, never as a traceback."""
+import contextlib
+import errno
 import signal
 from typing import Any
 
@@ -44,3 +46,39 @@ class Preempted(Exception):
     super().__init__(f'stopped by {signal.Signals(signum).name} {where}; rerun the same command '
                      'to resume.')
     self.signum, self.step = signum, step
+
+
+class DiskFull(UserError):
+  """The disk filled while the run wrote ``what`` (exit 2); the checkpoints written before are
+  intact, so a rerun with room again resumes from the last of them."""
+
+  def __init__(self, what: str, error: Exception):
+    detail = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+    super().__init__(f'no space left on the device while writing {what} ({detail}); the '
+                     'checkpoints written before are intact: free some space and rerun the same '
+                     'command to resume.')
+
+
+def _out_of_space(error: BaseException | None) -> bool:
+  """Whether ``error``, or an error it was raised from, says the disk or the quota is full
+  (an ``OSError``; orbax passes tensorstore's as text)."""
+  while error is not None:
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+      return True
+    if any(text in str(error) for text in ('No space left on device', 'Disk quota exceeded')):
+      return True
+    error = error.__cause__ or error.__context__
+  return False
+
+
+@contextlib.contextmanager
+def writing(what: str):
+  """Turns a full disk inside the block into :class:`DiskFull` naming ``what``."""
+  try:
+    yield
+  except DiskFull:
+    raise
+  except Exception as e:  # noqa: BLE001 (a full disk reaches us as many kinds)
+    if _out_of_space(e):
+      raise DiskFull(what, e) from e
+    raise

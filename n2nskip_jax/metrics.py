@@ -6,14 +6,17 @@ import time
 
 import tensorboardX
 
+from n2nskip_jax.errors import writing
+
 
 def write_json(path: str, obj) -> None:
   """Writes ``obj`` as strict JSON (no NaN literals) to a temporary file, then renames it into
   place, so a reader never sees a torn file."""
   tmp = f'{path}.{os.getpid()}.tmp'  # processes of one multi-process run share the folder
-  with open(tmp, 'w') as f:
-    json.dump(obj, f, indent=2, allow_nan=False)
-  os.replace(tmp, path)
+  with writing(path):
+    with open(tmp, 'w') as f:
+      json.dump(obj, f, indent=2, allow_nan=False)
+    os.replace(tmp, path)
 
 
 METRICS_FILE = 'metrics.jsonl'
@@ -55,11 +58,12 @@ class MetricsWriter:
     if not self.enabled:
       return
     scalars = {k: float(v) for k, v in scalars.items()}
-    with open(self.path, 'a') as f:
-      f.write(json.dumps({'step': step, **scalars}, allow_nan=False) + '\n')
-    for k, v in scalars.items():
-      self._tb.add_scalar(k, v, step)
-    self._tb.flush()
+    with writing(f'the metrics of step {step} to {self.path} and TensorBoard'):
+      with open(self.path, 'a') as f:
+        f.write(json.dumps({'step': step, **scalars}, allow_nan=False) + '\n')
+      for k, v in scalars.items():
+        self._tb.add_scalar(k, v, step)
+      self._tb.flush()
 
   def close(self) -> None:
     if self.enabled:

@@ -22,7 +22,7 @@ from jax.experimental import multihost_utils
 from n2nskip_jax import data as data_lib
 from n2nskip_jax import execution, network, preemption, pruning, rundir, runlock, sparsity
 from n2nskip_jax.config import logging_for_runs, validate
-from n2nskip_jax.errors import Diverged, Interrupted, Preempted, UserError
+from n2nskip_jax.errors import Diverged, Interrupted, Preempted, UserError, writing
 from n2nskip_jax.metrics import MetricsWriter, Progress, write_json
 from n2nskip_jax.steps import AXIS, TrainState, create_optimizer, learning_rate_schedule
 from n2nskip_jax.steps import replicate
@@ -166,7 +166,7 @@ def _save(ckpt, workdir: str, step: int, p_state, rng) -> None:
   state = jax.device_get(jax_utils.unreplicate(p_state))
   if not all(np.all(np.isfinite(x)) for x in jax.tree.leaves((state.params, state.batch_stats))):
     raise Diverged(step, _last_good(ckpt, workdir), 'weights')
-  with _interrupt_after():
+  with _interrupt_after(), writing(f'the checkpoint of step {step} in {ckpt.directory}'):
     ckpt.save(step, state, rng)
 
 
@@ -215,8 +215,10 @@ def train_and_evaluate(config, workdir: str, masks=None) -> dict:
       current step is checkpointed.
     runlock.Held: another live process is training in ``workdir``
       (:mod:`n2nskip_jax.runlock`); no checkpoint is read and nothing written.
+    DiskFull: no space left while writing; names what; the checkpoints before are intact.
   """
-  with logging_for_runs(), preemption.stop_requests() as stop, runlock.RunLock(workdir) as lock:
+  with (logging_for_runs(), preemption.stop_requests() as stop,
+        runlock.RunLock(workdir) as lock, writing(f'the run directory {workdir}')):
     return _train_and_evaluate(config, workdir, masks, stop, lock)
 
 
@@ -290,7 +292,8 @@ def _train_and_evaluate(config, workdir: str, masks, stop, lock) -> dict:
   except KeyboardInterrupt:
     raise Interrupted(step, _last_good(ckpt, workdir)) from None
   finally:
-    ckpt.close()
+    with writing(f'the checkpoints in {ckpt.directory}'):  # the saves still in flight
+      ckpt.close()
     writer.close()
 
   if final_step != step:  # resumed a finished run: nothing was evaluated above

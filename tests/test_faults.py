@@ -1,10 +1,12 @@
 """Faults and bad input: checkpoints that heal, divergence, untrainable budgets, nothing
 written before the checks, no traceback for a user's mistake, resume edge cases."""
+import contextlib
 import json
 import os
 import shutil
 import signal
 import stat
+import subprocess
 import time
 
 import jax
@@ -292,3 +294,50 @@ def test_cli_reports_a_corrupt_checkpoint_in_one_line(tmp_path):
   assert r.returncode == 0, r.stderr[-2000:]
   assert 'Checkpoint at step 22' in r.stderr and 'corrupt-22' in r.stderr
   assert 'Traceback' not in r.stderr and 'Event loop is closed' not in r.stderr
+
+
+def _disk_usage(folder) -> int:
+  """Bytes the files under ``folder`` take on a file system of 4 KiB pages."""
+  files = [os.path.join(d, f) for d, _, names in os.walk(folder) for f in names]
+  return sum(-(-os.path.getsize(f) // 4096) * 4096 for f in files)
+
+
+@contextlib.contextmanager
+def small_disk(path, size: int):
+  """A tmpfs of ``size`` bytes at ``path`` (mounting needs root: skipped otherwise); yields a
+  function that resizes it."""
+  path.mkdir()
+  r = subprocess.run(['mount', '-t', 'tmpfs', '-o', f'size={size}', 'tmpfs', str(path)],
+                     capture_output=True, text=True)
+  if r.returncode != 0:
+    pytest.skip(f'cannot mount a small file system here: {r.stderr.strip()}')
+  try:
+    yield lambda bytes_: subprocess.run(['mount', '-o', f'remount,size={bytes_}', str(path)],
+                                        check=True)
+  finally:
+    subprocess.run(['umount', '-l', str(path)], check=False)
+
+
+def test_a_full_disk_stops_in_one_line_and_loses_nothing(tmp_path):
+  """A disk that fills while the run writes its second checkpoint: exit 2 and one line naming
+  what was being written; the first checkpoint intact; with room again, the rerun resumes from
+  it and ends bitwise equal to a run that never ran out of space."""
+  whole = tmp_path / 'whole'
+  assert run_main(*QUICK, f'--workdir={whole}').returncode == 0  # checkpoints at steps 11, 22
+  room = _disk_usage(whole) - _disk_usage(whole / 'checkpoints' / '22') // 2
+  with small_disk(tmp_path / 'disk', room) as resize:
+    workdir = tmp_path / 'disk' / 'run'
+    r = run_main(*QUICK, f'--workdir={workdir}')
+    assert r.returncode == 2, r.stderr[-3000:]
+    said = [line for line in r.stderr.splitlines() if line.startswith('error:')]
+    assert len(said) == 1 and 'no space left on the device while writing' in said[0], said
+    assert 'Traceback' not in r.stderr
+    assert rundir.latest_step(str(workdir)) == 11
+    resize(8 * room)
+    r = run_main(*QUICK, f'--workdir={workdir}')
+    assert r.returncode == 0 and 'Resuming from checkpoint at step 11' in r.stderr, r.stderr[-3000:]
+    _, resumed = rundir.read_latest(str(workdir))
+  _, reference = rundir.read_latest(str(whole))
+  for a, b in zip(jax.tree.leaves(resumed['state']['params']),
+                  jax.tree.leaves(reference['state']['params'])):
+    np.testing.assert_array_equal(a, b)
