@@ -25,7 +25,7 @@ from n2nskip_jax.connectivity import analysis
 from n2nskip_jax import preemption, rundir, runlock, sparsity, train
 from n2nskip_jax.connectivity import heat
 from n2nskip_jax.connectivity.graph import network_graph
-from n2nskip_jax.errors import Diverged, Interrupted, Preempted, UserError
+from n2nskip_jax.errors import Diverged, DiskFull, Interrupted, Preempted, UserError
 from n2nskip_jax.metrics import hms, write_json
 from n2nskip_jax.study import grid
 
@@ -174,7 +174,7 @@ def _train_or_record(study, directory: str, run, references: _References) -> str
   """:func:`_train`; a failure is logged and recorded in ``failed.json`` (``None`` returned)."""
   try:
     return _train(study, directory, run, references)
-  except (Interrupted, Preempted):
+  except (Interrupted, Preempted, DiskFull):  # the study's, not the run's: it stops
     raise
   except Exception as e:  # noqa: BLE001 (one failed run must not stop the study)
     record = {'error': type(e).__name__, 'reason': str(e)}
