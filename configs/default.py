@@ -37,7 +37,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.seed = 0
   # --- loop, logging, checkpoints --------------------------------------------------
   c.eval_every_epochs = 1
-  c.log_every_steps = 50
+  c.log_every_steps = 50             # train loss and progress; also at every epoch's end
   c.checkpoint_every_steps = 0       # 0: at the end of every epoch; > 0: also every N steps
   c.max_checkpoints_to_keep = 2
   c.restart_on_corrupt = False       # no readable checkpoint left: start over (True) or exit 2

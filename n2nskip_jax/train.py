@@ -253,15 +253,22 @@ def _train_and_evaluate(config, workdir: str, masks, stop, lock) -> dict:
   start_time = time.time()
   progress = Progress(total, step, config.batch_size)
   final, final_step = None, None
+  compiling = time.time() if step < total else None
+  if compiling:
+    logging.info('Compiling the train step; the first step waits for it.')
   try:
     for epoch in range(step // steps_per_epoch, config.num_epochs):
       for batch in data.train_batches(epoch, step - epoch * steps_per_epoch):
         p_state, metrics = p_train_step(p_state, shard(batch))
-        if block:
+        if block or compiling:
           jax.block_until_ready(metrics)
         step += 1
         progress.step(step)
-        if step % config.log_every_steps == 0 or step == total:
+        if compiling:
+          logging.info('First step done in %.1f s, compiling included.', time.time() - compiling)
+          compiling = None
+        # At every log step and at the end of every epoch, whatever log_every_steps says.
+        if step % config.log_every_steps == 0 or step % steps_per_epoch == 0:
           m = jax_utils.unreplicate(metrics)
           if not np.isfinite(m['loss']):
             raise Diverged(step, _last_good(ckpt, workdir))

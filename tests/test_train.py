@@ -17,7 +17,7 @@ from n2nskip_jax import network, pruning, rundir, steps, train
 
 TINY_RESNET = ['--config=configs/resnet50_c10.py', '--config.width_multiplier=0.0625',
                '--config.num_epochs=2', '--config.batch_size=32', '--config.eval_batch_size=64',
-               '--config.download=True', '--config.log_every_steps=4']
+               '--config.download=True', '--config.log_every_steps=5']
 TINY_VGG = ['--config=configs/vgg19_c10.py', '--config.vgg_head=cifar', '--config.dataset=digits32',
             '--config.width_multiplier=0.0625', '--config.num_epochs=2', '--config.batch_size=512',
             '--config.eval_batch_size=360', '--config.log_every_steps=1']  # 2 steps an epoch
@@ -42,10 +42,15 @@ def test_end_to_end_on_mock_cifar10(tmp_path):
   assert summary['params_total'] > summary['params_prunable_reference']
   assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['16', '8']
   metrics = read_jsonl(tmp_path / 'metrics.jsonl')
-  assert [m['step'] for m in metrics if 'train_loss' in m] == [4, 8, 12, 16]
+  # Every 5 steps, and at the end of each epoch of 8.
+  assert [m['step'] for m in metrics if 'train_loss' in m] == [5, 8, 10, 15, 16]
   assert [m['step'] for m in metrics if 'test_accuracy' in m] == [8, 16]
   assert os.listdir(tmp_path / 'tensorboard')
   assert 'epoch 2/2 step 16/16' in r.stderr
+  lines = r.stderr.splitlines()  # not a terminal: plain lines, one saying what waits
+  compiling = [i for i, line in enumerate(lines) if 'Compiling the train step' in line]
+  first = [i for i, line in enumerate(lines) if 'First step done in' in line]
+  assert len(compiling) == len(first) == 1 and compiling[0] < first[0]
 
 
 def test_dense_mlp_learns_mnist1d(tmp_path):
