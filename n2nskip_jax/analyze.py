@@ -49,7 +49,8 @@ def run():
   write_json(paths['connectivity'], results)
   title = (f'{config.model}, {config.pruning.method}, skip={config.skip.kind}, '
            f'density {config.pruning.density}, {FLAGS.weights} weights, {FLAGS.mode}')
-  plots.plot_adjacency(arrays['reference_adjacency'], arrays['adjacency'], paths['adjacency'], title)
+  plots.plot_adjacency(arrays['reference_adjacency'], arrays['adjacency'], paths['adjacency'], title,
+                       groups=arrays['groups'])
   if arrays['curves']:
     plots.plot_scree(K_FRACTIONS, arrays['curves'], paths['scree'], title)
   print(f"{results['nodes']} nodes, {results['components']} component(s), "

@@ -100,3 +100,17 @@ def test_analyze_cli_refuses_out_of_range_flags_in_one_line(tmp_path, flag):
   r = run_analyze(f'--workdir={tmp_path}', flag)
   assert r.returncode == 2 and 'Traceback' not in r.stderr
   assert r.stderr.strip().splitlines()[-1].startswith(f'error: flag {flag.split("=")[0]}=')
+
+
+def test_adjacency_plot_marks_and_names_the_layers(tmp_path, monkeypatch):
+  from n2nskip_jax.connectivity import plots
+  kept = []
+  monkeypatch.setattr(plots.plt, 'close', kept.append)
+  groups = [('input', 3), ('dense1', 4), ('head', 2)]
+  a = np.zeros((9, 9))
+  a[0, 3] = a[3, 0] = a[4, 7] = a[7, 4] = 1
+  plots.plot_adjacency(a, a, str(tmp_path / 'adjacency.png'), 'title', groups=groups)
+  ax = kept[0].axes[0]
+  assert [t.get_text() for t in ax.get_xticklabels()] == ['input', 'dense1', 'head']
+  assert len(ax.lines) == 4  # a horizontal and a vertical line at each of the 2 boundaries
+  assert ax.get_xlabel() and (tmp_path / 'adjacency.png').stat().st_size > 0

@@ -314,3 +314,18 @@ def test_welch_interval_matches_scipy():
   assert aggregate.welch(b, a)['verdict'] == 'worse'
   assert aggregate.welch([1.0, 2.0], [1.5, 1.4])['verdict'] == 'inconclusive'
   assert aggregate.welch([1.0], [2.0, 3.0])['ci'] is None
+
+
+def test_short_curves_are_drawn_with_markers(tmp_path, monkeypatch):
+  """A 2-epoch study's accuracy curves: every line has both points and a marker, so a curve of
+  one or two evaluations is visible."""
+  from n2nskip_jax.study import figures
+  drawn = []
+  monkeypatch.setattr(figures, '_save', lambda fig, path: drawn.append(fig) or path)
+  rows = [{'pruning.density': 0.1, 'skip.kind': kind, 'seed': seed,
+           'curve': [(1, 0.2 + seed / 100), (2, 0.3)]} for kind in ('none', 'n2nskip')
+          for seed in (0, 1)]
+  figures.accuracy_vs_epoch(rows, ['pruning.density', 'skip.kind'], str(tmp_path / 'a.png'))
+  lines = drawn[0].axes[0].get_lines()
+  assert len(lines) == 2
+  assert all(len(line.get_xdata()) == 2 and line.get_marker() == 'o' for line in lines)

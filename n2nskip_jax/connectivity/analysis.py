@@ -86,4 +86,5 @@ def analyze(config, params, masks, reference_params, mode='weighted', method='au
                   'junctions': scatter.layer_scatter(binary)},
       'seconds': time.time() - start,
   }
-  return results, {'adjacency': w, 'reference_adjacency': w_ref, 'curves': curves}
+  return results, {'adjacency': w, 'reference_adjacency': w_ref, 'curves': curves,
+                   'groups': graph.groups}

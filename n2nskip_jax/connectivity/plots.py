@@ -21,16 +21,37 @@ def _downsample(a, size: int) -> np.ndarray:
   return out
 
 
-def plot_adjacency(ref, pruned, path: str, title: str, size: int = 600) -> None:
-  """Reference and pruned adjacency patterns side by side (nonzero = dark)."""
-  fig, axes = plt.subplots(1, 2, figsize=(10, 5))
+def plot_adjacency(ref, pruned, path: str, title: str, size: int = 600,
+                   groups: list[tuple[str, int]] | None = None) -> None:
+  """Reference and pruned adjacency patterns side by side (nonzero = dark), nodes on both axes
+  in network order; with ``groups`` ((name, units) in node order, as
+  ``network_graph(...).groups``), each group's boundary is a line and its name a tick label
+  (at most 30 names, evenly spread, on a deep network)."""
+  fig, axes = plt.subplots(1, 2, figsize=(11, 5.5))
+  n = ref.shape[0]
+  f = max(1, -(-n // size))  # nodes per pixel
   for ax, a, name in zip(axes, (ref, pruned), ('reference (dense sequential)', 'pruned')):
     ax.imshow(_downsample(a, size), cmap='Greys', interpolation='nearest')
     ax.set_title(f'{name}\n{a.shape[0]} nodes, {int((a != 0).sum()) // 2} edges')
-    ax.set_xticks([]), ax.set_yticks([])
+    ax.set_xlabel('node (unit), network order')
+    ax.set_ylabel('node (unit), network order')
+    if groups:
+      _group_axes(ax, groups, f)
   fig.suptitle(title)
   fig.savefig(path, dpi=120, bbox_inches='tight')
   plt.close(fig)
+
+
+def _group_axes(ax, groups, nodes_per_pixel: int) -> None:
+  starts = np.cumsum([0] + [units for _, units in groups]) / nodes_per_pixel - 0.5
+  for edge in starts[1:-1]:
+    ax.axhline(edge, color='C3', linewidth=0.4, alpha=0.6)
+    ax.axvline(edge, color='C3', linewidth=0.4, alpha=0.6)
+  shown = np.unique(np.linspace(0, len(groups) - 1, min(len(groups), 30)).round().astype(int))
+  centers = [(starts[i] + starts[i + 1]) / 2 for i in shown]
+  names = [groups[i][0] for i in shown]
+  ax.set_xticks(centers, names, rotation=90, fontsize=6)
+  ax.set_yticks(centers, names, fontsize=6)
 
 
 def plot_scree(fractions, curves: dict, path: str, title: str) -> None:

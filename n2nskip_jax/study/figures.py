@@ -63,7 +63,8 @@ def accuracy_vs_epoch(rows, keys, path) -> str:
       epochs = sorted({e for r in runs for e, _ in r['curve']})
       acc = np.array([[dict(r['curve']).get(e, np.nan) for e in epochs] for r in runs]) * 100
       mean, std = np.nanmean(acc, 0), np.nanstd(acc, 0)
-      ax.plot(epochs, mean, color=f'C{i}', label=_label(dict(zip(line_keys, lvals)), line_keys))
+      ax.plot(epochs, mean, color=f'C{i}', marker='o' if len(epochs) <= 30 else None,
+              markersize=3, label=_label(dict(zip(line_keys, lvals)), line_keys))
       ax.fill_between(epochs, mean - std, mean + std, color=f'C{i}', alpha=0.2)
     ax.set_title(_label(dict(zip(panel_keys, pvals)), panel_keys))
     ax.set_xlabel('epoch')
