@@ -1,58 +1,6 @@
-"""Trains a (pruned, skip-connected) network: ``python main.py --config configs/X.py``.
-
-Flags:
-  --config   an ml_collections config file; override keys with --config.key=value.
-  --workdir  where checkpoints, metrics and the summary go; default
-             ``runs/<config name>-<hash of the config>``, so rerunning the same command
-             resumes the same run.
-  --baseline also train the same config without skip layers (plain RP/CSP/structured at
-             the same density) in ``<workdir>/baseline`` and print both results.
-"""
-import copy
-import os
-
-from absl import flags, logging
-from ml_collections import config_flags
-
-FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file('config', None, 'Config file (see configs/default.py).',
-                                lock_config=True)
-flags.DEFINE_string('workdir', None, 'Run directory (default: runs/<config>-<hash>).')
-flags.DEFINE_bool('baseline', False, 'Also train the config without skip layers and compare.')
-flags.mark_flags_as_required(['config'])
-
-
-def main(argv):
-  del argv
-  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-  from n2nskip_jax import cli, rundir, train  # after flag parsing: keeps --help fast
-  from n2nskip_jax.config import setup_logging
-  from n2nskip_jax.errors import UserError
-  setup_logging()
-  workdir = FLAGS.workdir or rundir.default_workdir(flags.FLAGS['config'].config_filename,
-                                                    FLAGS.config)
-  logging.info('workdir: %s', workdir)
-  config = FLAGS.config
-
-  def run():
-    if FLAGS.baseline and config.skip.kind == 'none':
-      raise UserError('--baseline compares against a run without skips: set --config.skip.kind')
-    out = [(config.skip.kind, train.train_and_evaluate(config, workdir))]
-    if FLAGS.baseline:
-      base = copy.deepcopy(config)
-      base.skip.kind = 'none'
-      out.append(('none', train.train_and_evaluate(base, os.path.join(workdir, 'baseline'))))
-    return out
-
-  runs = cli.user_errors(run)
-  print(f'\n{config.model} on {config.dataset}, pruning.method={config.pruning.method}, '
-        f'density {config.pruning.density}:')
-  for kind, s in runs:
-    print(f'  skip.kind={kind:<8} test accuracy {s["test_accuracy"]:.4f}   nonzero weights '
-          f'{s["params_nonzero"]:,} ({s["params_nonzero_sequential"]:,} sequential + '
-          f'{s["params_nonzero_skip"]:,} skip)   dead units {s["dead_units"]}')
-
+"""Trains a network: ``python main.py --config configs/X.py`` (flags and behaviour: the
+``n2nskip-train`` command, ``n2nskip_jax/__main__.py``)."""
+from n2nskip_jax.__main__ import entry
 
 if __name__ == '__main__':
-  from n2nskip_jax import cli
-  cli.run(main)
+  entry()

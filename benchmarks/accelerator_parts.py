@@ -17,7 +17,7 @@ import numpy as np
 from common import timed
 from train_throughput import make_step
 
-from configs import default
+from n2nskip_jax.configs import default
 from n2nskip_jax import data as data_lib
 from n2nskip_jax import execution, network, pruning, train
 from n2nskip_jax.connectivity import heat, network_graph

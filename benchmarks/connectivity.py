@@ -15,7 +15,7 @@ import time
 import numpy as np
 from common import device_info, emit
 
-from configs import default
+from n2nskip_jax.configs import default
 from n2nskip_jax import network, pruning
 from n2nskip_jax.connectivity import analyze
 from n2nskip_jax.connectivity import heat, network_graph

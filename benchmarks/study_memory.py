@@ -14,7 +14,7 @@ import tempfile
 import numpy as np
 from common import emit
 
-from configs import default
+from n2nskip_jax.configs import default
 from n2nskip_jax.study import run as study_run
 
 

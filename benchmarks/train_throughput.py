@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from common import device_info, emit, timed
 
-from configs import default
+from n2nskip_jax.configs import default
 from n2nskip_jax import execution, network, pruning, sparsity, steps
 from n2nskip_jax.models import create_model
 from n2nskip_jax.steps import AXIS, TrainState, create_optimizer, replicate

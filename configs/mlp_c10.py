@@ -1,5 +1,5 @@
 """The paper's MLP 3072-512-256-128-64-10 on CIFAR-10 (flattened images)."""
-from configs import default
+from n2nskip_jax.configs import default
 
 
 def get_config():

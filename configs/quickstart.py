@@ -5,7 +5,7 @@ weights (span 3: input -> hidden 3, hidden 1 -> hidden 4), half to random sequen
 Run with --baseline to also train plain RP at the same density and compare. Trains in under
 a minute on a 2-core CPU. MNIST-1D's published test accuracies: logistic regression 32 %,
 MLP 68 %, CNN 94 %."""
-from configs import default
+from n2nskip_jax.configs import default
 
 
 def get_config():

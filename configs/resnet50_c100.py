@@ -1,5 +1,5 @@
 """ResNet50 (CIFAR form) on CIFAR-100 with the paper's training setup."""
-from configs import default
+from n2nskip_jax.configs import default
 
 
 def get_config():

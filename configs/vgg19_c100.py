@@ -1,5 +1,5 @@
 """VGG19-BN with the paper's 4096-4096 head on CIFAR-100."""
-from configs import default
+from n2nskip_jax.configs import default
 
 
 def get_config():

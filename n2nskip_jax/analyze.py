@@ -1,4 +1,5 @@
-"""Connectivity analysis of a trained run: ``python -m n2nskip_jax.analyze --workdir DIR``.
+"""Connectivity analysis of a trained run: ``n2nskip-analyze --workdir DIR`` (``python -m
+n2nskip_jax.analyze``).
 
 Reads the run's config and newest readable checkpoint, builds the channel graph of the pruned
 network and of its dense sequential parent (same nodes), and writes
@@ -49,8 +50,8 @@ def run():
   write_json(paths['connectivity'], results)
   title = (f'{config.model}, {config.pruning.method}, skip={config.skip.kind}, '
            f'density {config.pruning.density}, {FLAGS.weights} weights, {FLAGS.mode}')
-  plots.plot_adjacency(arrays['reference_adjacency'], arrays['adjacency'], paths['adjacency'], title,
-                       groups=arrays['groups'])
+  plots.plot_adjacency(arrays['reference_adjacency'], arrays['adjacency'], paths['adjacency'],
+                       title, groups=arrays['groups'])
   if arrays['curves']:
     plots.plot_scree(K_FRACTIONS, arrays['curves'], paths['scree'], title)
   print(f"{results['nodes']} nodes, {results['components']} component(s), "
@@ -66,5 +67,10 @@ def main(argv):
   cli.user_errors(run)
 
 
-if __name__ == '__main__':
+def entry():
+  """The ``n2nskip-analyze`` command."""
   cli.run(main)
+
+
+if __name__ == '__main__':
+  entry()

@@ -2,8 +2,8 @@
 and the exit codes every tool uses.
 
 Exit codes: 0 success; 2 a user's mistake (bad flag, config key or value, missing data,
-unreadable checkpoints, unwritable directory) or a full disk; 3 training diverged; 4 a study finished with
-some runs failed (each recorded with its reason); 130 interrupted (Ctrl-C);
+unreadable checkpoints, unwritable directory) or a full disk; 3 training diverged; 4 a study
+finished with some runs failed (each recorded with its reason); 130 interrupted (Ctrl-C);
 128 + the signal's number when a preemption signal stopped training after a checkpoint (143
 SIGTERM, 138 SIGUSR1, 129 SIGHUP).
 """
@@ -49,7 +49,10 @@ def _explain(argv, error: Exception) -> str:
     return f'{error}'
   file, _, arg = path.partition(':')
   if not os.path.exists(file):
-    return f'--config={path}: no such file'
+    hint = ''
+    if os.sep not in file and not file.endswith('.py'):
+      hint = f' nor a packaged config name ({", ".join(_names(argv))})'
+    return f'--config={path}: no such file{hint}'
   try:
     module = runpy.run_path(file)
     config = module['get_config'](arg) if arg else module['get_config']()
@@ -68,11 +71,46 @@ def _explain(argv, error: Exception) -> str:
   return f'{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ""}'
 
 
-def run(main):
+def packaged_configs(folder: str = '') -> str:
+  """The folder of the packaged config files (the repository's ``configs/``, installed as
+  ``n2nskip_jax.configs``), or its subfolder ``folder`` (``'studies'``)."""
+  from n2nskip_jax import configs
+  return os.path.join(os.path.dirname(configs.__file__), folder)
+
+
+def config_by_name(argv: list[str], folder: str = '') -> list[str]:
+  """``argv`` with a ``--config`` that names a packaged config (``quickstart``, or
+  ``quickstart:arg``: no folder, no ``.py``, no such file here) replaced by its file in
+  :func:`packaged_configs`; a path is left as it is."""
+  def resolve(value: str) -> str:
+    name, sep, arg = value.partition(':')
+    if os.sep in name or name.endswith('.py') or os.path.exists(name):
+      return value
+    path = os.path.join(packaged_configs(folder), f'{name}.py')
+    return f'{path}{sep}{arg}' if os.path.exists(path) else value
+  out = list(argv)
+  for i, arg in enumerate(out):
+    if arg.startswith('--config='):
+      out[i] = '--config=' + resolve(arg.split('=', 1)[1])
+    elif arg == '--config' and i + 1 < len(out):
+      out[i + 1] = resolve(out[i + 1])
+  return out
+
+
+def _names(argv) -> list[str]:
+  """The packaged configs' names (the study tool's, if ``argv`` is the study tool's)."""
+  folder = packaged_configs('studies' if 'study' in argv[0] else '')
+  return sorted(f[:-3] for f in os.listdir(folder) if f.endswith('.py') and f[0] != '_'
+                and f != 'common.py')
+
+
+def run(main, configs: str = ''):
   """``app.run(main)`` as every tool runs: the process settings of
   :func:`execution.before_jax` first (on the CPU backend: freed host memory reused, XLA:CPU's
-  own convolutions), orbax's closing noise quieted (:func:`quiet_closed_loop`), flags parsed by
-  :func:`parse_flags`."""
+  own convolutions), orbax's closing noise quieted (:func:`quiet_closed_loop`), a config named
+  rather than given by path looked up in the packaged ``configs`` (``configs='studies'``: its
+  studies; :func:`config_by_name`), flags parsed by :func:`parse_flags`."""
+  sys.argv = config_by_name(sys.argv, configs)
   process.before_jax()
   sys.unraisablehook = quiet_closed_loop(sys.unraisablehook)
   logging.getLogger('asyncio').addFilter(_not_closed_loop)  # the same, as asyncio reports it

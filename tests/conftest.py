@@ -46,7 +46,7 @@ TINY_MODELS = {
 
 def make_config(**overrides):
   """``configs/default.py`` with ``key=value`` overrides (``pruning__density`` for groups)."""
-  from configs import default
+  from n2nskip_jax.configs import default
   c = default.get_config()
   for key, value in overrides.items():
     node, *rest = key.split('__')

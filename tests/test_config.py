@@ -61,7 +61,7 @@ def test_defaults_and_shipped_configs_are_valid():
   import importlib
   for name in ('default', 'resnet50_c10', 'resnet50_c100', 'resnet50_imagenet', 'vgg19_c10',
                'vgg19_c100', 'mlp_c10', 'quickstart'):
-    c = importlib.import_module(f'configs.{name}').get_config()
+    c = importlib.import_module(f'n2nskip_jax.configs.{name}').get_config()
     validate(c)
     assert (c.learning_rate, c.momentum, c.weight_decay, c.batch_size) == (0.05, 0.9, 5e-4, 128)
 
@@ -89,7 +89,7 @@ def test_cli_rejects_unwritable_workdir(tmp_path):
 
 
 def test_cli_refuses_a_workdir_of_another_config(tmp_path):
-  from configs import quickstart
+  from n2nskip_jax.configs import quickstart
   (tmp_path / 'config.json').write_text(quickstart.get_config().to_json())
   os.makedirs(tmp_path / 'checkpoints' / '31')  # the config binds once a checkpoint exists
   r = run_main('--config=configs/quickstart.py', f'--workdir={tmp_path}', '--config.seed=7')

@@ -6,10 +6,11 @@ from conftest import ROOT
 from nbclient import NotebookClient
 
 
-def test_quickstart_notebook_executes():
+def test_quickstart_notebook_executes(tmp_path):
+  """From a folder outside the repository: the installed package is all it needs."""
   path = os.path.join(ROOT, 'examples', 'quickstart.ipynb')
   nb = nbformat.read(path, as_version=4)
   NotebookClient(nb, timeout=300, kernel_name='python3',
-                 resources={'metadata': {'path': ROOT}}).execute()
+                 resources={'metadata': {'path': str(tmp_path)}}).execute()
   text = ''.join(o.get('text', '') for c in nb.cells if c.cell_type == 'code' for o in c.outputs)
   assert "'total': 9658" in text and 'n2nskip  test accuracy' in text and 'none     test accuracy' in text

@@ -19,7 +19,7 @@ def snapshot():
 import orbax.checkpoint  # its import adds a StreamHandler to the root logger (orbax 0.12.8)
 before = snapshot()
 import n2nskip_jax
-from configs import default
+from n2nskip_jax.configs import default
 from n2nskip_jax import network, pruning, train
 from n2nskip_jax.execution import host_memory, xla_flags
 imported = snapshot()

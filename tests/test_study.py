@@ -17,7 +17,7 @@ from n2nskip_jax.study import aggregate, grid
 
 TINY_STUDY = '''
 import ml_collections
-from configs import quickstart
+from n2nskip_jax.configs import quickstart
 
 
 def get_config(arg=None):
@@ -134,7 +134,7 @@ def test_tiny_study_and_a_preempted_one_resumed_by_two_shards_give_the_same_tabl
 
 FAILING_STUDY = '''
 import ml_collections
-from configs import quickstart
+from n2nskip_jax.configs import quickstart
 
 
 def get_config(arg=None):
@@ -285,7 +285,7 @@ def test_cli_refuses_a_workdir_it_cannot_use_in_one_line(tiny, tmp_path, case):
                                         ('controls_mlp', 72), ('methods_vgg_digits', 111)])
 def test_study_configs_list_the_right_number_of_runs(name, count):
   import importlib
-  study = importlib.import_module(f'configs.studies.{name}').get_config()
+  study = importlib.import_module(f'n2nskip_jax.configs.studies.{name}').get_config()
   assert len(grid.runs(study)) == count
 
 

@@ -80,7 +80,7 @@ def test_train_step_is_compiled_once_per_run_and_resume(tmp_path, monkeypatch):
 
 def test_quickstart_learns_and_masks_never_change(tmp_path):
   """N2NSkip-RP at 5 %: learns; masks bit-identical after training; pruned weights stay 0."""
-  from configs import quickstart
+  from n2nskip_jax.configs import quickstart
   config = quickstart.get_config()
   summary = train.train_and_evaluate(config, str(tmp_path))
   assert summary['test_accuracy'] > 0.2  # chance is 0.10

@@ -11,8 +11,8 @@ from another seed.
 """
 import itertools
 
-from configs import quickstart
-from configs.studies.common import study
+from n2nskip_jax.configs import quickstart
+from n2nskip_jax.configs.studies.common import study
 
 CONTROLS = {'pruning.shuffle': (False, True), 'pruning.reinit': (False, True),
             'skip.kind': ('none', 'n2nskip')}

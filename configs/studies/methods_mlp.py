@@ -6,8 +6,8 @@ seeds are ``offline_mlp.py``'s, so its RP and CSP cells compare directly.
 
     python -m n2nskip_jax.study --config configs/studies/methods_mlp.py
 """
-from configs import quickstart
-from configs.studies.common import DENSE, study
+from n2nskip_jax.configs import quickstart
+from n2nskip_jax.configs.studies.common import DENSE, study
 
 
 def get_config(arg: str | None = None):

@@ -7,8 +7,8 @@ x 3 seeds, plus the dense network: 111 runs of 15 epochs.
 
     python -m n2nskip_jax.study --config configs/studies/methods_vgg_digits.py
 """
-from configs.studies import offline_vgg_digits
-from configs.studies.common import DENSE, study
+from n2nskip_jax.configs.studies import offline_vgg_digits
+from n2nskip_jax.configs.studies.common import DENSE, study
 
 
 def get_config(arg: str | None = None):

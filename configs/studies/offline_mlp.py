@@ -5,8 +5,8 @@ x 5 seeds, plus the dense network: 185 runs of 30 epochs (about 25 minutes on 2 
 
     python -m n2nskip_jax.study --config configs/studies/offline_mlp.py
 """
-from configs import quickstart
-from configs.studies.common import DENSE, study
+from n2nskip_jax.configs import quickstart
+from n2nskip_jax.configs.studies.common import DENSE, study
 
 
 def get_config(arg: str | None = None):

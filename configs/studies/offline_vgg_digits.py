@@ -6,8 +6,8 @@ network: 39 runs of 15 epochs (about 30 minutes on 2 CPU cores).
 
     python -m n2nskip_jax.study --config configs/studies/offline_vgg_digits.py
 """
-from configs import default
-from configs.studies.common import study
+from n2nskip_jax.configs import default
+from n2nskip_jax.configs.studies.common import study
 
 
 def get_config(arg: str | None = None):

@@ -6,8 +6,8 @@ weights and VGG19's 3x3 skip layers hold 16.7M (the study refuses such a grid up
 
     python -m n2nskip_jax.study --config configs/studies/paper_fig6.py --dry_run
 """
-from configs import vgg19_c10
-from configs.studies.common import study
+from n2nskip_jax.configs import vgg19_c10
+from n2nskip_jax.configs.studies.common import study
 
 
 def get_config(arg: str | None = None):

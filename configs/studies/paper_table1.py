@@ -6,8 +6,8 @@ paper's 300 epochs (SGD, momentum 0.9, lr 0.05 halved every 30 epochs, wd 5e-4, 
 
     python -m n2nskip_jax.study --config configs/studies/paper_table1.py --dry_run
 """
-from configs import default
-from configs.studies.common import DENSE, study
+from n2nskip_jax.configs import default
+from n2nskip_jax.configs.studies.common import DENSE, study
 
 
 def get_config(arg: str | None = None):

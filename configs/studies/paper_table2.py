@@ -5,8 +5,8 @@ ImageNet must be prepared for tfds in ``--config.base.data_dir`` (see the README
 
     python -m n2nskip_jax.study --config configs/studies/paper_table2.py --dry_run
 """
-from configs import resnet50_imagenet
-from configs.studies.common import study
+from n2nskip_jax.configs import resnet50_imagenet
+from n2nskip_jax.configs.studies.common import study
 
 
 def get_config(arg: str | None = None):

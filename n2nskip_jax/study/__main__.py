@@ -1,7 +1,8 @@
-"""The study CLI: ``python -m n2nskip_jax.study --config configs/studies/NAME.py``.
+"""The study command: ``n2nskip-study --config NAME`` (``python -m n2nskip_jax.study``).
 
 Flags:
-  --config          a study config (see ``n2nskip_jax/study/grid.py``); override any key with
+  --config          a study config file (``configs/studies/NAME.py``) or a packaged one's
+                    name (``NAME``; keys: ``n2nskip_jax/study/grid.py``); override any key with
                     ``--config.base.num_epochs=5``, ``--config.seeds=0,1``,
                     ``--config.axes.pruning.density=0.1,0.05``.
   --workdir         where the runs and the tables go; default ``runs/studies/<config name>``.
@@ -101,6 +102,11 @@ def main(argv):
   cli.user_errors(run)
 
 
-if __name__ == '__main__':
+def entry():
+  """The ``n2nskip-study`` command."""
   from n2nskip_jax import cli
-  cli.run(main)
+  cli.run(main, configs='studies')
+
+
+if __name__ == '__main__':
+  entry()
