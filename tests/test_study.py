@@ -118,8 +118,8 @@ def test_tiny_study_and_a_preempted_one_resumed_by_two_shards_give_the_same_tabl
     with open(logs[name], 'w') as f:
       procs.append(study_cli(tiny, stopped, *flags, wait=False, log=f))
   assert [p.wait(timeout=600) for p in procs] == [0, 0], logs['shard0'].read_text()[-2000:]
-  trained = [line.split(' done ')[1].split(':')[0] for name in ('shard0', 'shard1')
-             for line in logs[name].read_text().splitlines() if ' done ' in line]
+  trained = [line.split('] done ')[1].split(':')[0] for name in ('shard0', 'shard1')
+             for line in logs[name].read_text().splitlines() if '] done ' in line]
   assert len(trained) == len(set(trained)) and finished[0] not in trained  # each run once
   everything = os.listdir(stopped / 'runs')
   assert len(everything) == 4 and sorted(trained) == sorted(set(everything) - set(analyzed))
