@@ -70,6 +70,23 @@ class MetricsWriter:
       self._tb.close()
 
 
+def write_hparams(workdir: str, config, results: dict) -> None:
+  """The run's config keys (flattened: ``pruning.density``; tuples as text) as TensorBoard
+  hyperparameters with ``results`` (``test_accuracy``...) as their metrics, in
+  ``tensorboard/hparams``: TensorBoard's HParams tab then compares runs by any key."""
+  def flat(tree, prefix=''):
+    for key, value in tree.items():
+      if isinstance(value, dict):
+        yield from flat(value, f'{prefix}{key}.')
+      else:
+        yield f'{prefix}{key}', value if isinstance(value, (bool, int, float, str)) else str(value)
+  hparams = dict(flat(config.to_dict()))
+  metrics = {f'hparams/{k}': float(v) for k, v in results.items()}
+  with writing(f'the hyperparameters to {workdir}/tensorboard/hparams'):
+    with tensorboardX.SummaryWriter(os.path.join(workdir, 'tensorboard')) as tb:
+      tb.add_hparams(hparams, metrics, name='hparams')
+
+
 def hms(seconds: float) -> str:
   """``3725`` -> ``'1h02m05s'``."""
   s = int(round(seconds))

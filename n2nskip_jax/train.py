@@ -23,7 +23,7 @@ from n2nskip_jax import data as data_lib
 from n2nskip_jax import execution, network, preemption, pruning, rundir, runlock, sparsity
 from n2nskip_jax.config import logging_for_runs, validate
 from n2nskip_jax.errors import Diverged, Interrupted, Preempted, UserError, writing
-from n2nskip_jax.metrics import MetricsWriter, Progress, write_json
+from n2nskip_jax.metrics import MetricsWriter, Progress, write_hparams, write_json
 from n2nskip_jax.steps import AXIS, TrainState, create_optimizer, learning_rate_schedule
 from n2nskip_jax.steps import replicate
 
@@ -325,6 +325,8 @@ def _train_and_evaluate(config, workdir: str, masks, stop, lock) -> dict:
       'config': json.loads(config.to_json()),
   }
   if is_main:
+    write_hparams(workdir, config, {k: summary[k] for k in ('test_accuracy', 'test_loss',
+                                                            'params_nonzero', 'dead_units')})
     write_json(os.path.join(workdir, rundir.SUMMARY), summary)
   logging.info('Done: test accuracy %.4f after %d steps; %d nonzero prunable weights '
                '(reference network: %d).', summary['test_accuracy'], summary['steps'],

@@ -341,3 +341,10 @@ def test_a_full_disk_stops_in_one_line_and_loses_nothing(tmp_path):
   for a, b in zip(jax.tree.leaves(resumed['state']['params']),
                   jax.tree.leaves(reference['state']['params'])):
     np.testing.assert_array_equal(a, b)
+
+
+def test_a_finished_run_logs_its_config_as_tensorboard_hyperparameters(two_epochs):
+  folder = two_epochs / 'run' / 'tensorboard' / 'hparams'
+  events = b''.join((folder / name).read_bytes() for name in os.listdir(folder))
+  for text in (b'pruning.density', b'mlp_hidden', b'hparams/test_accuracy'):
+    assert text in events
