@@ -84,12 +84,15 @@ def convolution(x, kernel, strides, padding):
                                   dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
 
 
+BN_MOMENTUM = 0.9  # the running averages' weight (Flax's convention; PyTorch's 0.1)
+
+
 def batch_norm(norm, train: bool, dtype: Any, axis_name: str | None):
   """``norm`` (``flax.linen.BatchNorm`` or a module with its fields) with PyTorch's defaults:
-  running-average momentum 0.1 in PyTorch's convention (0.9 in Flax's), eps 1e-5; batch
-  statistics in training, averaged over ``axis_name`` under ``pmap``."""
-  return functools.partial(norm, use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                           dtype=dtype, axis_name=axis_name)
+  running-average momentum 0.1 in PyTorch's convention (:data:`BN_MOMENTUM` in Flax's), eps
+  1e-5; batch statistics in training, averaged over ``axis_name`` under ``pmap``."""
+  return functools.partial(norm, use_running_average=not train, momentum=BN_MOMENTUM,
+                           epsilon=1e-5, dtype=dtype, axis_name=axis_name)
 
 
 def max_pool_2x2(x):

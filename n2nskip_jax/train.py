@@ -23,6 +23,7 @@ from n2nskip_jax import data as data_lib
 from n2nskip_jax import execution, network, preemption, pruning, rundir, runlock, sparsity
 from n2nskip_jax.config import logging_for_runs, validate
 from n2nskip_jax.errors import Diverged, Interrupted, Preempted, UserError, writing
+from n2nskip_jax.layers import BN_MOMENTUM
 from n2nskip_jax.metrics import MetricsWriter, Progress, write_hparams, write_json
 from n2nskip_jax.steps import AXIS, TrainState, create_optimizer, learning_rate_schedule
 from n2nskip_jax.steps import replicate
@@ -249,6 +250,7 @@ def _train_and_evaluate(config, workdir: str, masks, stop, lock) -> dict:
   lr = learning_rate_schedule(config, steps_per_epoch)
   writer = MetricsWriter(workdir, step, enabled=is_main)
   p_state = replicate(state)
+  uses_batch_norm = bool(jax.tree.leaves(state.batch_stats))
   block = jax.default_backend() == 'cpu'  # docs/DESIGN.md, section 4: collectives on fake CPU devices
   start_time = time.time()
   progress = Progress(total, step, config.batch_size)
@@ -288,6 +290,12 @@ def _train_and_evaluate(config, workdir: str, masks, stop, lock) -> dict:
           _last_good(ckpt, workdir)  # written before the process exits
           raise Preempted(signum, step)
       if (epoch + 1) % config.eval_every_epochs == 0 or epoch + 1 == config.num_epochs:
+        if uses_batch_norm and BN_MOMENTUM ** step > 0.01:
+          logging.warning(
+              "After %d steps, BatchNorm's running statistics, which the test numbers use, "
+              'still weigh their initial values by %.0f %% (momentum %g a step): the test loss '
+              'and accuracy of so short a run can be far off (the train loss uses batch '
+              'statistics).', step, 100 * BN_MOMENTUM ** step, BN_MOMENTUM)
         result = evaluate(p_eval_step, p_state, data)
         logging.info('epoch %d: test accuracy %.4f, loss %.4f', epoch + 1,
                      result['test_accuracy'], result['test_loss'])
