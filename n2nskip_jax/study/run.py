@@ -145,20 +145,20 @@ def run_study(study, workdir: str, shard_spec: str = '0/1',
   return failed
 
 
-COMPILE_CACHE, COMPILE_CACHE_BYTES = 'compile_cache', 2 * 1024 ** 3
+COMPILE_CACHE = 'compile_cache'
 
 
 def keep_compiled_programs(workdir: str) -> None:
   """Keeps the programs that take over a second to compile in ``<workdir>/compile_cache``
-  (JAX's persistent compilation cache, at most 2 GiB, least recently used dropped), unless JAX
+  (JAX's persistent compilation cache; delete the folder when the study is done), unless JAX
   has a cache directory already (``JAX_COMPILATION_CACHE_DIR``): the study clears JAX's caches
   in memory after every run, and runs of one model then load, not compile again, what they
   share (``network.init`` of a conv net compiles for 10-25 s on a CPU). Call it before JAX
-  compiles anything; the study command does."""
+  compiles anything; the study command does. (JAX's size limit for the folder needs the
+  ``filelock`` package, which this project does not install: no limit is set.)"""
   if jax.config.jax_compilation_cache_dir:
     return
   jax.config.update('jax_compilation_cache_dir', os.path.join(workdir, COMPILE_CACHE))
-  jax.config.update('jax_compilation_cache_max_size', COMPILE_CACHE_BYTES)
 
 
 def _release_compiled() -> None:
