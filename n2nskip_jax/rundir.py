@@ -50,9 +50,9 @@ def default_workdir(config_path: str, config) -> str:
   resolved = json.loads(config.to_json())
   resolved.pop('execution', None)
   for key, value in ADDED_KEYS.items():
-    group, name = key.split('.')
-    if resolved[group].get(name) == value:
-      del resolved[group][name]
+    group, leaf = key.split('.')
+    if resolved[group].get(leaf) == value:
+      del resolved[group][leaf]
   resolved.update(conv_impl='auto')
   resolved['pruning']['execution'] = resolved['skip']['execution'] = 'auto'
   digest = hashlib.sha1(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:8]

@@ -94,3 +94,10 @@ def test_cli_refuses_a_workdir_of_another_config(tmp_path):
   os.makedirs(tmp_path / 'checkpoints' / '31')  # the config binds once a checkpoint exists
   r = run_main('--config=configs/quickstart.py', f'--workdir={tmp_path}', '--config.seed=7')
   assert r.returncode == 2 and "different config (keys ['seed'])" in r.stderr
+
+
+def test_the_default_run_directory_is_named_after_the_config_file():
+  from n2nskip_jax import rundir
+  from n2nskip_jax.configs import quickstart
+  workdir = rundir.default_workdir('configs/quickstart.py', quickstart.get_config())
+  assert os.path.basename(workdir).startswith('quickstart-')
