@@ -2,7 +2,6 @@
 the strict, atomic JSON writer every result file of the project goes through."""
 import json
 import os
-import time
 
 import tensorboardX
 
@@ -85,43 +84,3 @@ def write_hparams(workdir: str, config, results: dict) -> None:
   with writing(f'the hyperparameters to {workdir}/tensorboard/hparams'):
     with tensorboardX.SummaryWriter(os.path.join(workdir, 'tensorboard')) as tb:
       tb.add_hparams(hparams, metrics, name='hparams')
-
-
-def hms(seconds: float) -> str:
-  """``3725`` -> ``'1h02m05s'``."""
-  s = int(round(seconds))
-  return f'{s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s'
-
-
-class Progress:
-  """Throughput and ETA of a loop of ``total`` steps (as clu's ``ReportProgress`` in the Flax
-  examples): timed from the end of the first step this process runs, so compilation is
-  excluded."""
-
-  def __init__(self, total: int, start: int, batch_size: int):
-    self.total, self.batch_size = total, batch_size
-    self._first = self._mark = None
-    self._last = start
-
-  def step(self, step: int) -> None:
-    now = time.time()
-    if self._first is None:
-      self._first = self._mark = (step, now)
-    self._last = step
-
-  def rates(self) -> dict:
-    """``{'images_per_second': ...}`` since the previous call (empty before two steps ran)."""
-    if self._mark is None or self._last <= self._mark[0]:
-      return {}
-    now = time.time()
-    ips = (self._last - self._mark[0]) * self.batch_size / (now - self._mark[1])
-    self._mark = (self._last, now)
-    return {'images_per_second': ips}
-
-  def text(self) -> str:
-    """``'1234 img/s, ETA 0h01m05s'`` from the average since the first step."""
-    if self._first is None or self._last <= self._first[0]:
-      return ''
-    per_step = (time.time() - self._first[1]) / (self._last - self._first[0])
-    return (f'{self.batch_size / per_step:.0f} img/s, '
-            f'ETA {hms(per_step * (self.total - self._last))}')

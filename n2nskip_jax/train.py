@@ -24,7 +24,8 @@ from n2nskip_jax import execution, network, preemption, pruning, rundir, runlock
 from n2nskip_jax.config import logging_for_runs, validate
 from n2nskip_jax.errors import Diverged, Interrupted, Preempted, UserError, writing
 from n2nskip_jax.layers import BN_MOMENTUM
-from n2nskip_jax.metrics import MetricsWriter, Progress, write_hparams, write_json
+from n2nskip_jax.metrics import MetricsWriter, write_hparams, write_json
+from n2nskip_jax.progress import Progress
 from n2nskip_jax.steps import AXIS, TrainState, create_optimizer, learning_rate_schedule
 from n2nskip_jax.steps import replicate
 
@@ -253,63 +254,64 @@ def _train_and_evaluate(config, workdir: str, masks, stop, lock) -> dict:
   uses_batch_norm = bool(jax.tree.leaves(state.batch_stats))
   block = jax.default_backend() == 'cpu'  # docs/DESIGN.md, section 4: collectives on fake CPU devices
   start_time = time.time()
-  progress = Progress(total, step, config.batch_size)
   final, final_step = None, None
   compiling = time.time() if step < total else None
   if compiling:
     logging.info('Compiling the train step; the first step waits for it.')
-  try:
-    for epoch in range(step // steps_per_epoch, config.num_epochs):
-      for batch in data.train_batches(epoch, step - epoch * steps_per_epoch):
-        p_state, metrics = p_train_step(p_state, shard(batch))
-        if block or compiling:
-          jax.block_until_ready(metrics)
-        step += 1
-        progress.step(step)
-        if compiling:
-          logging.info('First step done in %.1f s, compiling included.', time.time() - compiling)
-          compiling = None
-        # At every log step and at the end of every epoch, whatever log_every_steps says.
-        if step % config.log_every_steps == 0 or step % steps_per_epoch == 0:
-          m = jax_utils.unreplicate(metrics)
-          if not np.isfinite(m['loss']):
-            raise Diverged(step, _last_good(ckpt, workdir))
-          scalars = {'train_loss': m['loss'], 'train_accuracy': m['accuracy'],
-                     'learning_rate': lr(step - 1), **progress.rates()}
-          logging.info('epoch %d/%d step %d/%d loss %.4f acc %.4f lr %.4g %s', epoch + 1,
-                       config.num_epochs, step, total, m['loss'], m['accuracy'], lr(step - 1),
-                       progress.text())
-          writer.write(step, **scalars)
-          lock.refresh()
-        saved = config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0
-        if saved:
-          _save(ckpt, workdir, step, p_state, rng)
-        if signum := stop.signal_at(step, config.log_every_steps):
-          if not saved:
+  with Progress(total, step, config.batch_size, bar=is_main) as progress:
+    try:
+      for epoch in range(step // steps_per_epoch, config.num_epochs):
+        for batch in data.train_batches(epoch, step - epoch * steps_per_epoch):
+          p_state, metrics = p_train_step(p_state, shard(batch))
+          if block or compiling:
+            jax.block_until_ready(metrics)
+          step += 1
+          progress.step(step)
+          if compiling:
+            logging.info('First step done in %.1f s, compiling included.', time.time() - compiling)
+            compiling = None
+          # At every log step and at the end of every epoch, whatever log_every_steps says.
+          if step % config.log_every_steps == 0 or step % steps_per_epoch == 0:
+            m = jax_utils.unreplicate(metrics)
+            if not np.isfinite(m['loss']):
+              raise Diverged(step, _last_good(ckpt, workdir))
+            scalars = {'train_loss': m['loss'], 'train_accuracy': m['accuracy'],
+                       'learning_rate': lr(step - 1), **progress.rates()}
+            logging.info('epoch %d/%d step %d/%d loss %.4f acc %.4f lr %.4g %s', epoch + 1,
+                         config.num_epochs, step, total, m['loss'], m['accuracy'], lr(step - 1),
+                         progress.text())
+            progress.show(epoch=f'{epoch + 1}/{config.num_epochs}', loss=f"{m['loss']:.4f}")
+            writer.write(step, **scalars)
+            lock.refresh()
+          saved = config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0
+          if saved:
             _save(ckpt, workdir, step, p_state, rng)
-          _last_good(ckpt, workdir)  # written before the process exits
-          raise Preempted(signum, step)
-      if (epoch + 1) % config.eval_every_epochs == 0 or epoch + 1 == config.num_epochs:
-        if uses_batch_norm and BN_MOMENTUM ** step > 0.01:
-          logging.warning(
-              "After %d steps, BatchNorm's running statistics, which the test numbers use, "
-              'still weigh their initial values by %.0f %% (momentum %g a step): the test loss '
-              'and accuracy of so short a run can be far off (the train loss uses batch '
-              'statistics).', step, 100 * BN_MOMENTUM ** step, BN_MOMENTUM)
-        result = evaluate(p_eval_step, p_state, data)
-        logging.info('epoch %d: test accuracy %.4f, loss %.4f', epoch + 1,
-                     result['test_accuracy'], result['test_loss'])
-        if not np.isfinite(result['test_loss']):
-          raise Diverged(step, _last_good(ckpt, workdir), 'test loss')
-        writer.write(step, **result)
-        final, final_step = result, step
-      _save(ckpt, workdir, step, p_state, rng)
-  except KeyboardInterrupt:
-    raise Interrupted(step, _last_good(ckpt, workdir)) from None
-  finally:
-    with writing(f'the checkpoints in {ckpt.directory}'):  # the saves still in flight
-      ckpt.close()
-    writer.close()
+          if signum := stop.signal_at(step, config.log_every_steps):
+            if not saved:
+              _save(ckpt, workdir, step, p_state, rng)
+            _last_good(ckpt, workdir)  # written before the process exits
+            raise Preempted(signum, step)
+        if (epoch + 1) % config.eval_every_epochs == 0 or epoch + 1 == config.num_epochs:
+          if uses_batch_norm and BN_MOMENTUM ** step > 0.01:
+            logging.warning(
+                "After %d steps, BatchNorm's running statistics, which the test numbers use, "
+                'still weigh their initial values by %.0f %% (momentum %g a step): the test loss '
+                'and accuracy of so short a run can be far off (the train loss uses batch '
+                'statistics).', step, 100 * BN_MOMENTUM ** step, BN_MOMENTUM)
+          result = evaluate(p_eval_step, p_state, data)
+          logging.info('epoch %d: test accuracy %.4f, loss %.4f', epoch + 1,
+                       result['test_accuracy'], result['test_loss'])
+          if not np.isfinite(result['test_loss']):
+            raise Diverged(step, _last_good(ckpt, workdir), 'test loss')
+          writer.write(step, **result)
+          final, final_step = result, step
+        _save(ckpt, workdir, step, p_state, rng)
+    except KeyboardInterrupt:
+      raise Interrupted(step, _last_good(ckpt, workdir)) from None
+    finally:
+      with writing(f'the checkpoints in {ckpt.directory}'):  # the saves still in flight
+        ckpt.close()
+      writer.close()
 
   if final_step != step:  # resumed a finished run: nothing was evaluated above
     final = evaluate(p_eval_step, p_state, data)

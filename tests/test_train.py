@@ -51,6 +51,7 @@ def test_end_to_end_on_mock_cifar10(tmp_path):
   compiling = [i for i, line in enumerate(lines) if 'Compiling the train step' in line]
   first = [i for i, line in enumerate(lines) if 'First step done in' in line]
   assert len(compiling) == len(first) == 1 and compiling[0] < first[0]
+  assert '\r' not in r.stderr and 'img/s]' not in r.stderr  # no progress bar in a pipe
 
 
 def test_dense_mlp_learns_mnist1d(tmp_path):

@@ -26,7 +26,8 @@ from n2nskip_jax import preemption, rundir, runlock, sparsity, train
 from n2nskip_jax.connectivity import heat
 from n2nskip_jax.connectivity.graph import network_graph
 from n2nskip_jax.errors import Diverged, DiskFull, Interrupted, Preempted, UserError
-from n2nskip_jax.metrics import hms, write_json
+from n2nskip_jax.metrics import write_json
+from n2nskip_jax.progress import hms
 from n2nskip_jax.study import grid
 
 CONNECTIVITY = 'connectivity-initial-weighted.json'
