@@ -5,8 +5,8 @@ Flags:
   --config   a config file (``configs/resnet50_c10.py``), or the name of a packaged one
              (``resnet50_c10``: a file of ``configs/``); override keys with --config.key=value.
   --workdir  where checkpoints, metrics and the summary go; default
-             ``runs/<config name>-<hash of the config>``, so rerunning the same command
-             resumes the same run.
+             ``runs/<config name>-<overridden keys>-<hash of the config>``, so rerunning the
+             same command resumes the same run.
   --baseline also train the same config without skip layers (plain RP/CSP/structured at
              the same density) in ``<workdir>/baseline`` and print both results.
 """
@@ -19,7 +19,7 @@ from ml_collections import config_flags
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Config file (see configs/default.py).',
                                 lock_config=True)
-flags.DEFINE_string('workdir', None, 'Run directory (default: runs/<config>-<hash>).')
+flags.DEFINE_string('workdir', None, 'Run directory (default: runs/<config>-<overrides>-<hash>).')
 flags.DEFINE_bool('baseline', False, 'Also train the config without skip layers and compare.')
 flags.mark_flags_as_required(['config'])
 
@@ -31,8 +31,9 @@ def main(argv):
   from n2nskip_jax.config import setup_logging
   from n2nskip_jax.errors import UserError
   setup_logging()
-  workdir = FLAGS.workdir or rundir.default_workdir(flags.FLAGS['config'].config_filename,
-                                                    FLAGS.config)
+  workdir = FLAGS.workdir or rundir.default_workdir(
+      FLAGS['config'].config_filename, FLAGS.config,
+      config_flags.get_override_values(FLAGS['config']))
   logging.info('workdir: %s', workdir)
   config = FLAGS.config
 

@@ -7,6 +7,7 @@ in the same directory must use the same config, except for :data:`RESUMABLE_KEYS
 import hashlib
 import json
 import os
+import re
 
 import ml_collections
 
@@ -14,15 +15,16 @@ from n2nskip_jax.checkpoints import Checkpoints
 from n2nskip_jax.errors import UserError
 from n2nskip_jax.metrics import write_json
 
+# Keys that only choose how the masked layers execute (the `execution` group and the names its
+# keys had before it): left out of the default run directory's name and hash.
+EXECUTION_KEYS = ('execution.*', 'conv_impl', 'pruning.execution', 'skip.execution')
 # Keys a resumed run may change: they do not alter the trajectory of the run, or alter it by
-# float rounding only (how the masked layers execute, like the process count: every key of the
-# `execution` group, and the names its keys had before it). A key missing from a stored config
-# (written before the key existed) counts as changed.
+# float rounding only (how the masked layers execute, like the process count). A key missing
+# from a stored config (written before the key existed) counts as changed.
 RESUMABLE_KEYS = ('num_epochs', 'log_every_steps', 'eval_every_epochs', 'eval_batch_size',
                   'checkpoint_every_steps', 'max_checkpoints_to_keep', 'data_dir',
                   'download', 'multihost', 'restart_on_corrupt', 'coordinator_address',
-                  'num_processes', 'process_id', 'heartbeat_timeout', 'execution.*',
-                  'conv_impl', 'pruning.execution', 'skip.execution')
+                  'num_processes', 'process_id', 'heartbeat_timeout', *EXECUTION_KEYS)
 # Keys added after runs were stored, each with the value that reproduces those runs: a stored
 # config without one is read with it, and the default run directory's name leaves it out while
 # it has that value (older runs keep their folders).
@@ -40,12 +42,17 @@ def with_added_keys(stored: dict) -> dict:
   return out
 
 
-def default_workdir(config_path: str, config) -> str:
-  """``runs/<config file name>-<hash of the resolved config>``: the same command, the same
-  directory, so rerunning a command resumes its run. The hash leaves out how the layers
-  execute (``config.execution``), which does not change the run; it is taken as before that
-  group existed (its keys' old names at their defaults) and without :data:`ADDED_KEYS` at
-  their values, so older runs keep their folders."""
+MAX_LABEL = 96  # characters of overridden keys in a default run directory's name
+
+
+def default_workdir(config_path: str, config, overrides: dict | None = None) -> str:
+  """``runs/<config file name>[-<key>=<value>...]-<hash of the resolved config>``: the same
+  command, the same directory, so rerunning a command resumes its run; the command line's
+  ``overrides`` (``{'pruning.density': 0.02}``) make the name readable, e.g. as TensorBoard's
+  run name. The hash leaves out how the layers execute (:data:`EXECUTION_KEYS`), which does
+  not change the run; it is taken as before that group existed (its keys' old names at their
+  defaults) and without :data:`ADDED_KEYS` at their values, so older runs keep their folders,
+  as do those named before overrides were part of the name."""
   name = os.path.splitext(os.path.basename(config_path.split(':')[0]))[0]
   resolved = json.loads(config.to_json())
   resolved.pop('execution', None)
@@ -56,7 +63,19 @@ def default_workdir(config_path: str, config) -> str:
   resolved.update(conv_impl='auto')
   resolved['pruning']['execution'] = resolved['skip']['execution'] = 'auto'
   digest = hashlib.sha1(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:8]
-  return os.path.join('runs', f'{name}-{digest}')
+  unlabelled = os.path.join('runs', f'{name}-{digest}')
+  label = _label({k: v for k, v in (overrides or {}).items() if not _matches(k, EXECUTION_KEYS)})
+  if not label or os.path.isdir(unlabelled):
+    return unlabelled
+  return os.path.join('runs', f'{name}-{label}-{digest}')
+
+
+def _label(overrides: dict) -> str:
+  """``{'pruning.density': 0.02, 'seed': 3}`` -> ``'pruning.density=0.02-seed=3'``, as a
+  file name (no spaces; other characters than ``\\w.,=+()-`` become ``_``), at most :data:`MAX_LABEL` characters."""
+  text = '-'.join(f'{k}={v}' for k, v in overrides.items())
+  text = re.sub(r'[^\w.,=+()-]+', '_', re.sub(r'\s+', '', text))
+  return text if len(text) <= MAX_LABEL else text[:MAX_LABEL - 3] + '...'
 
 
 def changed_keys(old: dict, new: dict, prefix: str = '') -> list[str]:
@@ -74,7 +93,12 @@ def changed_keys(old: dict, new: dict, prefix: str = '') -> list[str]:
 def resumable(key: str) -> bool:
   """Whether a resumed run may change ``key`` (:data:`RESUMABLE_KEYS`; ``group.*`` names a
   whole group)."""
-  return key in RESUMABLE_KEYS or f'{key.partition(".")[0]}.*' in RESUMABLE_KEYS
+  return _matches(key, RESUMABLE_KEYS)
+
+
+def _matches(key: str, patterns: tuple) -> bool:
+  """Whether ``key`` is one of ``patterns`` (``group.*`` names a whole group)."""
+  return key in patterns or f'{key.partition(".")[0]}.*' in patterns
 
 
 def check_writable(workdir: str) -> None:

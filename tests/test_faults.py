@@ -165,6 +165,23 @@ def test_keys_added_later_leave_the_default_run_folder_as_it_was():
   assert rundir.default_workdir('configs/tiny.py', tiny(pruning__shuffle=True)) != name
 
 
+def test_the_default_run_folder_names_the_overridden_keys_and_keeps_older_folders(
+    tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  config, plain = tiny(seed=3, pruning__density=0.2), rundir.default_workdir('tiny.py', tiny())
+  overrides = {'seed': 3, 'pruning.density': 0.2, 'execution.conv': 'xla', 'model': 'a b/c'}
+  name = rundir.default_workdir('tiny.py', config, overrides)
+  unlabelled = rundir.default_workdir('tiny.py', config)
+  digest = unlabelled.rsplit('-', 1)[1]  # the resume key: the overrides do not change it
+  assert name == os.path.join('runs', f'tiny-seed=3-pruning.density=0.2-model=ab_c-{digest}')
+  assert rundir.default_workdir('tiny.py', config, {'execution.conv': 'xla'}) == unlabelled
+  long = rundir.default_workdir('tiny.py', config, {'data_dir': 'x' * 500})
+  assert len(os.path.basename(long)) < 120 and long.endswith(f'...-{digest}')
+  assert plain != unlabelled
+  os.makedirs(unlabelled)  # a run stored before overrides were part of the name
+  assert rundir.default_workdir('tiny.py', config, overrides) == unlabelled
+
+
 def test_torn_metrics_line_is_dropped_and_broken_config_json_is_named(tmp_path):
   (tmp_path / 'metrics.jsonl').write_text('{"step": 5, "train_loss": 1.0}\n{"step": 10, "tr')
   MetricsWriter(str(tmp_path), resume_step=10).close()

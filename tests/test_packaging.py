@@ -2,6 +2,7 @@
 commands, which work from any directory."""
 import json
 import os
+import re
 import subprocess
 import sys
 import tomllib
@@ -33,14 +34,16 @@ def test_the_commands_find_packaged_configs_by_name_from_any_directory(tmp_path)
   """From a folder outside the repository: train the quickstart config by name, list a packaged
   study's runs by name, analyze the run; a name that is not packaged is refused in one line."""
   r = command('n2nskip-train', '--config=quickstart', '--config.dataset=digits',
-              '--config.num_epochs=1', '--config.mlp_hidden=32,16,16', '--workdir=run',
-              cwd=tmp_path)
+              '--config.num_epochs=1', '--config.mlp_hidden=32,16,16', cwd=tmp_path)
   assert r.returncode == 0, r.stderr[-2000:]
-  assert json.loads((tmp_path / 'run' / 'summary.json').read_text())['config']['dataset'] == 'digits'
+  [run] = os.listdir(tmp_path / 'runs')  # named after the config and the keys overridden
+  assert re.fullmatch(r'quickstart-dataset=digits-num_epochs=1-mlp_hidden=\(32,16,16\)-\w{8}', run)
+  run = os.path.join('runs', run)
+  assert json.loads((tmp_path / run / 'summary.json').read_text())['config']['dataset'] == 'digits'
   r = command('n2nskip-study', '--config', 'offline_mlp', '--dry_run', cwd=tmp_path)
   assert r.returncode == 0 and r.stdout.strip().endswith('185 runs'), r.stderr[-2000:]
-  r = command('n2nskip-analyze', '--workdir=run', '--num_times=3', cwd=tmp_path)
-  assert r.returncode == 0 and (tmp_path / 'run' / 'adjacency-final-weighted.png').exists()
+  r = command('n2nskip-analyze', f'--workdir={run}', '--num_times=3', cwd=tmp_path)
+  assert r.returncode == 0 and (tmp_path / run / 'adjacency-final-weighted.png').exists()
   r = command('n2nskip-train', '--config=quickstrat', cwd=tmp_path)
   assert r.returncode == 2 and 'Traceback' not in r.stderr
   assert 'nor a packaged config name (default, mlp_c10, quickstart,' in r.stderr, r.stderr
