@@ -52,6 +52,21 @@ _ACTIVE: list[StopRequests] = []
 
 
 @contextlib.contextmanager
+def _handling(signals, handler):
+  """``handler`` for ``signals`` inside the block, their previous handlers restored on exit.
+  Outside the main thread, where Python cannot install handlers, the block runs as is."""
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+  previous = {s: signal.signal(s, handler) for s in signals}
+  try:
+    yield
+  finally:
+    for s, old in previous.items():
+      signal.signal(s, old)
+
+
+@contextlib.contextmanager
 def stop_requests():
   """Yields this process's :class:`StopRequests`, with :data:`SIGNALS` recorded into it for the
   duration of the block; their previous handlers are restored on exit. Nested blocks share the
@@ -61,14 +76,21 @@ def stop_requests():
     yield _ACTIVE[0]
     return
   requests = StopRequests()
-  if threading.current_thread() is not threading.main_thread():
-    yield requests
-    return
-  previous = {s: signal.signal(s, requests._record) for s in SIGNALS}
-  _ACTIVE.append(requests)
-  try:
-    yield requests
-  finally:
-    _ACTIVE.pop()
-    for s, handler in previous.items():
-      signal.signal(s, handler)
+  with _handling(SIGNALS, requests._record):
+    _ACTIVE.append(requests)
+    try:
+      yield requests
+    finally:
+      _ACTIVE.pop()
+
+
+@contextlib.contextmanager
+def interrupt_after():
+  """Defers Ctrl-C (SIGINT) to the end of the block, e.g. around a checkpoint save: a
+  KeyboardInterrupt raised inside orbax's save (while it starts its writer threads) escaped as
+  a traceback, or was lost."""
+  received = []
+  with _handling((signal.SIGINT,), lambda *_: received.append(True)):
+    yield
+  if received:
+    raise KeyboardInterrupt

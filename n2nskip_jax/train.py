@@ -6,11 +6,8 @@
 Writes the run directory (:mod:`n2nskip_jax.rundir`): ``config.json``, ``checkpoints/<step>``,
 ``metrics.jsonl``, ``tensorboard/`` and, at the end, ``summary.json``.
 """
-import contextlib
 import json
 import os
-import signal
-import threading
 import time
 
 import jax
@@ -168,7 +165,7 @@ def _save(ckpt, workdir: str, step: int, p_state, rng) -> None:
   state = jax.device_get(jax_utils.unreplicate(p_state))
   if not all(np.all(np.isfinite(x)) for x in jax.tree.leaves((state.params, state.batch_stats))):
     raise Diverged(step, _last_good(ckpt, workdir), 'weights')
-  with _interrupt_after(), writing(f'the checkpoint of step {step} in {ckpt.directory}'):
+  with preemption.interrupt_after(), writing(f'the checkpoint of step {step} in {ckpt.directory}'):
     ckpt.save(step, state, rng)
 
 
@@ -176,23 +173,6 @@ def _last_good(ckpt, workdir: str) -> int | None:
   """The newest checkpoint on disk once the saves in flight are written."""
   ckpt.manager.wait_until_finished()
   return rundir.latest_step(workdir)
-
-
-@contextlib.contextmanager
-def _interrupt_after():
-  """Defers Ctrl-C to the end of the block: a KeyboardInterrupt raised inside orbax's save
-  (while it starts its writer threads) escaped as a traceback, or was lost."""
-  if threading.current_thread() is not threading.main_thread():
-    yield
-    return
-  received = []
-  previous = signal.signal(signal.SIGINT, lambda *_: received.append(True))
-  try:
-    yield
-  finally:
-    signal.signal(signal.SIGINT, previous)
-  if received:
-    raise KeyboardInterrupt
 
 
 def train_and_evaluate(config, workdir: str, masks=None) -> dict:

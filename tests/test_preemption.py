@@ -33,3 +33,19 @@ def test_several_processes_stop_together_at_a_multiple_of_every(monkeypatch):
   stop = preemption.StopRequests()
   assert stop.signal_at(7, every=5) is None and gathered == []  # no collective between
   assert stop.signal_at(10, every=5) == signal.SIGTERM and gathered == [0]
+
+
+def test_ctrl_c_inside_interrupt_after_waits_for_the_end_of_the_block():
+  before = signal.getsignal(signal.SIGINT)
+  finished = []
+  try:
+    with preemption.interrupt_after():
+      os.kill(os.getpid(), signal.SIGINT)  # e.g. while orbax starts its writer threads
+      finished.append(True)
+  except KeyboardInterrupt:
+    assert finished == [True]  # the block ran to its end first
+  else:
+    raise AssertionError('the deferred Ctrl-C was lost')
+  assert signal.getsignal(signal.SIGINT) is before
+  with preemption.interrupt_after():  # no Ctrl-C: nothing raised
+    pass
