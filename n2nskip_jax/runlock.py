@@ -37,11 +37,20 @@ class Held(UserError):
 
 
 def _read(path: str) -> dict | None:
+  return _read_file(path)[0]
+
+
+def _read_file(path: str) -> tuple[dict | None, int | None]:
+  """The lock's holder (``None`` if unreadable) and the lock file's inode (``None`` if gone)."""
   try:
     with open(path) as f:
-      return json.load(f)
-  except (OSError, ValueError):
-    return None
+      inode = os.fstat(f.fileno()).st_ino
+      try:
+        return json.load(f), inode
+      except ValueError:
+        return None, inode
+  except OSError:
+    return None, None
 
 
 def _alive(pid: int) -> bool:
@@ -93,19 +102,31 @@ class RunLock:
           os.link(mine, self.path)
           self.held = True
         except FileExistsError:
-          holder = _read(self.path)
+          holder, inode = _read_file(self.path)
           if self._outer(holder) is not None:
             return  # this process holds it already (a study's run): its first holder releases it
           if not stale(self.path, holder):
             raise Held(self.workdir, holder) from None
-          logging.warning('Taking over the stale lock of %s (%s).', self.workdir, holder)
-          try:  # of two processes taking it over, one renames it away, the other retries
-            os.rename(self.path, f'{mine}.stale')
-            os.remove(f'{mine}.stale')
-          except FileNotFoundError:
-            pass
+          self._take_over(holder, inode, f'{mine}.stale')
     finally:
       os.remove(mine)
+
+  def _take_over(self, holder: dict | None, inode: int | None, aside: str) -> None:
+    """Moves the stale lock (the file ``inode``) out of the way. Of two processes taking it
+    over, one moves it; the other then finds the first one's live lock, or no lock, and puts a
+    live lock it moved by mistake back, so one of them holds the run."""
+    try:
+      os.rename(self.path, aside)
+    except FileNotFoundError:
+      return
+    if os.stat(aside).st_ino != inode:  # another process's lock, taken after the stale one
+      try:
+        os.link(aside, self.path)
+      except FileExistsError:
+        pass
+    else:
+      logging.warning('Taking over the stale lock of %s (%s).', self.workdir, holder)
+    os.remove(aside)
 
   @staticmethod
   def _outer(holder):

@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import time
@@ -284,6 +285,28 @@ def test_a_second_process_is_refused_while_a_run_trains_and_takes_over_a_dead_on
   assert 'Taking over the stale lock' in text and 'Resuming from checkpoint at step' in text
   assert third.returncode == 143, text[-2000:]
   assert not (tmp_path / 'lock').exists()  # released on exit
+
+
+def test_of_two_processes_taking_over_a_stale_lock_one_holds_the_run(tmp_path, monkeypatch):
+  from n2nskip_jax import runlock
+  dead = subprocess.Popen(['true'])  # a process that has exited: its pid is not alive
+  dead.wait()
+  lock = tmp_path / runlock.LOCK
+  lock.write_text(json.dumps({'host': socket.gethostname(), 'pid': dead.pid, 'since': 0}))
+  live = {'host': socket.gethostname(), 'pid': os.getppid(), 'since': 1.0}
+  judged = runlock.stale
+
+  def faster_peer(path, holder):  # the peer takes the stale lock over after we judged it
+    verdict = judged(path, holder)
+    os.rename(path, f'{path}.peer')
+    (tmp_path / 'peer').write_text(json.dumps(live))
+    os.link(tmp_path / 'peer', path)
+    monkeypatch.setattr(runlock, 'stale', judged)
+    return verdict
+  monkeypatch.setattr(runlock, 'stale', faster_peer)
+  with pytest.raises(runlock.Held, match=f'pid {os.getppid()}, since '):
+    runlock.RunLock(str(tmp_path)).acquire()
+  assert json.loads(lock.read_text()) == live  # the peer's lock, put back, not removed
 
 
 def test_analyze_names_outputs_and_refuses_a_read_only_directory(two_epochs, tmp_path):
