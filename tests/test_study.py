@@ -329,3 +329,21 @@ def test_short_curves_are_drawn_with_markers(tmp_path, monkeypatch):
   lines = drawn[0].axes[0].get_lines()
   assert len(lines) == 2
   assert all(len(line.get_xdata()) == 2 and line.get_marker() == 'o' for line in lines)
+
+
+@pytest.mark.parametrize('preset', [False, True])
+def test_a_study_keeps_compiled_programs_in_its_folder_unless_jax_has_one(tmp_path, preset):
+  env = {k: v for k, v in os.environ.items() if k != 'JAX_COMPILATION_CACHE_DIR'}
+  if preset:
+    env['JAX_COMPILATION_CACHE_DIR'] = str(tmp_path / 'preset')
+  code = ('import sys, jax, jax.numpy as jnp\n'
+          'from n2nskip_jax.study import run\n'
+          'run.keep_compiled_programs(sys.argv[1])\n'
+          "jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)\n"
+          'jax.jit(lambda x: jnp.sin(x) @ x.T)(jnp.ones((4, 4))).block_until_ready()\n')
+  r = subprocess.run([sys.executable, '-c', code, str(tmp_path / 'study')], env=env,
+                     capture_output=True, text=True, timeout=120)
+  assert r.returncode == 0, r.stderr[-2000:]
+  kept = tmp_path / ('preset' if preset else 'study/compile_cache')
+  assert kept.is_dir() and os.listdir(kept)  # the compiled program, on disk
+  assert preset != (tmp_path / 'study' / 'compile_cache').exists()
