@@ -109,12 +109,26 @@ def run(main, configs: str = ''):
   :func:`execution.before_jax` first (on the CPU backend: freed host memory reused, XLA:CPU's
   own convolutions), orbax's closing noise quieted (:func:`quiet_closed_loop`), a config named
   rather than given by path looked up in the packaged ``configs`` (``configs='studies'``: its
-  studies; :func:`config_by_name`), flags parsed by :func:`parse_flags`."""
+  studies; :func:`config_by_name`), flags parsed by :func:`parse_flags`, and a reader that
+  leaves early (``... | head``) ending the output quietly (:func:`quiet_closed_pipe`)."""
   sys.argv = config_by_name(sys.argv, configs)
   process.before_jax()
   sys.unraisablehook = quiet_closed_loop(sys.unraisablehook)
   logging.getLogger('asyncio').addFilter(_not_closed_loop)  # the same, as asyncio reports it
-  app.run(main, flags_parser=parse_flags)
+  app.run(quiet_closed_pipe(main), flags_parser=parse_flags)
+
+
+def quiet_closed_pipe(main):
+  """``main``, ending quietly (exit 0) when standard output is a pipe whose reader has all it
+  wanted (``--dry_run | head``) instead of raising ``BrokenPipeError``; the output is flushed
+  before returning, so the interpreter's own flush at exit cannot raise it either."""
+  def main_to_a_pipe(argv):
+    try:
+      main(argv)
+      sys.stdout.flush()
+    except BrokenPipeError:
+      os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush to
+  return main_to_a_pipe
 
 
 def quiet_closed_loop(hook):

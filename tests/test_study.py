@@ -306,6 +306,16 @@ def test_dry_run_commands_run_with_main_py(tiny, tmp_path):
   assert summary['config']['pruning']['density'] == 0.2 and summary['config']['seed'] == 0
 
 
+def test_a_dry_run_piped_into_head_ends_quietly(tmp_path):
+  """paper_table1's listing (260 runs) is larger than a pipe's buffer: the writes after
+  ``head`` has left fail."""
+  study = f'{sys.executable} -m n2nskip_jax.study --config paper_table1 --dry_run'
+  r = subprocess.run(['bash', '-c', f'set -o pipefail; {study} --workdir={tmp_path} | head -1'],
+                     cwd=tmp_path, capture_output=True, text=True, timeout=120)
+  assert r.returncode == 0 and r.stdout.count('\n') == 1, r.stderr[-2000:]
+  assert 'Traceback' not in r.stderr and 'BrokenPipe' not in r.stderr, r.stderr[-2000:]
+
+
 def test_welch_interval_matches_scipy():
   from scipy import stats
   a, b = [70.1, 71.3, 69.8, 72.0], [65.2, 66.0, 64.1]

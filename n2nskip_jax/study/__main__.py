@@ -82,12 +82,9 @@ def main(argv):
   def run():
     if FLAGS.dry_run:
       runs = grid.shard(grid.runs(study), FLAGS.shard)
-      try:
-        for r in runs:
-          print(f'{r.name}\n  {_main_command(config_path, study, workdir, r)}')
-        print(f'{len(runs)} runs', flush=True)
-      except BrokenPipeError:  # `--dry_run | head`: the reader has all it wanted
-        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+      for r in runs:
+        print(f'{r.name}\n  {_main_command(config_path, study, workdir, r)}')
+      print(f'{len(runs)} runs')
       return
     _check_workdir(workdir, FLAGS.aggregate_only)
     failed = []
