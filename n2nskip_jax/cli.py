@@ -119,13 +119,16 @@ def run(main, configs: str = ''):
 
 
 def quiet_closed_pipe(main):
-  """``main``, ending quietly (exit 0) when standard output is a pipe whose reader has all it
-  wanted (``--dry_run | head``) instead of raising ``BrokenPipeError``; the output is flushed
-  before returning, so the interpreter's own flush at exit cannot raise it either."""
+  """``main``, ending quietly when standard output is a pipe whose reader has all it wanted
+  (``--dry_run | head``) instead of raising ``BrokenPipeError``; the output is flushed before
+  returning, so the interpreter's own flush at exit cannot raise it either. The exit status
+  is then 0, deliberately: what was asked for was delivered (``set -o pipefail`` stays
+  green), and the work, e.g. a run whose result line nobody read, is done and saved."""
   def main_to_a_pipe(argv):
     try:
-      main(argv)
+      status = main(argv)
       sys.stdout.flush()
+      return status
     except BrokenPipeError:
       os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush to
   return main_to_a_pipe

@@ -53,14 +53,15 @@ _ACTIVE: list[StopRequests] = []
 
 @contextlib.contextmanager
 def _handling(signals, handler):
-  """``handler`` for ``signals`` inside the block, their previous handlers restored on exit.
-  Outside the main thread, where Python cannot install handlers, the block runs as is."""
+  """``handler`` for ``signals`` inside the block, their previous handlers restored on exit;
+  yields whether it was installed: outside the main thread, where Python cannot install
+  handlers, the block runs as is."""
   if threading.current_thread() is not threading.main_thread():
-    yield
+    yield False
     return
   previous = {s: signal.signal(s, handler) for s in signals}
   try:
-    yield
+    yield True
   finally:
     for s, old in previous.items():
       signal.signal(s, old)
@@ -76,7 +77,10 @@ def stop_requests():
     yield _ACTIVE[0]
     return
   requests = StopRequests()
-  with _handling(SIGNALS, requests._record):
+  with _handling(SIGNALS, requests._record) as installed:
+    if not installed:  # not shared: a block on the main thread must install its own
+      yield requests
+      return
     _ACTIVE.append(requests)
     try:
       yield requests

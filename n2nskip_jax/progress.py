@@ -30,26 +30,28 @@ class Progress:
     self._last = start
     self._stream = sys.stderr if stream is None else stream
     self._draws = bar and _is_terminal(self._stream)
-    self._bar = None
+    self._bar = self._above = None
     self._swapped = []
 
   def __enter__(self):
     if self._draws:
-      above = _AboveBar(self._stream, self)
+      self._above = _AboveBar(self._stream, self)
       self._swapped = [(h, h.stream) for h in _stream_handlers() if h.stream is self._stream]
       for handler, _ in self._swapped:
-        handler.setStream(above)
+        handler.setStream(self._above)
       if sys.stderr is self._stream:
-        sys.stderr = above
+        sys.stderr = self._above
     return self
 
   def __exit__(self, *exc):
     if self._bar is not None:
       self._bar.close()
       self._bar = None
+    if self._above is not None:
+      self._above.flush_partial()
     for handler, stream in self._swapped:
       handler.setStream(stream)
-    if isinstance(sys.stderr, _AboveBar) and sys.stderr.progress is self:
+    if sys.stderr is self._above:
       sys.stderr = self._stream
 
   def step(self, step: int) -> None:
@@ -103,19 +105,36 @@ def _stream_handlers() -> list:
 
 
 class _AboveBar:
-  """A text stream that clears the bar, writes, and draws the bar again."""
+  """A text stream that prints whole lines above the bar: text is kept until its line ends,
+  then, under tqdm's lock (log lines may come from other threads), the bar is cleared, the
+  lines written and the bar drawn again."""
 
   def __init__(self, stream, progress: Progress):
     self.stream, self.progress = stream, progress
+    self._partial = ''
 
   def write(self, text: str) -> int:
+    self._partial += text
+    lines, newline, self._partial = self._partial.rpartition('\n')
+    if newline:
+      self._write_lines(lines + newline)
+    return len(text)
+
+  def flush_partial(self) -> None:
+    """Writes a last line that has not ended (when the bar goes away)."""
+    if self._partial:
+      self._write_lines(self._partial)
+      self._partial = ''
+
+  def _write_lines(self, text: str) -> None:
     bar = self.progress._bar  # pylint: disable=protected-access
     if bar is None:
-      return self.stream.write(text)
-    bar.clear()
-    written = self.stream.write(text)
-    bar.refresh()
-    return written
+      self.stream.write(text)
+      return
+    with bar.get_lock():
+      bar.clear(nolock=True)
+      self.stream.write(text)
+      bar.refresh(nolock=True)
 
   def __getattr__(self, name):  # flush, isatty, fileno, encoding... of the terminal
     return getattr(self.stream, name)

@@ -4,6 +4,7 @@ A run directory holds ``config.json`` (the resolved config), ``checkpoints/<step
 ``metrics.jsonl``, ``tensorboard/`` and, once the run has finished, ``summary.json``. A rerun
 in the same directory must use the same config, except for :data:`RESUMABLE_KEYS`.
 """
+import glob
 import hashlib
 import json
 import os
@@ -31,6 +32,7 @@ RESUMABLE_KEYS = ('num_epochs', 'log_every_steps', 'eval_every_epochs', 'eval_ba
 ADDED_KEYS = {'pruning.grasp_temperature': 200.0, 'pruning.synflow_iterations': 100,
               'pruning.shuffle': False, 'pruning.reinit': False}
 CONFIG, SUMMARY, CHECKPOINTS = 'config.json', 'summary.json', 'checkpoints'
+MAX_LABEL = 96  # characters of overridden keys in a default run directory's name
 
 
 def with_added_keys(stored: dict) -> dict:
@@ -42,17 +44,16 @@ def with_added_keys(stored: dict) -> dict:
   return out
 
 
-MAX_LABEL = 96  # characters of overridden keys in a default run directory's name
-
-
 def default_workdir(config_path: str, config, overrides: dict | None = None) -> str:
   """``runs/<config file name>[-<key>=<value>...]-<hash of the resolved config>``: the same
-  command, the same directory, so rerunning a command resumes its run; the command line's
-  ``overrides`` (``{'pruning.density': 0.02}``) make the name readable, e.g. as TensorBoard's
-  run name. The hash leaves out how the layers execute (:data:`EXECUTION_KEYS`), which does
-  not change the run; it is taken as before that group existed (its keys' old names at their
-  defaults) and without :data:`ADDED_KEYS` at their values, so older runs keep their folders,
-  as do those named before overrides were part of the name."""
+  config, the same directory, so rerunning a command resumes its run. The command line's
+  ``overrides`` (``{'pruning.density': 0.02}``, keys sorted) make the name readable, e.g. as
+  TensorBoard's run name; the hash alone is the resume key: an existing folder with the same
+  hash is used whatever its label (overrides in another order, a default set explicitly, a
+  run named before labels existed). The hash leaves out how the layers execute
+  (:data:`EXECUTION_KEYS`), which does not change the run; it is taken as before that group
+  existed (its keys' old names at their defaults) and without :data:`ADDED_KEYS` at their
+  values, so older runs keep their folders."""
   name = os.path.splitext(os.path.basename(config_path.split(':')[0]))[0]
   resolved = json.loads(config.to_json())
   resolved.pop('execution', None)
@@ -63,19 +64,31 @@ def default_workdir(config_path: str, config, overrides: dict | None = None) -> 
   resolved.update(conv_impl='auto')
   resolved['pruning']['execution'] = resolved['skip']['execution'] = 'auto'
   digest = hashlib.sha1(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:8]
-  unlabelled = os.path.join('runs', f'{name}-{digest}')
+  existing = sorted(glob.glob(os.path.join('runs', f'{glob.escape(name)}-*{digest}')))
+  existing = [d for d in existing if os.path.isdir(d) and _name_and_digest(d) == (name, digest)]
+  if existing:
+    return existing[0]
   label = _label({k: v for k, v in (overrides or {}).items() if not _matches(k, EXECUTION_KEYS)})
-  if not label or os.path.isdir(unlabelled):
-    return unlabelled
-  return os.path.join('runs', f'{name}-{label}-{digest}')
+  return os.path.join('runs', '-'.join(filter(None, (name, label, digest))))
+
+
+def _name_and_digest(workdir: str) -> tuple[str, str]:
+  """``'runs/vgg19_c10-seed=3-3f9c1a2b'`` -> ``('vgg19_c10', '3f9c1a2b')``; the config file name
+  is the part before the first ``-<key>=``, or before the hash."""
+  base, _, digest = os.path.basename(workdir).rpartition('-')
+  return re.split(r'-[\w.]+=', base, maxsplit=1)[0], digest
 
 
 def _label(overrides: dict) -> str:
-  """``{'pruning.density': 0.02, 'seed': 3}`` -> ``'pruning.density=0.02-seed=3'``, as a
-  file name (no spaces; other characters than ``\\w.,=+()-`` become ``_``), at most :data:`MAX_LABEL` characters."""
-  text = '-'.join(f'{k}={v}' for k, v in overrides.items())
-  text = re.sub(r'[^\w.,=+()-]+', '_', re.sub(r'\s+', '', text))
-  return text if len(text) <= MAX_LABEL else text[:MAX_LABEL - 3] + '...'
+  """``{'seed': 3, 'mlp_hidden': (32, 16)}`` -> ``'mlp_hidden=32,16-seed=3'``: keys sorted,
+  sequences joined by commas (as flags take them), whitespace dropped and any character but
+  ``\\w.,=+-`` replaced by ``_`` (a folder name a shell takes unquoted), at most
+  :data:`MAX_LABEL` characters."""
+  def text(value):
+    return ','.join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)
+  label = '-'.join(f'{k}={text(v)}' for k, v in sorted(overrides.items()))
+  label = re.sub(r'[^\w.,=+-]+', '_', re.sub(r'\s+', '', label))
+  return label if len(label) <= MAX_LABEL else label[:MAX_LABEL - 3] + '...'
 
 
 def changed_keys(old: dict, new: dict, prefix: str = '') -> list[str]:

@@ -112,14 +112,17 @@ class RunLock:
       os.remove(mine)
 
   def _take_over(self, holder: dict | None, inode: int | None, aside: str) -> None:
-    """Moves the stale lock (the file ``inode``) out of the way. Of two processes taking it
-    over, one moves it; the other then finds the first one's live lock, or no lock, and puts a
-    live lock it moved by mistake back, so one of them holds the run."""
+    """Moves the stale lock (the file ``inode``, written by ``holder``) out of the way. When
+    two processes take the same stale lock over, the slower one may move the faster one's new
+    lock instead: it finds out (another inode or holder) and links that lock back. This
+    narrows, but does not close, the window in which a third process could take the run at
+    the same moment; staleness (a dead pid, or 30 idle minutes) makes that rare."""
     try:
       os.rename(self.path, aside)
     except FileNotFoundError:
       return
-    if os.stat(aside).st_ino != inode:  # another process's lock, taken after the stale one
+    moved, moved_inode = _read_file(aside)
+    if (moved_inode, moved) != (inode, holder):  # another process's lock, taken since
       try:
         os.link(aside, self.path)
       except FileExistsError:
@@ -138,7 +141,10 @@ class RunLock:
   def refresh(self) -> None:
     """Marks the lock as alive (its modification time) for processes on other hosts."""
     if self.held:
-      os.utime(self.path)
+      try:
+        os.utime(self.path)
+      except FileNotFoundError:  # moved aside for an instant by a process taking over a stale lock
+        pass
 
   def release(self) -> None:
     if self.held:

@@ -169,16 +169,25 @@ def test_keys_added_later_leave_the_default_run_folder_as_it_was():
 def test_the_default_run_folder_names_the_overridden_keys_and_keeps_older_folders(
     tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)
-  config, plain = tiny(seed=3, pruning__density=0.2), rundir.default_workdir('tiny.py', tiny())
-  overrides = {'seed': 3, 'pruning.density': 0.2, 'execution.conv': 'xla', 'model': 'a b/c'}
-  name = rundir.default_workdir('tiny.py', config, overrides)
+  config = tiny(seed=3, pruning__density=0.2)
   unlabelled = rundir.default_workdir('tiny.py', config)
   digest = unlabelled.rsplit('-', 1)[1]  # the resume key: the overrides do not change it
-  assert name == os.path.join('runs', f'tiny-seed=3-pruning.density=0.2-model=ab_c-{digest}')
+  assert unlabelled == os.path.join('runs', f'tiny-{digest}') and digest not in (
+      rundir.default_workdir('tiny.py', tiny()))
+  overrides = {'seed': 3, 'pruning.density': 0.2, 'execution.conv': 'xla', 'model': 'a b/c'}
+  name = rundir.default_workdir('tiny.py', config, overrides)
+  assert name == os.path.join('runs', f'tiny-model=ab_c-pruning.density=0.2-seed=3-{digest}')
+  assert rundir.default_workdir('tiny.py', config, dict(reversed(overrides.items()))) == name
   assert rundir.default_workdir('tiny.py', config, {'execution.conv': 'xla'}) == unlabelled
+  assert rundir.default_workdir('tiny.py', config, {'mlp_hidden': (32, 16)}).startswith(
+      os.path.join('runs', 'tiny-mlp_hidden=32,16-'))
   long = rundir.default_workdir('tiny.py', config, {'data_dir': 'x' * 500})
   assert len(os.path.basename(long)) < 120 and long.endswith(f'...-{digest}')
-  assert plain != unlabelled
+  os.makedirs(name)  # a run exists: the same config finds it under any label
+  assert rundir.default_workdir('tiny.py', config, {'seed': 3, 'pruning.density': 0.2}) == name
+  assert rundir.default_workdir('tiny.py', config) == name
+  assert rundir.default_workdir('tiny-v2.py', config) == os.path.join('runs', f'tiny-v2-{digest}')
+  os.rmdir(name)
   os.makedirs(unlabelled)  # a run stored before overrides were part of the name
   assert rundir.default_workdir('tiny.py', config, overrides) == unlabelled
 

@@ -37,7 +37,7 @@ def test_the_commands_find_packaged_configs_by_name_from_any_directory(tmp_path)
               '--config.num_epochs=1', '--config.mlp_hidden=32,16,16', cwd=tmp_path)
   assert r.returncode == 0, r.stderr[-2000:]
   [run] = os.listdir(tmp_path / 'runs')  # named after the config and the keys overridden
-  assert re.fullmatch(r'quickstart-dataset=digits-num_epochs=1-mlp_hidden=\(32,16,16\)-\w{8}', run)
+  assert re.fullmatch(r'quickstart-dataset=digits-mlp_hidden=32,16,16-num_epochs=1-\w{8}', run)
   run = os.path.join('runs', run)
   assert json.loads((tmp_path / run / 'summary.json').read_text())['config']['dataset'] == 'digits'
   r = command('n2nskip-study', '--config', 'offline_mlp', '--dry_run', cwd=tmp_path)

@@ -61,6 +61,24 @@ def test_a_terminal_gets_a_bar_with_images_eta_and_loss_under_whole_log_lines(st
   assert sys.stderr is terminal and handler.stream is terminal  # put back
 
 
+def test_prints_to_stderr_stay_whole_and_every_stream_is_put_back_after_an_error(stderr):
+  terminal = stderr(Terminal())
+  handler = std_logging.getLogger().handlers[-1]
+  try:
+    with Progress(10, 0, batch_size=4) as progress:
+      for step in range(1, 6):
+        progress.step(step)
+      print('a warning', 'in parts', file=sys.stderr)  # written as several pieces
+      sys.stderr.write('a line left open')
+      raise RuntimeError('in the loop')
+  except RuntimeError:
+    pass
+  assert sys.stderr is terminal and handler.stream is terminal
+  lines = terminal.getvalue().split('\n')
+  assert any(line.split('\r')[-1] == 'a warning in parts' for line in lines), lines
+  assert terminal.getvalue().endswith('a line left open')  # written when the bar went away
+
+
 def test_a_pipe_gets_only_the_log_lines(stderr):
   pipe = stderr(io.StringIO())
   _run(steps=12, log_every=5)
