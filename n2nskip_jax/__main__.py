@@ -17,8 +17,9 @@ from absl import flags, logging
 from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file('config', None, 'Config file (see configs/default.py).',
-                                lock_config=True)
+config_flags.DEFINE_config_file(
+    'config', None, 'Config file, or the name of a packaged one (quickstart, resnet50_c10, ...; '
+    'every key: configs/default.py); override keys with --config.key=value.', lock_config=True)
 flags.DEFINE_string('workdir', None, 'Run directory (default: runs/<config>-<overrides>-<hash>).')
 flags.DEFINE_bool('baseline', False, 'Also train the config without skip layers and compare.')
 flags.mark_flags_as_required(['config'])
@@ -54,6 +55,8 @@ def main(argv):
     print(f'  skip.kind={kind:<8} test accuracy {s["test_accuracy"]:.4f}   nonzero weights '
           f'{s["params_nonzero"]:,} ({s["params_nonzero_sequential"]:,} sequential + '
           f'{s["params_nonzero_skip"]:,} skip)   dead units {s["dead_units"]}')
+    for warning in s['warnings']:
+      print(f'    warning: {warning}')
 
 
 def entry():

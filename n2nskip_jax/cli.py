@@ -163,7 +163,11 @@ def parse_flags(argv: list[str]) -> list[str]:
       flags.FLAGS.config.keys()  # config_flags defers some load errors to the first access
     return rest
   except flags.Error as e:
-    fail(str(e).splitlines()[0])
+    message = str(e).splitlines()[0]
+    if '--config must have a value' in message:
+      message = (f'--config is required: a config file, or a packaged config name '
+                 f'({", ".join(_names(argv))})')
+    fail(message)
   except Exception as e:  # noqa: BLE001 (config_flags raises what the config file raises)
     fail(_explain(argv, e))
 

@@ -60,11 +60,14 @@ class Progress:
     if self._first is None:
       self._first = self._mark = (step, now)
       if self._draws:
-        self._bar = tqdm.tqdm(total=self.total, initial=step, file=self._stream, unit='img',
-                              unit_scale=self.batch_size, dynamic_ncols=True, leave=False)
+        # Counted in images (tqdm's numeric unit_scale leaves `initial` unscaled in its rate);
+        # smoothing=0: rate and ETA averaged since the first step (a step-to-step rate jumps).
+        self._bar = tqdm.tqdm(total=self.total * self.batch_size, initial=step * self.batch_size,
+                              file=self._stream, unit='img', unit_scale=True, smoothing=0,
+                              dynamic_ncols=True, leave=False)
     self._last = step
     if self._bar is not None:
-      self._bar.update(step - self._bar.n)
+      self._bar.update(step * self.batch_size - self._bar.n)
 
   def show(self, **fields) -> None:
     """Shows ``fields`` (e.g. ``epoch='3/15', loss=0.41``) after the bar, if there is one."""

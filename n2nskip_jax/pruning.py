@@ -241,9 +241,9 @@ def structured_mask(rng: np.random.Generator, shape: tuple[int, ...], k: int) ->
 
 
 @register('structured')
-def structured_masks(shapes, budget, rng, saliency=None) -> dict:
+def structured_masks(shapes, budget, rng, scoring=None) -> dict:
   """Predefined structured sparsity: per-layer budgets proportional to layer size."""
-  del saliency
+  del scoring
   sizes = [int(np.prod(s)) for s in shapes.values()]
   return {p: structured_mask(rng, s, k)
           for (p, s), k in zip(shapes.items(), _proportional(sizes, budget))}

@@ -170,7 +170,7 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
   """The config pinned in a run directory."""
   path = os.path.join(workdir, CONFIG)
   if not os.path.exists(path):
-    raise UserError(f'--workdir={workdir!r}: no {CONFIG} (run main.py first)')
+    raise UserError(f'--workdir={workdir!r}: no {CONFIG} (train the run first: n2nskip-train or main.py)')
   return ml_collections.ConfigDict(with_added_keys(_load_json(path)))
 
 
@@ -179,7 +179,7 @@ def read_latest(workdir: str) -> tuple[int, dict]:
   ``payload['state']`` (``params``, ``batch_stats``, ``opt_state``, ``step``),
   ``payload['masks']`` and ``payload['rng']``."""
   if latest_step(workdir) is None:
-    raise UserError(f'--workdir={workdir!r}: no finished checkpoint (run main.py first)')
+    raise UserError(f'--workdir={workdir!r}: no finished checkpoint (train the run first: n2nskip-train or main.py)')
   found = checkpoints(workdir).read_latest()
   if found is None:
     raise UserError(f'--workdir={workdir!r}: no checkpoint can be read (see the lines above)')

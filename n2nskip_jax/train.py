@@ -257,10 +257,10 @@ def _train_and_evaluate(config, workdir: str, masks, stop, lock) -> dict:
               raise Diverged(step, _last_good(ckpt, workdir))
             scalars = {'train_loss': m['loss'], 'train_accuracy': m['accuracy'],
                        'learning_rate': lr(step - 1), **progress.rates()}
+            progress.show(epoch=f'{epoch + 1}/{config.num_epochs}', loss=f"{m['loss']:.4f}")
             logging.info('epoch %d/%d step %d/%d loss %.4f acc %.4f lr %.4g %s', epoch + 1,
                          config.num_epochs, step, total, m['loss'], m['accuracy'], lr(step - 1),
                          progress.text())
-            progress.show(epoch=f'{epoch + 1}/{config.num_epochs}', loss=f"{m['loss']:.4f}")
             writer.write(step, **scalars)
             lock.refresh()
           saved = config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0

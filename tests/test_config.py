@@ -101,3 +101,16 @@ def test_the_default_run_directory_is_named_after_the_config_file():
   from n2nskip_jax.configs import quickstart
   workdir = rundir.default_workdir('configs/quickstart.py', quickstart.get_config())
   assert os.path.basename(workdir).startswith('quickstart-')
+
+
+def test_a_collapsed_network_trains_and_its_warning_follows_the_result_line(tmp_path):
+  """9 weights over 4 layers: the output cannot be reached, which a study measures, so the run
+  goes on; the warning is repeated where the result is read."""
+  r = run_main('--config=configs/quickstart.py', '--config.dataset=digits', '--config.num_epochs=1',
+               '--config.mlp_hidden=32,16,16', '--config.pruning.density=0.003',
+               '--config.skip.kind=none', f'--workdir={tmp_path}')
+  assert r.returncode == 0, r.stderr[-2000:]
+  result, collapse, dead = r.stdout.strip().splitlines()[-3:]
+  assert result.startswith('  skip.kind=none') and 'nonzero weights 9 ' in result, r.stdout
+  assert collapse.startswith('    warning: layer collapse:') and 'no path' in collapse, r.stdout
+  assert dead.startswith('    warning: 64 of 64 hidden units'), r.stdout

@@ -92,7 +92,7 @@ def test_analyze_cli_writes_json_and_plots(tmp_path):
 
 def test_analyze_cli_without_a_run_fails_cleanly(tmp_path):
   r = run_analyze(f'--workdir={tmp_path}')
-  assert r.returncode == 2 and 'run main.py first' in r.stderr and 'Traceback' not in r.stderr
+  assert r.returncode == 2 and 'train the run first' in r.stderr and 'Traceback' not in r.stderr
 
 
 @pytest.mark.parametrize('flag', ['--eps=0', '--eps=2', '--num_times=0', '--num_times=-5'])

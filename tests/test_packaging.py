@@ -47,3 +47,6 @@ def test_the_commands_find_packaged_configs_by_name_from_any_directory(tmp_path)
   r = command('n2nskip-train', '--config=quickstrat', cwd=tmp_path)
   assert r.returncode == 2 and 'Traceback' not in r.stderr
   assert 'nor a packaged config name (default, mlp_c10, quickstart,' in r.stderr, r.stderr
+  r = command('n2nskip-train', cwd=tmp_path)  # no --config: the names to choose from
+  assert r.returncode == 2 and 'Traceback' not in r.stderr
+  assert 'error: --config is required: a config file, or a packaged config name (default,' in r.stderr

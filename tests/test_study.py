@@ -290,16 +290,17 @@ def test_study_configs_list_the_right_number_of_runs(name, count):
   assert len(grid.runs(study)) == count
 
 
-def test_dry_run_commands_run_with_main_py(tiny, tmp_path):
+def test_dry_run_commands_run_as_printed(tiny, tmp_path):
   path = tiny
   r = study_cli(path, tmp_path, '--dry_run', '--config.seeds=0')
   assert r.returncode == 0 and r.stdout.strip().endswith('2 runs'), r.stderr[-2000:]
   command = r.stdout.splitlines()[1].split()
-  assert command[:3] == ['python', 'main.py', '--config']
+  assert command[:2] == ['n2nskip-train', '--config']  # installed with the package
   env = {**os.environ, 'JAX_PLATFORMS': 'cpu', 'TF_CPP_MIN_LOG_LEVEL': '3'}
   workdir = tmp_path / 'one'
-  cmd = [sys.executable, *command[1:], f'--workdir={workdir}', '--config.num_epochs=1']
-  out = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+  train = os.path.join(os.path.dirname(sys.executable), command[0])  # this environment's
+  cmd = [train, *command[1:], f'--workdir={workdir}', '--config.num_epochs=1']
+  out = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
   assert out.returncode == 0, out.stderr[-2000:]
   summary = json.loads((workdir / 'summary.json').read_text())
   assert summary['config']['mlp_hidden'] == [32, 32, 32]

@@ -7,7 +7,7 @@ Flags:
                     ``--config.axes.pruning.density=0.1,0.05``.
   --workdir         where the runs and the tables go; default ``runs/studies/<config name>``.
   --shard=I/N       run only every N-th run from the I-th (a SLURM array task, one GPU).
-  --dry_run         list the runs and the ``main.py`` command of each; train nothing.
+  --dry_run         list the runs and the ``n2nskip-train`` command of each; train nothing.
   --aggregate_only  write the tables and figures from the runs finished so far.
   --retry_failed    train the runs that failed before again (by default they stay failed).
 Rerunning the same command skips finished runs and resumes an interrupted one. A run that
@@ -20,11 +20,12 @@ from absl import flags, logging
 from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file('config', None, 'Study config (configs/studies/*.py).',
-                                lock_config=True)
+config_flags.DEFINE_config_file(
+    'config', None, 'Study config file (configs/studies/*.py), or the name of a packaged one '
+    '(offline_mlp, methods_vgg_digits, ...).', lock_config=True)
 flags.DEFINE_string('workdir', None, 'Study directory (default: runs/studies/<config name>).')
 flags.DEFINE_string('shard', '0/1', "Run shard 'I/N' of the study's runs.")
-flags.DEFINE_bool('dry_run', False, 'List the runs and their main.py commands; train nothing.')
+flags.DEFINE_bool('dry_run', False, 'List the runs and their n2nskip-train commands; train nothing.')
 flags.DEFINE_bool('aggregate_only', False, 'Only aggregate the finished runs.')
 flags.DEFINE_bool('retry_failed', False, 'Train the runs that failed before again.')
 flags.mark_flags_as_required(['config'])
@@ -36,8 +37,9 @@ def _flag(key, value) -> str:
 
 
 def _main_command(config_path: str, study, workdir: str, run) -> str:
-  """The ``main.py`` command of one run: the study file's base config, the keys the command
-  line changed in it, then the run's own overrides and seed."""
+  """The training command of one run (``n2nskip-train``, installed with the package; in the
+  repository ``python main.py`` is the same): the study file's base config, the keys the
+  command line changed in it, then the run's own overrides and seed."""
   import runpy
 
   from n2nskip_jax.rundir import changed_keys
@@ -48,7 +50,7 @@ def _main_command(config_path: str, study, workdir: str, run) -> str:
   base = study.base.to_dict()
   flags_ = [_flag(k, grid.value_at(study.base, k)) for k in changed_keys(file_base, base)]
   flags_ += [_flag(k, v) for k, v in run.overrides] + [_flag('seed', run.seed)]
-  return (f'python main.py --config {shlex.quote(path)}:base '
+  return (f'n2nskip-train --config {shlex.quote(path)}:base '
           f'--workdir {shlex.quote(run_dir(workdir, run.name))} '
           + ' '.join(shlex.quote(f) for f in flags_))
 
