@@ -13,7 +13,7 @@ Flags:
 import copy
 import os
 
-from absl import flags, logging
+from absl import flags
 from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
@@ -35,7 +35,6 @@ def main(argv):
   workdir = FLAGS.workdir or rundir.default_workdir(
       FLAGS['config'].config_filename, FLAGS.config,
       config_flags.get_override_values(FLAGS['config']))
-  logging.info('workdir: %s', workdir)
   config = FLAGS.config
 
   def run():

@@ -212,6 +212,7 @@ def _train_and_evaluate(config, workdir: str, masks, stop, lock) -> dict:
   is_main = lock.enabled = jax.process_index() == 0  # one lock per run
   budget = pruning.check_budget(config)  # budget errors before anything is compiled
   rundir.check_writable(workdir)
+  logging.info('Run directory: %s', workdir)
   data = data_lib.load(config, jax.process_index(), jax.process_count())
   if data.steps_per_epoch == 0:
     raise UserError(f'config.batch_size={config.batch_size}: larger than the training set')

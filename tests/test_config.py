@@ -79,6 +79,7 @@ def test_cli_rejects_bad_config(tmp_path, flags, devices, needle):
   r = run_main('--config=configs/quickstart.py', f'--workdir={tmp_path}', *flags, devices=devices)
   assert r.returncode == 2, r.stdout + r.stderr
   assert needle in r.stderr and 'Traceback' not in r.stderr
+  assert 'Run directory' not in r.stderr  # named once the config is known to be good
 
 
 def test_cli_rejects_unwritable_workdir(tmp_path):

@@ -47,6 +47,7 @@ def test_end_to_end_on_mock_cifar10(tmp_path):
   assert [m['step'] for m in metrics if 'test_accuracy' in m] == [8, 16]
   assert os.listdir(tmp_path / 'tensorboard')
   assert 'epoch 2/2 step 16/16' in r.stderr
+  assert f'Run directory: {tmp_path}' in r.stderr
   lines = r.stderr.splitlines()  # not a terminal: plain lines, one saying what waits
   compiling = [i for i, line in enumerate(lines) if 'Compiling the train step' in line]
   first = [i for i, line in enumerate(lines) if 'First step done in' in line]
