@@ -15,7 +15,8 @@ from n2nskip_jax.errors import ConfigError, UserError
 MAX_EPOCHS = 100_000
 MIN_LEARNING_RATE = 1e-30  # well inside float32's normal range
 
-__all__ = ['ConfigError', 'UserError', 'logging_for_runs', 'setup_logging', 'validate']
+__all__ = ['ConfigError', 'UserError', 'log_handlers', 'logging_for_runs', 'setup_logging',
+           'validate']
 
 
 def _not_orbax(record) -> bool:
@@ -28,12 +29,13 @@ def setup_logging() -> None:
   chatter: for the command-line tools (process-wide); the library uses :func:`logging_for_runs`."""
   from absl import logging
   logging.set_verbosity(logging.INFO)
-  for handler in _handlers():
+  for handler in log_handlers():
     if _not_orbax not in handler.filters:
       handler.addFilter(_not_orbax)
 
 
-def _handlers() -> list:
+def log_handlers() -> list:
+  """absl's handler and the root logger's handlers."""
   import logging as std_logging
 
   from absl import logging
@@ -46,7 +48,7 @@ def logging_for_runs():
   were after it."""
   from absl import logging
   verbosity = logging.get_verbosity()
-  added = [h for h in _handlers() if _not_orbax not in h.filters]
+  added = [h for h in log_handlers() if _not_orbax not in h.filters]
   setup_logging()
   try:
     yield

@@ -2,11 +2,12 @@
 ``ReportProgress`` in the Flax examples) and, on a terminal, a tqdm bar (images done, images
 per second, ETA, epoch and loss) kept under the log lines. Anywhere else (a pipe, a SLURM
 log, CI, a notebook) there is no bar: the periodic log lines are the progress."""
-import logging as std_logging
 import sys
 import time
 
 import tqdm
+
+from n2nskip_jax import config as config_lib
 
 
 def hms(seconds: float) -> str:
@@ -100,11 +101,9 @@ def _is_terminal(stream) -> bool:
 
 
 def _stream_handlers() -> list:
-  """The logging handlers that write to a stream: absl's (the one it wraps) and the root
-  logger's."""
-  from absl import logging
-  handlers = [logging.get_absl_handler().python_handler, *std_logging.getLogger().handlers]
-  return [h for h in handlers if hasattr(h, 'setStream')]
+  """The logging handlers that write to a stream (of absl's, the one it wraps)."""
+  handlers = [getattr(h, 'python_handler', h) for h in config_lib.log_handlers()]
+  return [h for h in dict.fromkeys(handlers) if hasattr(h, 'setStream')]
 
 
 class _AboveBar:

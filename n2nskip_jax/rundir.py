@@ -33,6 +33,7 @@ ADDED_KEYS = {'pruning.grasp_temperature': 200.0, 'pruning.synflow_iterations': 
               'pruning.shuffle': False, 'pruning.reinit': False}
 CONFIG, SUMMARY, CHECKPOINTS = 'config.json', 'summary.json', 'checkpoints'
 MAX_LABEL = 96  # characters of overridden keys in a default run directory's name
+TRAIN_FIRST = 'train the run first: n2nskip-train or main.py'
 
 
 def with_added_keys(stored: dict) -> dict:
@@ -170,7 +171,7 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
   """The config pinned in a run directory."""
   path = os.path.join(workdir, CONFIG)
   if not os.path.exists(path):
-    raise UserError(f'--workdir={workdir!r}: no {CONFIG} (train the run first: n2nskip-train or main.py)')
+    raise UserError(f'--workdir={workdir!r}: no {CONFIG} ({TRAIN_FIRST})')
   return ml_collections.ConfigDict(with_added_keys(_load_json(path)))
 
 
@@ -179,7 +180,7 @@ def read_latest(workdir: str) -> tuple[int, dict]:
   ``payload['state']`` (``params``, ``batch_stats``, ``opt_state``, ``step``),
   ``payload['masks']`` and ``payload['rng']``."""
   if latest_step(workdir) is None:
-    raise UserError(f'--workdir={workdir!r}: no finished checkpoint (train the run first: n2nskip-train or main.py)')
+    raise UserError(f'--workdir={workdir!r}: no finished checkpoint ({TRAIN_FIRST})')
   found = checkpoints(workdir).read_latest()
   if found is None:
     raise UserError(f'--workdir={workdir!r}: no checkpoint can be read (see the lines above)')
