@@ -102,7 +102,10 @@ def plan(names, estimates: dict, budget_s: float) -> list[tuple[str, bool]]:
   return out
 
 
-def run_all(args) -> int:
+def run_all(args, clock=time.monotonic, launch=None) -> int:
+  """Runs the parts in order within ``args.budget_s`` as ``clock`` counts it, each by
+  ``launch(name, args, common, records, timeout)`` (default: in a child process, or in this one
+  with ``--in_process``); returns the exit code."""
   # Before JAX is imported (here, or in the parts' processes, which inherit it).
   os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', tempfile.mkdtemp(prefix='n2nskip-kit-'))
   os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
@@ -120,28 +123,28 @@ def run_all(args) -> int:
     return 0
   common = {'kit': 'accelerator', 'tiny': args.tiny, **versions(args.commit)}
   records = Records(args.out, common)
-  start = time.monotonic()
+  launch = launch or (_run_here if args.in_process else _launch)
+  start = clock()
   for name in names:
-    left = args.budget_s - (time.monotonic() - start)
+    left = args.budget_s - (clock() - start)
     if estimates[name] > left:
       records.add(name, 'skipped', reason=f'estimated {estimates[name]:.0f} s, {left:.0f} s '
                   f'left of --budget_s={args.budget_s:g}')
       continue
-    if args.in_process:
-      _run_here(name, args, common)
-    else:
-      _launch(name, args, common, records, timeout=max(left, estimates[name]) + args.grace_s)
+    launch(name, args, common, records, timeout=max(left, estimates[name]) + args.grace_s)
     so_far = records.read()
     write_summary(args.out, so_far)
-    print(f'[{time.monotonic() - start:6.0f} s] {name}: {so_far[-1]["status"]}', flush=True)
+    print(f'[{clock() - start:6.0f} s] {name}: {so_far[-1]["status"]}', flush=True)
   so_far = records.read()
   write_summary(args.out, so_far)
   return 0 if all(r['status'] in ('ok', 'skipped', 'unavailable') for r in so_far) else 1
 
 
-def _run_here(name, args, common) -> None:
+def _run_here(name, args, common, records, timeout) -> None:
   """Runs part ``name`` in this process (``--in_process``): its output goes to the console; a
-  failure is recorded and the kit goes on; there is no timeout."""
+  failure is recorded (by the part: ``records`` is unused) and the kit goes on; there is no
+  timeout."""
+  del records, timeout
   with open(os.path.join(args.out, LOG), 'a') as log:
     log.write(f'\n===== {name} =====\n(run in the kit\'s process: its output went to the console)\n')
   try:
@@ -208,16 +211,18 @@ def _cell(value) -> str:
 
 
 def record_reference(args) -> None:
-  """Writes the CPU's first losses for both sizes into ``results/accelerator_reference.json``."""
+  """Writes the CPU's first losses for both sizes into ``results/accelerator_reference.json``,
+  under the installed jax's minor release (the others' entries are kept)."""
   import accelerator_parts as parts
   import jax
-  out = {}
-  for sizes in (parts.TINY, parts.FULL):
-    out[sizes['name']] = {'losses': parts.trajectory_losses(sizes['trajectory']),
-                          'device': jax.devices()[0].device_kind, **sizes['trajectory'],
-                          **versions(args.commit)}
+  with open(parts.REFERENCE) as f:
+    by_minor = json.load(f)
+  by_minor[parts.jax_minor()] = {
+      sizes['name']: {'losses': parts.trajectory_losses(sizes['trajectory']),
+                      'device': jax.devices()[0].device_kind, **sizes['trajectory'],
+                      **versions(args.commit)} for sizes in (parts.TINY, parts.FULL)}
   with open(parts.REFERENCE, 'w') as f:
-    json.dump(out, f, indent=1)
+    json.dump(dict(sorted(by_minor.items())), f, indent=1)
 
 
 def main() -> int:

@@ -132,18 +132,53 @@ def trajectory_losses(s) -> list[float]:
   return losses
 
 
+def jax_minor(version: str | None = None) -> str:
+  """``'0.11'`` for jax ``0.11.2`` (default: the installed jax)."""
+  return '.'.join((version or jax.__version__).split('.')[:2])
+
+
+def _references() -> dict:
+  """``results/accelerator_reference.json``: ``{jax minor: {size: trajectory}}``."""
+  with open(REFERENCE) as f:
+    return json.load(f)
+
+
+def reference_losses(size: str) -> dict:
+  """The CPU's trajectory for ``size`` (``'full'`` or ``'tiny'``) recorded with the installed
+  jax's minor release, else with the nearest one recorded (its ``jax`` field says which)."""
+  by_minor = _references()
+  minor = lambda m: tuple(int(x) for x in m.split('.'))
+  mine = minor(jax_minor())
+  nearest = min(by_minor, key=lambda m: (abs(minor(m)[1] - mine[1]), minor(m)))
+  return by_minor[nearest][size]
+
+
+def tolerances(size: str, floor: float = 1e-4) -> np.ndarray:
+  """Per step, the relative difference allowed against the CPU: ``max(floor, 2 * drift)``,
+  where ``drift`` is the largest relative difference at that step between the CPU trajectories
+  of the recorded jax releases (``floor`` at step 1, the initial network's loss, which they
+  share). Another release's XLA only sums in another order, as a GPU does: their spread is the
+  measured float32 drift of this trajectory (full size, jax 0.10.2 / 0.11.2 / 0.12.0.1: up to
+  9.7e-3 at step 9, 5.5e-3 by step 5), and twice it leaves room for one more order."""
+  runs = np.array([r[size]['losses'] for r in _references().values()])
+  drift = (runs.max(0) - runs.min(0)) / np.abs(runs).min(0)
+  return np.maximum(floor, 2 * drift)
+
+
 def trajectory(sizes):
-  """The first steps' losses against the CPU's, shipped in ``results/accelerator_reference.json``:
-  step 1 (the initial network's loss) within 1e-4 relative, the rest within 1e-2."""
+  """The first steps' losses against the CPU's of the same jax minor release, shipped in
+  ``results/accelerator_reference.json`` (:func:`reference_losses`), each step within
+  :func:`tolerances` (relative)."""
   s = sizes['trajectory']
   losses = trajectory_losses(s)
-  with open(REFERENCE) as f:
-    reference = json.load(f)[sizes['name']]
+  reference = reference_losses(sizes['name'])
   rel = np.abs(np.asarray(losses) - reference['losses']) / np.abs(reference['losses'])
+  tol = tolerances(sizes['name'])
   yield {'losses': losses, 'cpu_losses': reference['losses'], 'cpu_device': reference['device'],
-         'max_rel_diff_step1': float(rel[0]), 'max_rel_diff': float(rel.max()),
-         'tolerance': {'step1': 1e-4, 'all': 1e-2},
-         'passed': bool(rel[0] <= 1e-4 and rel.max() <= 1e-2), **{k: s[k] for k in s}}
+         'cpu_jax': reference['jax'], 'max_rel_diff_step1': float(rel[0]),
+         'max_rel_diff': float(rel.max()), 'tolerance': tol.tolist(),
+         'worst_step': int(np.argmax(rel / tol)) + 1, 'passed': bool(np.all(rel <= tol)),
+         **{k: s[k] for k in s}}
 
 
 def learning(sizes):

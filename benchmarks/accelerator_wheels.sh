@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
-# Downloads the wheels the accelerator kit needs on a GPU image that has jax, flax, optax,
-# orbax-checkpoint, absl-py, PyYAML, protobuf, scipy, scikit-learn and torch but no package
-# index: the project's pure-Python needs that such an image lacks, at the versions tested here.
-# They go to .whl/ (ignored by git; about 0.3 MB). On the GPU host, from the repository root:
-#   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl
-#   PYTHONPATH=/tmp/site:$PWD python3 benchmarks/accelerator.py --out /tmp/kit
+# Downloads the two pure-Python wheels the accelerator kit needs on an image without a package
+# index that has jax, flax, optax, orbax-checkpoint, absl-py, PyYAML, protobuf, scipy,
+# scikit-learn and matplotlib: ml_collections and tensorboardX, at the versions tested here,
+# into .whl/ (ignored by git; about 0.3 MB). The install on the image is one pip command:
+# docs/PERFORMANCE.md, "On an image without a package index".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \

@@ -24,7 +24,7 @@ def kit(out, *flags):
 
 def test_every_part_reports_at_toy_sizes(tmp_path):
   # In one process (a dozen fewer JAX start-ups); the tests below launch parts as the kit does.
-  r = kit(tmp_path, '--budget_s=900', '--in_process')
+  r = kit(tmp_path, '--budget_s=1e9', '--in_process')  # no part skipped, however slow
   assert r.returncode == 0, r.stdout + r.stderr
   records = read_jsonl(tmp_path / 'records.jsonl')
   assert list(dict.fromkeys(x['part'] for x in records)) == list(accelerator_parts.PARTS)
@@ -49,12 +49,25 @@ def test_every_part_reports_at_toy_sizes(tmp_path):
 
 
 def test_the_budget_skips_what_no_longer_fits_with_a_reason(tmp_path):
-  r = kit(tmp_path, '--budget_s=2', '--parts=environment,trajectory,heat')
-  assert r.returncode == 0, r.stdout + r.stderr
+  # On a fake clock where each part takes exactly its estimate, whatever the machine's load.
+  now = [0.0]
+  estimate = lambda name: 0.05 * accelerator_parts.ESTIMATES_S[name]  # --tiny's estimates
+
+  def launch(name, args, common, records, timeout):
+    assert timeout == max(args.budget_s - now[0], estimate(name)) + args.grace_s
+    now[0] += estimate(name)
+    records.add(name, 'ok')
+
+  names = ['environment', 'learning', 'trajectory', 'heat']
+  budget = estimate('environment') + estimate('trajectory') + 0.5  # learning's is larger
+  args = argparse.Namespace(out=str(tmp_path), tiny=True, budget_s=budget, grace_s=30,
+                            parts=','.join(names), dry_run=False, commit='x' * 40,
+                            in_process=False)
+  assert accelerator.run_all(args, clock=lambda: now[0], launch=launch) == 0
   records = read_jsonl(tmp_path / 'records.jsonl')
   assert [(x['part'], x['status']) for x in records] == [
-      ('environment', 'ok'), ('trajectory', 'skipped'), ('heat', 'skipped')]
-  assert 'budget_s=2' in records[1]['reason']
+      ('environment', 'ok'), ('learning', 'skipped'), ('trajectory', 'ok'), ('heat', 'skipped')]
+  assert f'budget_s={budget:g}' in records[1]['reason']
   assert accelerator.plan(['a', 'b', 'c'], {'a': 3, 'b': 5, 'c': 1}, 5) == [
       ('a', True), ('b', False), ('c', True)]
 
@@ -71,13 +84,17 @@ def test_a_failing_part_and_a_part_out_of_time_are_recorded(tmp_path):
   assert 'KeyError' in got[0]['error'] and 'Traceback' in got[0]['traceback']
 
 
-def test_the_cpu_reference_is_shipped_for_both_sizes():
+def test_the_cpu_reference_is_shipped_for_both_sizes_and_every_supported_jax():
   with open(accelerator_parts.REFERENCE) as f:
     reference = json.load(f)
-  for sizes in (accelerator_parts.TINY, accelerator_parts.FULL):
-    got = reference[sizes['name']]
-    assert len(got['losses']) == sizes['trajectory']['steps'] and got['device'] == 'cpu'
-    assert got['model'] == sizes['trajectory']['model']
+  assert sorted(reference) == ['0.10', '0.11', '0.12']  # pyproject's jax range
+  for minor, by_size in reference.items():
+    for sizes in (accelerator_parts.TINY, accelerator_parts.FULL):
+      got = by_size[sizes['name']]
+      assert len(got['losses']) == sizes['trajectory']['steps'] and got['device'] == 'cpu'
+      assert got['model'] == sizes['trajectory']['model']
+      assert accelerator_parts.jax_minor(got['jax']) == minor
+  assert accelerator_parts.reference_losses('tiny')['jax'].startswith(accelerator_parts.jax_minor())
 
 
 @pytest.mark.parametrize('flag', ['--budget_s=0', '--parts=nonsense'])

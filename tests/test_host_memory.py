@@ -28,7 +28,15 @@ def test_temporaries_reuse_freed_pages_unless_turned_off():
   pages = 8192 * 8192 * 4 // 4096  # of one temporary
   off, on = run_fresh(SCRIPT, N2NSKIP_MALLOC='0'), run_fresh(SCRIPT, N2NSKIP_MALLOC='1')
   assert not off['reused'] and on['reused']
-  # glibc's default maps a fresh temporary per call (its pages faulted in again each time)...
-  assert off['faults'] > 2 * pages
-  # ...the setting reuses the freed one: (almost) no new pages after the first call.
+  # The setting reuses the freed temporary: (almost) no new pages after the first call...
   assert on['faults'] < pages // 10
+  # ...where glibc's default maps a fresh one per call (its pages faulted in again each time),
+  # with jaxlib 0.10 and 0.11. jaxlib 0.12's XLA:CPU no longer faults a fresh temporary in
+  # by default (2,372 and 6,618 faults over the three calls, measured): nothing to show there.
+  if _jaxlib_minor() < (0, 12):
+    assert off['faults'] > 2 * pages
+
+
+def _jaxlib_minor() -> tuple[int, int]:
+  from importlib import metadata
+  return tuple(int(x) for x in metadata.version('jaxlib').split('.')[:2])

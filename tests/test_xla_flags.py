@@ -63,3 +63,27 @@ def test_a_setting_of_the_flag_in_xla_flags_is_kept():
   assert other['applied'] and other['xla_flags'] == (
       '--xla_cpu_enable_fast_math=false '
       '--xla_cpu_experimental_ynn_fusion_type=individual_dot,reduce')
+
+
+def test_the_flag_is_set_only_for_the_jaxlib_releases_that_know_it():
+  from n2nskip_jax.execution import xla_flags
+  assert xla_flags.jaxlib_has_flag('0.10.2') and xla_flags.jaxlib_has_flag('0.12.0.1')
+  assert xla_flags.jaxlib_has_flag('0.11.2')
+  assert not xla_flags.jaxlib_has_flag('0.9.2') and not xla_flags.jaxlib_has_flag('0.13.0')
+  assert xla_flags.jaxlib_has_flag()  # the installed jaxlib, within pyproject's range
+
+
+def test_pyprojects_jax_range_is_the_range_checked_for_the_flag():
+  # Admitting a newer jax means checking that its XLA:CPU still has the flag (an unknown flag
+  # aborts the process), then widening JAXLIB_WITH_FLAG.
+  import os
+  import re
+  import tomllib
+  from conftest import ROOT
+  from n2nskip_jax.execution import xla_flags
+  with open(os.path.join(ROOT, 'pyproject.toml'), 'rb') as f:
+    deps = tomllib.load(f)['project']['dependencies']
+  [jax] = [d for d in deps if d.startswith('jax>=')]
+  bounds = [int(x) for x in re.fullmatch(r'jax>=(\d+)\.(\d+)\.\d+,<(\d+)\.(\d+)', jax).groups()]
+  (first, last) = xla_flags.JAXLIB_WITH_FLAG
+  assert bounds == [*first, last[0], last[1] + 1], jax

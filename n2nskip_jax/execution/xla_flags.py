@@ -1,6 +1,6 @@
 """XLA:CPU's convolutions by XLA itself, not by YNNPACK (docs/PERFORMANCE.md).
 
-jaxlib 0.10's XLA:CPU hands dots, reductions and convolutions to YNNPACK: its default
+jaxlib 0.10 to 0.12's XLA:CPU hands dots, reductions and convolutions to YNNPACK: its default
 ``--xla_cpu_experimental_ynn_fusion_type`` is ``individual_dot,individual_convolution,reduce``.
 YNNPACK's convolutions are the slower of the two on this project's shapes, their gradients
 most: forward + backward of a 3x3 conv, batch 32, 32x32x64 -> 64, took 36-37 ms against 21.5 ms
@@ -13,12 +13,20 @@ XLA reads ``XLA_FLAGS`` once, when JAX starts its first backend: the command-lin
 benchmarks apply this first thing on the CPU backend, with the other settings of
 ``execution.before_jax``; in a notebook, call that before the first JAX computation. A setting of the flag already in ``XLA_FLAGS`` is kept;
 ``N2NSKIP_XLA_FLAGS=0`` leaves XLA's default. Accelerators ignore the flag.
+
+XLA aborts the process on a flag it does not know, so the flag is set only for the jaxlib
+releases known to have it (:data:`JAXLIB_WITH_FLAG`, read from the installed version at run
+time); another jaxlib runs with XLA's default.
 """
 import functools
 import os
+import re
+from importlib import metadata
 
 FLAG = '--xla_cpu_experimental_ynn_fusion_type'
 VALUE = 'individual_dot,reduce'
+# [first, last] minor releases whose XLA:CPU has FLAG (checked: 0.10.2, 0.11.2, 0.12.0.1).
+JAXLIB_WITH_FLAG = ((0, 10), (0, 12))
 
 
 @functools.lru_cache(maxsize=None)
@@ -29,10 +37,17 @@ def convolutions_by_xla() -> bool:
   flags = os.environ.get('XLA_FLAGS', '')
   if os.environ.get('N2NSKIP_XLA_FLAGS', '1') == '0' or FLAG in flags:
     return f'{FLAG}={VALUE}' in flags.split()
-  if backends_started():
+  if backends_started() or not jaxlib_has_flag():
     return False
   os.environ['XLA_FLAGS'] = f'{flags} {FLAG}={VALUE}'.strip()
   return True
+
+
+def jaxlib_has_flag(version: str | None = None) -> bool:
+  """Whether jaxlib ``version`` (default: the installed one) is in :data:`JAXLIB_WITH_FLAG`."""
+  version = metadata.version('jaxlib') if version is None else version
+  minor = tuple(int(x) for x in re.findall(r'\d+', version)[:2])
+  return JAXLIB_WITH_FLAG[0] <= minor <= JAXLIB_WITH_FLAG[1]
 
 
 def backends_started() -> bool:
