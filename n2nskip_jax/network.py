@@ -30,6 +30,18 @@ def init(config, num_classes: int, input_shape: tuple[int, ...], *,
   return model, jax.device_get(variables)
 
 
+def trained_weights(config, variables, num_classes: int, input_shape: tuple[int, ...]) -> dict:
+  """The unpruned weights a run trains from: ``variables`` (from :func:`init`), or with
+  ``pruning.reinit`` (the control of Frankle et al. 2021) variables drawn from another seed,
+  ``fold_in(PRNGKey(seed), 1)``, whose ``params`` replace them. The training loop, the
+  connectivity analysis and the study runner all start from this one function."""
+  if not config.pruning.reinit:
+    return variables
+  redrawn = init(config, num_classes, input_shape,
+                 rng=jax.random.fold_in(jax.random.PRNGKey(config.seed), 1))[1]
+  return {**variables, 'params': redrawn['params']}
+
+
 def abstract_variables(config, num_classes: int, input_shape: tuple[int, ...]):
   """Shapes and dtypes of the variables (``jax.eval_shape``: nothing is compiled or allocated)."""
   shapes = _abstract_variables(create_model(config, num_classes), tuple(input_shape))

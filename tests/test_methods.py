@@ -205,3 +205,26 @@ def test_reinit_keeps_the_masks_and_redraws_the_surviving_weights(tmp_path):
 def test_snip_is_another_name_for_csp():
   assert pruning.METHODS['snip'] is pruning.METHODS['csp'] is pruning.snip_masks
   assert pruning.needs_batch(make_config(pruning__method='snip'))
+
+
+def test_the_analysis_of_a_reinit_run_starts_from_the_weights_it_trained(tmp_path):
+  """``load_run(..., 'initial')`` and the trained run's initial state are the same weights, for
+  a ``pruning.reinit`` run with rescaling too; its reference is the re-drawn dense network."""
+  from n2nskip_jax import train
+  from n2nskip_jax.connectivity import analysis
+  config = make_config(**LINEAR_MLP, pruning__method='rp', pruning__density=0.2,
+                       pruning__reinit=True, pruning__rescale=True, skip__kind='n2nskip',
+                       num_epochs=1, eval_every_epochs=1)
+  train.train_and_evaluate(config, str(tmp_path))
+  _, params, masks, reference = analysis.load_run(str(tmp_path), 'initial')
+  started = train._initial_state(config, data.load(config), masks)
+  flat = traverse_util.flatten_dict
+  assert flat(params).keys() == flat(started.params).keys()
+  for p, w in flat(started.params).items():
+    np.testing.assert_array_equal(flat(params)[p], w, err_msg=str(p))
+  spec = data.spec(config)
+  redrawn = network.trained_weights(config, network.init(config, *spec)[1], *spec)['params']
+  not_redrawn = network.init(config, *spec)[1]['params']
+  for p, w in flat(reference).items():
+    np.testing.assert_array_equal(w, flat(redrawn)[p])
+    assert p[-1] != 'kernel' or not np.array_equal(w, flat(not_redrawn)[p])

@@ -25,14 +25,16 @@ K_FRACTIONS = np.linspace(0.01, 1.0, 100)
 def load_run(workdir: str, weights: str = 'final'):
   """``(config, params, masks, reference_params)`` of a run's latest checkpoint: its final
   weights, or (``weights='initial'``) the weights it was initialized and pruned with; the
-  reference parameters are the unpruned initial weights."""
+  reference parameters are the unpruned weights it trained from
+  (:func:`network.trained_weights`: re-drawn ones for a ``pruning.reinit`` run)."""
   config = rundir.read_config(workdir)
   step, restored = rundir.read_latest(workdir)
   masks = restored['masks']
   if not all(np.all(np.isfinite(x)) for x in jax.tree.leaves(restored['state']['params'])):
     raise UserError(f'--workdir={workdir!r}: the weights at step {step} are not finite '
                     '(the run diverged); nothing to analyze')
-  _, initial = network.init(config, *data_lib.spec(config))  # unpruned initial weights
+  spec = data_lib.spec(config)
+  initial = network.trained_weights(config, network.init(config, *spec)[1], *spec)
   params = (restored['state']['params'] if weights == 'final'
             else pruning.apply_masks(initial, masks, config.pruning.rescale)['params'])
   return config, params, masks, initial['params']

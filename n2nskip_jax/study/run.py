@@ -59,15 +59,17 @@ def _finished(directory: str, analyze: bool) -> bool:
 
 
 class _References:
-  """Reference diffusions (dense parent at the initial weights), one per distinct reference
-  network: cells that differ only in pruning and skips share it."""
+  """Reference diffusions (dense parent at the weights a run trains from), one per distinct
+  reference network: cells that differ only in pruning and skips share it, except
+  ``pruning.reinit``, which trains from other weights."""
 
   def __init__(self):
     self._cache = {}
 
   def get(self, config, graph_ref, sources, eps):
-    key = json.dumps({k: v for k, v in json.loads(config.to_json()).items()
-                      if k not in ('pruning', 'skip')}, sort_keys=True)
+    key = json.dumps({**{k: v for k, v in json.loads(config.to_json()).items()
+                         if k not in ('pruning', 'skip')}, 'reinit': config.pruning.reinit},
+                     sort_keys=True)
     if key not in self._cache:
       self._cache[key] = heat.reference_diffusion(graph_ref.adjacency(sparse=True), sources, eps)
     return self._cache[key]
