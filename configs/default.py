@@ -64,10 +64,18 @@ def get_config() -> ml_collections.ConfigDict:
   c.pruning.reinit = False           # control: the same masks on weights drawn from another seed
   # --- skip connections (n2nskip_jax.models.skips) ------------------------------
   c.skip = ml_collections.ConfigDict()
-  c.skip.kind = 'none'               # 'none' | 'n2nskip' (Eq. 2) | 'resskip' (Eq. 1)
-  c.skip.fraction = 0.5              # share of the budget given to skip weights (n2nskip), [0, 1)
+  c.skip.kind = 'none'               # 'none' | 'n2nskip' (Eq. 2) | 'resskip' (Eq. 1) |
+                                     # 'sequential' (control: no skips, their share of the
+                                     # budget as random extra sequential weights)
+  c.skip.fraction = 0.5              # share of the budget given to skip weights (n2nskip) or
+                                     # to the random extra weights (sequential), [0, 1)
   c.skip.span = 3                    # k: layers a skip spans (ResNet50: must be 3, one bottleneck)
   c.skip.kernel_size = 3             # f: conv skip kernel is f x f (odd)
+  c.skip.affine = True               # skips' own trainable parameters beyond their kernels,
+                                     # outside the budget: the MLP skips' biases, the conv
+                                     # skips' BatchNorm scale and shift (False: none, an
+                                     # exactly budget-matched comparison; BatchNorm still
+                                     # normalizes)
   # --- how the masked layers run (n2nskip_jax.execution; results equal up to float rounding) ---
   # 'auto': the CPU speed-ups on the CPU backend, the core layers on GPU/TPU (docs/PERFORMANCE.md).
   c.execution = ml_collections.ConfigDict()

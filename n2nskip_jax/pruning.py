@@ -27,6 +27,11 @@ each kernel path to be pruned to its shape, ``budget`` is how many weights to ke
 ``rng`` a ``numpy.random.Generator`` seeded by the config, and ``scoring`` a :class:`Scoring`
 that computes the network's scores for those paths when asked.
 
+With ``skip.kind='sequential'`` (the budget control: no skip layers) the method keeps
+``B - round(fraction * B)`` weights and the other ``round(fraction * B)`` are drawn uniformly
+at random among the positions it pruned (:func:`top_up`): the same budget and the same method
+as N2NSkip's, the skip share spent on ordinary sequential weights.
+
 With ``skip.kind='resskip'`` the projection kernels are pruned with the sequential ones on
 the full model, out of the same ``B``. Kernels matching a ``pruning.exclude`` pattern stay
 dense and count against the sequential budget. Two controls (Frankle et al., ICLR 2021)
@@ -135,9 +140,10 @@ def check_config(config) -> None:
                       f"1.0 with pruning.method='dense' (choose one of {tuple(METHODS)} to prune)")
   checks.check(config, 'skip.fraction', lambda v: checks.is_number(v) and 0 <= v < 1,
                'a number in [0, 1)')
-  if config.skip.kind == 'n2nskip' and config.pruning.method == 'dense':
+  if config.skip.kind in models.SHARED_BUDGET_KINDS and config.pruning.method == 'dense':
     raise ConfigError('pruning.method', 'dense',
-                      f"one of {tuple(METHODS)} with skip.kind='n2nskip' (skips share the budget)")
+                      f'one of {tuple(METHODS)} with skip.kind={config.skip.kind!r} (its skip '
+                      'share is part of the budget)')
 
 
 def _split(keep: np.ndarray, shapes: dict) -> dict:
@@ -214,6 +220,14 @@ def synflow_masks(shapes, budget, rng, scoring) -> dict:
   return masks
 
 
+def top_up(masks: dict, extra: int, rng: np.random.Generator) -> dict:
+  """``masks`` with ``extra`` more nonzeros, drawn uniformly at random among their zeros over
+  all layers (``skip.kind='sequential'``): every kept weight stays kept."""
+  flat = np.concatenate([m.ravel() for m in masks.values()])
+  flat[rng.choice(np.flatnonzero(flat == 0), size=extra, replace=False)] = 1
+  return _split(flat, {p: m.shape for p, m in masks.items()})
+
+
 def _proportional(sizes: list[int], total: int) -> list[int]:
   """Integer shares of ``total`` proportional to ``sizes`` (largest remainder), summing exactly."""
   raw = np.asarray(sizes, np.float64) * total / sum(sizes)
@@ -250,17 +264,21 @@ def structured_masks(shapes, budget, rng, scoring=None) -> dict:
 
 
 def budgets(config, masks) -> dict:
-  """Budget arithmetic: ``B``, its sequential/skip split and the capacities, validated."""
+  """Budget arithmetic, validated: ``total`` (``B``), its ``sequential`` and ``skip`` split,
+  ``method``: what the preliminary method keeps (the sequential share less ``top_up``, the
+  random extra weights of ``skip.kind='sequential'``), and the capacities."""
   n_ref = sparsity.reference_weights(masks)
-  skip_capacity = sparsity.skip_weights(masks)
   total = round(config.pruning.density * n_ref)
-  skip = round(config.skip.fraction * total) if config.skip.kind == 'n2nskip' else 0
+  share = round(config.skip.fraction * total) if config.skip.kind in models.SHARED_BUDGET_KINDS else 0
+  extra = share if config.skip.kind == 'sequential' else 0
+  skip, skip_capacity = share - extra, sparsity.skip_weights(masks)
   if skip > skip_capacity:
     raise ConfigError('skip.fraction', config.skip.fraction,
                       f'at most {skip_capacity / total:.4f} at pruning.density='
                       f'{config.pruning.density}: the skip layers hold {skip_capacity} weights '
                       f'but the skip budget is {skip}')
-  return {'total': total, 'sequential': total - skip, 'skip': skip, 'reference': n_ref,
+  return {'total': total, 'sequential': total - skip, 'skip': skip,
+          'method': total - skip - extra, 'top_up': extra, 'reference': n_ref,
           'skip_capacity': skip_capacity}
 
 
@@ -274,11 +292,11 @@ def check_budget(config) -> dict | None:
   masks = network.abstract_variables(config, *data.spec(config))['masks']
   b = budgets(config, masks)
   layers = sum(1 for p in traverse_util.flatten_dict(masks) if not models.is_skip_path(p))
-  if b['sequential'] < layers:
+  if b['method'] < layers:
     raise ConfigError('pruning.density', config.pruning.density,
                       f'a density whose budget round(density * {b["reference"]}) = {b["total"]} '
                       f'leaves at least one weight in each of the {layers} sequential layers '
-                      f'(sequential budget: {b["sequential"]})')
+                      f'(the preliminary method\'s budget: {b["method"]})')
   return b
 
 
@@ -326,15 +344,17 @@ def prune(config, variables, batch=None, *, layers: dict | None = None) -> dict:
   excluded = {p: s for p, s in main.items() if any(
       re.search(pat, sparsity.path_name(p)) for pat in config.pruning.exclude)}
   chosen = {p: s for p, s in main.items() if p not in excluded}
-  free = b['sequential'] - _total(excluded)
+  free = b['method'] - _total(excluded)
   if free < 0:
     raise ConfigError('pruning.exclude', tuple(config.pruning.exclude),
-                      f'patterns whose dense layers fit in the budget of {b["sequential"]} weights')
+                      f'patterns whose dense layers fit in the budget of {b["method"]} weights')
   out = {p: np.ones(s, np.float32) for p, s in excluded.items()}
   scoring = (Scoring(models.reference(config), models.without_skips(variables), batch, layers)
              if n2n else Scoring(config, variables, batch, layers))
   chosen_masks = METHODS[method](chosen, free, rng, scoring)
-  out.update(shuffle(chosen_masks, rng) if config.pruning.shuffle else chosen_masks)
+  if config.pruning.shuffle:
+    chosen_masks = shuffle(chosen_masks, rng)
+  out.update(top_up(chosen_masks, b['top_up'], rng) if b['top_up'] else chosen_masks)
   if skip_shapes:
     out.update(random_masks(skip_shapes, b['skip'], rng))
   return traverse_util.unflatten_dict({p: out[p] for p in flat})

@@ -36,6 +36,14 @@ def skip_weights(masks) -> int:
   return count(masks) - reference_weights(masks)
 
 
+def skip_extra_params(params) -> int:
+  """Trainable parameters of the skip layers other than their kernels (the MLP skips' biases,
+  the conv skips' BatchNorm scale and shift): what a variant with skips trains beyond the
+  budget and the network without them (0 with ``skip.affine=False``)."""
+  return sum(int(np.size(v)) for p, v in traverse_util.flatten_dict(params).items()
+             if models.is_skip_path(p) and p[-1] != 'kernel')
+
+
 def nonzero(masks, skip: bool | None = None) -> int:
   """Nonzero mask entries; ``skip=True``/``False`` restricts to skip/sequential layers."""
   return sum(int(np.count_nonzero(v)) for p, v in traverse_util.flatten_dict(masks).items()

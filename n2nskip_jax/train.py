@@ -77,10 +77,7 @@ def _initial_state(config, data, masks=None, prune: bool = True) -> TrainState:
     if jax.process_count() > 1:  # every host must train the same sparse network
       masks = multihost_utils.broadcast_one_to_all(masks)
   if masks is not None:
-    if config.pruning.reinit:  # the control: these masks on weights drawn from another seed
-      redrawn = network.init(config, data.num_classes, data.input_shape,
-                             rng=jax.random.fold_in(jax.random.PRNGKey(config.seed), 1))[1]
-      variables = {**variables, 'params': redrawn['params']}
+    variables = network.trained_weights(config, variables, data.num_classes, data.input_shape)
     variables = pruning.apply_masks(variables, masks, rescale=config.pruning.rescale)
   return TrainState.create(apply_fn=model.apply, params=variables['params'],
                            tx=create_optimizer(config, data.steps_per_epoch),
@@ -224,9 +221,12 @@ def _train_and_evaluate(config, workdir: str, masks, stop, lock) -> dict:
   layers = sparsity.layer_table(state.masks)
   logging.info('Masked layers (density against each layer):\n%s', sparsity.format_layers(layers))
   if budget:
-    logging.info('Budget: %d of %d reference weights (density %g) = %d sequential + %d skip.',
+    logging.info('Budget: %d of %d reference weights (density %g) = %d sequential%s + %d skip; '
+                 'outside it, the skips\' biases and BatchNorm parameters: %d.',
                  budget['total'], budget['reference'], config.pruning.density,
-                 budget['sequential'], budget['skip'])
+                 budget['sequential'], f' ({budget["top_up"]} of them random extra)'
+                 if budget['top_up'] else '', budget['skip'],
+                 sparsity.skip_extra_params(state.params))
 
   steps_per_epoch, total = data.steps_per_epoch, config.num_epochs * data.steps_per_epoch
   lr = learning_rate_schedule(config, steps_per_epoch)
@@ -308,6 +308,7 @@ def _train_and_evaluate(config, workdir: str, masks, stop, lock) -> dict:
       'params_nonzero': sparsity.nonzero_weights(state.params, state.masks),
       'params_nonzero_sequential': sparsity.nonzero(state.masks, skip=False),
       'params_nonzero_skip': sparsity.nonzero(state.masks, skip=True),
+      'params_skip_extra': sparsity.skip_extra_params(state.params),
       'dead_units': sparsity.dead_units(config, state.masks),
       'budget': budget,
       'warnings': warnings,

@@ -76,6 +76,30 @@ def test_skip_fraction_splits_the_budget(fraction):
   assert sparsity.nonzero(masks) == budget
 
 
+@pytest.mark.parametrize('model,method', [
+    ('mlp', 'rp'), ('mlp', 'magnitude'), ('mlp', 'csp'), ('mlp', 'structured'), ('mlp', 'synflow'),
+    ('vgg19', 'rp'), ('vgg19', 'csp'), ('resnet50', 'rp'), ('resnet50', 'magnitude')])
+def test_the_sequential_control_spends_the_skip_share_on_weights_the_method_pruned(model, method):
+  """``skip.kind='sequential'``: N2NSkip's sequential mask (the method at the same budget and
+  seed), plus exactly ``round(fraction * B)`` nonzeros where it has zeros; no skip layers."""
+  fraction = 0.3
+  config, _, control = pruned(model, method, 0.1, 'sequential', skip__fraction=fraction)
+  _, _, n2nskip = pruned(model, method, 0.1, 'n2nskip', skip__fraction=fraction)
+  control, n2nskip = traverse_util.flatten_dict(control), traverse_util.flatten_dict(n2nskip)
+  assert not any(models.is_skip_path(p) for p in control)
+  assert set(control) == {p for p in n2nskip if not models.is_skip_path(p)}
+  budget = round(0.1 * sum(m.size for m in control.values()))
+  assert sum(int(m.sum()) for m in control.values()) == budget
+  extra = 0
+  for p, m in control.items():
+    assert set(np.unique(m)) <= {0.0, 1.0}
+    assert np.all(m >= n2nskip[p]), p  # every weight the method kept is kept
+    extra += int((m - n2nskip[p]).sum())
+  assert extra == round(fraction * budget)
+  b = pruning.budgets(config, traverse_util.unflatten_dict(control))
+  assert (b['method'], b['top_up'], b['skip']) == (budget - extra, extra, 0)
+
+
 def test_snip_scores_equal_w_times_grad_and_keep_global_top_k():
   config, variables, masks = pruned('vgg19', 'csp', 0.05)
   batch = batch_for(MODELS['vgg19'][1])
@@ -213,3 +237,24 @@ def test_rescale_restores_per_unit_fan_in_variance_and_keeps_the_count(kind):
       dense_var = var(kernel)
       assert var(scaled[path]) == pytest.approx(dense_var, rel=0.15)
       assert var(plain[path]) == pytest.approx(m.mean() * dense_var, rel=0.3)  # density x dense
+
+
+@pytest.mark.parametrize('affine', [True, False])
+def test_the_skips_parameters_outside_the_budget_counted_by_hand(affine):
+  """N2NSkip adds trainable parameters beyond its kernels: with span 3, the MLP 64-48-32-16 gets
+  one skip, input -> dense3 (32 biases); VGG19 x1/8 (the studies' width) gets a skip into
+  each conv j = 3..16, each normalized by a BatchNorm with a scale and a shift per channel.
+  ``skip.affine=False`` adds none, and keeps only the kernels' count apart from the
+  network without skips."""
+  vgg_widths = [8, 8, 16, 16, 32, 32, 32, 32] + [64] * 8  # VGG19's conv widths, x1/8
+  cases = {'mlp': (TINY_MODELS['mlp'], 32),
+           'vgg19': ((dict(model='vgg19', vgg_head='cifar', width_multiplier=1 / 8),
+                      (32, 32, 3)), 2 * sum(vgg_widths[2:]))}  # 1,344
+  for model, ((overrides, shape), by_hand) in cases.items():
+    config = make_config(**overrides, skip__kind='n2nskip', skip__affine=affine)
+    variables = network.abstract_variables(config, 10, shape)
+    extra = sparsity.skip_extra_params(variables['params'])
+    assert extra == (by_hand if affine else 0), model
+    without = network.abstract_variables(make_config(**overrides), 10, shape)
+    assert (sparsity.count(variables['params']) - sparsity.count(without['params'])
+            == sparsity.skip_weights(variables['masks']) + extra), model

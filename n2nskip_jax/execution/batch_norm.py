@@ -84,18 +84,23 @@ class BatchNorm(nn.Module):
   """``flax.linen.BatchNorm`` over the last axis (its variables, defaults and results) with
   :func:`normalize` in training. ``use_running_average``: normalize by the running averages
   in ``batch_stats`` (evaluation) instead of the batch's statistics, which update them
-  (``momentum``: the running averages' weight, Flax's convention)."""
+  (``momentum``: the running averages' weight, Flax's convention). ``use_scale=False`` /
+  ``use_bias=False``: no ``scale`` / ``bias`` parameter (1 and 0), as in Flax."""
   use_running_average: bool = False
   momentum: float = 0.99
   epsilon: float = 1e-5
   dtype: Any = None
   axis_name: str | None = None
+  use_scale: bool = True
+  use_bias: bool = True
 
   @nn.compact
   def __call__(self, x):
     features = x.shape[-1:]
-    scale = self.param('scale', nn.initializers.ones, features, jnp.float32)
-    bias = self.param('bias', nn.initializers.zeros, features, jnp.float32)
+    scale = (self.param('scale', nn.initializers.ones, features, jnp.float32) if self.use_scale
+             else jnp.ones(features, jnp.float32))
+    bias = (self.param('bias', nn.initializers.zeros, features, jnp.float32) if self.use_bias
+            else jnp.zeros(features, jnp.float32))
     ra_mean = self.variable('batch_stats', 'mean', jnp.zeros, features, jnp.float32)
     ra_var = self.variable('batch_stats', 'var', jnp.ones, features, jnp.float32)
     if self.use_running_average:

@@ -16,7 +16,7 @@ from n2nskip_jax.errors import ConfigError
 from n2nskip_jax.models import inits, mlp, resnet, vgg
 from n2nskip_jax.models.mlp import MLP
 from n2nskip_jax.models.resnet import ResNet
-from n2nskip_jax.models.skips import INPUT, SKIP_KINDS, Edge, is_skip_path
+from n2nskip_jax.models.skips import INPUT, SHARED_BUDGET_KINDS, SKIP_KINDS, Edge, is_skip_path
 from n2nskip_jax.models.vgg import VGG
 
 MODELS = ('mlp', 'vgg19', 'resnet50')
@@ -52,17 +52,20 @@ def _build(config, num_classes, bn_axis_name, layers) -> nn.Module:
   kind = config.skip.kind
   if config.model == 'mlp':
     return MLP(hidden=tuple(config.mlp_hidden), num_classes=num_classes, skip_kind=kind,
-               skip_span=config.skip.span, dtype=dtype, init_scheme=config.init,
+               skip_span=config.skip.span, skip_affine=config.skip.affine, dtype=dtype,
+               init_scheme=config.init,
                **{k: v for k, v in layers.items() if k == 'dense'})
   if config.model == 'vgg19':
     return VGG(num_classes=num_classes, head=config.vgg_head,
                width_multiplier=config.width_multiplier, skip_kind=kind,
                skip_span=config.skip.span, skip_kernel_size=config.skip.kernel_size,
-               dtype=dtype, init_scheme=config.init, bn_axis_name=bn_axis_name, **layers)
+               skip_affine=config.skip.affine, dtype=dtype, init_scheme=config.init,
+               bn_axis_name=bn_axis_name, **layers)
   if config.model == 'resnet50':
     return ResNet(num_classes=num_classes, stem=config.resnet_stem,
                   width_multiplier=config.width_multiplier, skip_kind=kind,
-                  skip_kernel_size=config.skip.kernel_size, dtype=dtype, init_scheme=config.init,
+                  skip_kernel_size=config.skip.kernel_size, skip_affine=config.skip.affine,
+                  dtype=dtype, init_scheme=config.init,
                   bn_axis_name=bn_axis_name, **{k: v for k, v in layers.items() if k != 'pool'})
   raise ValueError(f'model={config.model!r}; expected one of {MODELS}')
 
@@ -111,6 +114,7 @@ def check_config(config) -> None:
                       f'an image data set {data.IMAGE_DATASETS} for model={config.model!r} '
                       "(use model='mlp' for 'mnist1d' and 'digits')")
   checks.choice(config, 'skip.kind', SKIP_KINDS)
+  checks.boolean(config, 'skip.affine')
   checks.check(config, 'skip.kernel_size', lambda v: checks.is_int(v) and v > 0 and v % 2 == 1,
                'an odd integer >= 1')
   depth = max_skip_span(config)
@@ -129,6 +133,6 @@ def max_skip_span(config) -> int:
   return len(vgg.conv_plan(vgg.VGG19_LAYERS, 1)[0]) if config.model == 'vgg19' else 3
 
 
-__all__ = ['MLP', 'VGG', 'ResNet', 'MODELS', 'SKIP_KINDS', 'INPUT', 'Edge', 'check_config',
+__all__ = ['MLP', 'VGG', 'ResNet', 'MODELS', 'SHARED_BUDGET_KINDS', 'SKIP_KINDS', 'INPUT', 'Edge', 'check_config',
            'create_model',
            'is_skip_path', 'max_skip_span', 'reference', 'structure', 'without_skips']

@@ -16,11 +16,14 @@ class MLP(nn.Module):
   Skips follow :mod:`n2nskip_jax.models.skips`: hidden layer ``j`` gets one from ``a^{j-k}``
   (``a^0`` being the flattened input). Every layer, skips included, is initialized as
   ``nn.Linear`` (``init_scheme='torch'``, :mod:`n2nskip_jax.models.inits`) or with Flax's defaults.
+  ``skip_affine=False``: N2NSkip's skip layers have no bias (nothing trainable but their
+  masked kernel).
   """
   hidden: Sequence[int] = (512, 256, 128, 64)
   num_classes: int = 10
   skip_kind: str = 'none'
   skip_span: int = 3
+  skip_affine: bool = True
   dtype: Any = None
   init_scheme: str = 'torch'
   dense: ModuleDef = MaskedDense
@@ -43,7 +46,7 @@ class MLP(nn.Module):
 
   def _skip(self, a, width, name):
     if self.skip_kind == 'n2nskip':  # Eq. 2: g(skip(a^l)).
-      return nn.relu(self._linear(width, a, name=name))
+      return nn.relu(self._linear(width, a, use_bias=self.skip_affine, name=name))
     if a.shape[-1] == width:  # Eq. 1, identity.
       return a
     return self._linear(width, a, use_bias=False, name=name)

@@ -48,6 +48,7 @@ class Bottleneck(nn.Module):
   norm: ModuleDef
   skip_kind: str = 'none'
   skip_kernel_size: int = 3
+  skip_affine: bool = True
 
   @nn.compact
   def __call__(self, x):
@@ -62,7 +63,9 @@ class Bottleneck(nn.Module):
     if self.skip_kind == 'n2nskip':
       k = self.skip_kernel_size
       s = self.conv(4 * self.filters, (k, k), strides=self.strides, name=SKIP_PREFIX)(x)
-      y = y + nn.relu(self.norm(name=f'{SKIP_PREFIX}_bn')(s))
+      s = self.norm(use_scale=self.skip_affine, use_bias=self.skip_affine,
+                    name=f'{SKIP_PREFIX}_bn')(s)
+      y = y + nn.relu(s)
     return nn.relu(y + shortcut)
 
 
@@ -72,6 +75,7 @@ class ResNet(nn.Module):
 
   ``init_scheme='torch'``: torchvision's ResNet scheme (:mod:`n2nskip_jax.models.inits`): every
   conv (skips and projections too) ``kaiming_normal_`` fan-out, the classifier ``nn.Linear``'s.
+  ``skip_affine=False``: the skips' BatchNorms normalize without scale and shift.
   """
   num_classes: int = 10
   stage_sizes: Sequence[int] = (3, 4, 6, 3)
@@ -79,6 +83,7 @@ class ResNet(nn.Module):
   width_multiplier: float = 1.0
   skip_kind: str = 'none'
   skip_kernel_size: int = 3
+  skip_affine: bool = True
   dtype: Any = None
   init_scheme: str = 'torch'
   bn_axis_name: str | None = None
@@ -101,7 +106,8 @@ class ResNet(nn.Module):
     for i, blocks in enumerate(self.stage_sizes):
       for b in range(blocks):
         x = Bottleneck(width * 2**i, 2 if (i > 0 and b == 0) else 1, conv, norm,
-                       self.skip_kind, self.skip_kernel_size, name=next(names))(x)
+                       self.skip_kind, self.skip_kernel_size, self.skip_affine,
+                       name=next(names))(x)
     x = x.mean(axis=(1, 2))
     return self.dense(self.num_classes, dtype=self.dtype, name='head',
                       **inits.linear(self.init_scheme, x.shape[-1]))(x)

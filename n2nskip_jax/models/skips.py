@@ -11,12 +11,18 @@ Layers are numbered ``1..L`` along the sequential path; ``a^0`` is the network i
 * ``resskip`` (Eq. 1): ``a^{l+k} = g(z^{l+k} + a^l)``, with a masked linear projection
   (1x1 conv + BatchNorm in CNNs) where the shapes differ.
 
+* ``sequential`` (beyond the paper, a budget control): no skip layers; the skip share of the
+  budget goes to extra sequential weights instead (:mod:`n2nskip_jax.pruning`), so that a
+  comparison with ``n2nskip`` tells the skips' placement from their mere extra weights.
+
 Skip-layer names start with ``skip`` so that budgets can tell skip kernels from
 sequential ones (:func:`is_skip_path`).
 """
 from typing import NamedTuple
 
-SKIP_KINDS = ('none', 'n2nskip', 'resskip')
+SKIP_KINDS = ('none', 'n2nskip', 'resskip', 'sequential')
+# The kinds that split the budget by ``skip.fraction`` (the skip share).
+SHARED_BUDGET_KINDS = ('n2nskip', 'sequential')
 SKIP_PREFIX = 'skip'
 INPUT = 'input'
 
@@ -48,7 +54,7 @@ def chain_edges(layers: list[str], num_hidden: int, kind: str, span: int, identi
 
 def skip_sources(num_hidden: int, span: int, kind: str) -> dict[int, int]:
   """Maps each hidden layer ``j`` (1-based) that receives a skip to its source ``l = j - k``."""
-  if kind == 'none':
+  if kind in ('none', 'sequential'):
     return {}
   return {j: j - span for j in range(1, num_hidden + 1) if j - span >= 0}
 

@@ -10,6 +10,7 @@ follows the layers marked ``'M'``. Two heads:
 Skip placement is :mod:`n2nskip_jax.models.skips` over the 16 conv layers; a skip's stride
 is ``2 ** (number of poolings inside its span)``.
 """
+import functools
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
@@ -77,7 +78,8 @@ class VGG(nn.Module):
   ``pool``, the 2x2 max-pooling): plain Flax layers for a twin, or the execution plan's.
 
   ``init_scheme='torch'``: torchvision's VGG scheme (:mod:`n2nskip_jax.models.inits`), skip and
-  projection convs included.
+  projection convs included. ``skip_affine=False``: the skips' BatchNorms normalize without
+  scale and shift (nothing trainable in a skip but its masked kernel).
   """
   num_classes: int = 10
   head: str = 'paper'
@@ -86,6 +88,7 @@ class VGG(nn.Module):
   skip_kind: str = 'none'
   skip_span: int = 3
   skip_kernel_size: int = 3
+  skip_affine: bool = True
   dtype: Any = None
   init_scheme: str = 'torch'
   bn_axis_name: str | None = None
@@ -124,6 +127,7 @@ class VGG(nn.Module):
                      **inits.conv(self.init_scheme), **kwargs)
 
   def _skip(self, a, width, stride, norm, name):
+    norm = functools.partial(norm, use_scale=self.skip_affine, use_bias=self.skip_affine)
     if self.skip_kind == 'n2nskip':  # Eq. 2: g(BN(conv_skip(a^l))).
       k = self.skip_kernel_size
       y = self._conv(width, (k, k), strides=stride, name=name)(a)

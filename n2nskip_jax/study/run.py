@@ -7,9 +7,10 @@ its last checkpoint. A run that fails (diverges, is refused, crashes) is recorde
 directory's ``failed.json`` with the reason, and the study goes on; a rerun leaves it failed
 unless asked to retry it. A run another process is training (its lock,
 :mod:`n2nskip_jax.runlock`) is skipped, so two processes on one study split its runs. With
-``study.analyze``, each run's connectivity at initialization (weighted graph, F(t*) and F(inf)
-against the dense reference, paper Eq. 6) is written to
-``connectivity-initial-weighted.json`` beside its summary.
+``study.analyze``, each run's connectivity (weighted graph, F(t*) and F(inf) against the dense
+reference, paper Eq. 6) at initialization and after training (the paper's definition: the
+pruned and trained network) is written to ``connectivity-initial-weighted.json`` and
+``connectivity-final-weighted.json`` beside its summary.
 """
 import gc
 import json
@@ -31,6 +32,7 @@ from n2nskip_jax.progress import hms
 from n2nskip_jax.study import grid
 
 CONNECTIVITY = 'connectivity-initial-weighted.json'
+CONNECTIVITY_FINAL = 'connectivity-final-weighted.json'
 FAILED = 'failed.json'
 
 
@@ -54,7 +56,7 @@ def failure(directory: str) -> dict | None:
 
 
 def _finished(directory: str, analyze: bool) -> bool:
-  files = [rundir.SUMMARY] + ([CONNECTIVITY] if analyze else [])
+  files = [rundir.SUMMARY] + ([CONNECTIVITY, CONNECTIVITY_FINAL] if analyze else [])
   return all(os.path.exists(os.path.join(directory, f)) for f in files)
 
 
@@ -75,9 +77,11 @@ class _References:
     return self._cache[key]
 
 
-def initial_connectivity(directory: str, references: _References, eps: float = 1e-3) -> dict:
-  """F(t*) and F(inf) of a run's weighted graph at initialization (paper Eq. 6, Sec. 3.2)."""
-  config, params, masks, ref_params = analysis.load_run(directory, 'initial')
+def connectivity(directory: str, references: _References, weights: str,
+                 eps: float = 1e-3) -> dict:
+  """F(t*) and F(inf) of a run's weighted graph (paper Eq. 6, Sec. 3.2) with its ``weights``,
+  ``'initial'`` or ``'final'``, against the dense network it trained from."""
+  config, params, masks, ref_params = analysis.load_run(directory, weights)
   graph = network_graph(config, params, masks, 'weighted')
   ref_graph = network_graph(config, ref_params, masks, 'weighted', reference=True)
   sources = graph.sources()
@@ -87,7 +91,7 @@ def initial_connectivity(directory: str, references: _References, eps: float = 1
     f, f_inf = np.zeros(len(ref.t)), 0.0
   else:
     f, f_inf = heat.distances_to_reference(ref, w, sources)
-  return {'weights': 'initial', 'mode': 'weighted', 'nodes': graph.num_nodes, 'eps': eps,
+  return {'weights': weights, 'mode': 'weighted', 'nodes': graph.num_nodes, 'eps': eps,
           't_star': ref.times['t_star'], 'F_t_star': float(f[-1]), 'F_inf': f_inf,
           't_grid': ref.times['grid'].tolist(), 'F_grid': f[:-1].tolist(),
           'dead_units': sparsity.dead_units(config, masks)}
@@ -197,7 +201,8 @@ def _train(study, directory: str, run, references: _References) -> str:
     summary = json.load(f)
   result = f"test accuracy {summary['test_accuracy']:.4f}"
   if study.analyze:
-    conn = initial_connectivity(directory, references)
-    write_json(os.path.join(directory, CONNECTIVITY), conn)
-    result += f", F(t*) {conn['F_t_star']:.4g}, F(inf) {conn['F_inf']:.4g}"
+    for weights, name in (('initial', CONNECTIVITY), ('final', CONNECTIVITY_FINAL)):
+      conn = connectivity(directory, references, weights)
+      write_json(os.path.join(directory, name), conn)
+      result += f", F(t*) {weights} {conn['F_t_star']:.4g}"
   return result
