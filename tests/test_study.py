@@ -75,6 +75,7 @@ def check_tables(whole, log):
     assert g['n'] == len(mine) == 2
     assert g['mean'] == pytest.approx(np.mean(mine), abs=1e-9)
     assert g['std'] == pytest.approx(np.std(mine, ddof=1), abs=1e-9)
+    assert 0 < g['accuracy_auc_mean'] <= 100  # 2 epochs, both evaluated
     if g['skip.kind'] == 'n2nskip':
       base = accs[(g['pruning.density'], 'none')]
       (versus,) = g['comparisons']

@@ -1,5 +1,5 @@
-"""A study's statistics: Welch tests Holm-corrected as one family, and Spearman's rho within
-strata."""
+"""A study's statistics: Welch tests Holm-corrected as one family, Spearman's rho within strata
+and convergence from the accuracy curves."""
 import numpy as np
 import pytest
 from scipy import stats as scipy_stats
@@ -134,3 +134,28 @@ def test_spearman_within_strata_against_scipy():
   assert final['pooled'] == corr['pooled'] and final['strata'] == corr['strata']
   assert stats.correlation([{**r, 'F_t_star_final': None} for r in rows], KEYS,
                            'F_t_star_final') is None
+
+
+def test_convergence_on_hand_made_curves():
+  """Area (1)(0.5 + 0.7)/2 + (2)(0.7 + 0.9)/2 = 2.2 over epochs 1..4: mean 2.2 / 3. Dense runs
+  at 0.9 and 1.0: 90 % of their mean is 0.855, first reached at epoch 4."""
+  curve = [(1.0, 0.5), (2.0, 0.7), (4.0, 0.9)]
+  assert stats.accuracy_auc(curve) == pytest.approx(2.2 / 3)
+  assert stats.accuracy_auc([(3.0, 0.6)]) == 0.6 and stats.accuracy_auc([]) is None
+  rows = [row(0.1, 'rp', 'none', 0, 0.9, curve=curve),
+          row(0.1, 'rp', 'none', 1, 0.85, curve=[(1.0, 0.6), (2.0, 0.85)]),
+          row(1.0, 'dense', 'none', 0, 0.9, curve=[(1.0, 0.8), (2.0, 0.9)]),
+          row(1.0, 'dense', 'none', 1, 1.0, curve=[(1.0, 0.86), (2.0, 1.0)]),
+          {**row(0.1, 'rp', 'none', 2, None), 'status': 'failed', 'reason': 'diverged'}]
+  rows = stats.convergence(rows)
+  assert [r['epochs_to_90pct_dense'] for r in rows] == [4.0, None, 2.0, 1.0, None]
+  assert rows[1]['accuracy_auc'] == pytest.approx(0.725) and rows[4]['accuracy_auc'] is None
+  no_dense = stats.convergence(rows[:2])
+  assert [r['epochs_to_90pct_dense'] for r in no_dense] == [None, None]
+  groups = aggregate.table(rows, KEYS)
+  assert groups[0]['accuracy_auc_mean'] == pytest.approx(100 * (2.2 / 3 + 0.725) / 2)
+  assert (groups[0]['epochs_to_90pct_dense_mean'], groups[0]['reached_90pct_dense']) == (4.0, 1)
+  assert (groups[1]['epochs_to_90pct_dense_mean'], groups[1]['reached_90pct_dense']) == (1.5, 2)
+  markdown = aggregate.markdown(aggregate.table_json(rows, KEYS, 0), rows)
+  assert '| mean test acc. % over training | epochs to 90 % of dense |' in markdown
+  assert f"| {groups[0]['accuracy_auc_mean']:.2f} | 4 (1/2) |" in markdown

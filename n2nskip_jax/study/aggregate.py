@@ -1,16 +1,18 @@
 """A study's results: ``results.csv``, ``table.json``/``table.md`` and figures.
 
 * ``results.csv``: one row per finished or failed run: every axis key, ``seed``, its figures
-  (:data:`COLUMNS`: ``F_t_star_final`` where the run has its connectivity after training),
-  ``status`` (``finished`` or ``failed``) and, for a failed run, the ``reason``.
+  (:data:`COLUMNS`: ``F_t_star_final`` where the run has its connectivity after training;
+  ``accuracy_auc`` and ``epochs_to_90pct_dense`` from its accuracy curve,
+  :func:`stats.convergence`), ``status`` (``finished`` or ``failed``) and, for a failed run,
+  the ``reason``.
 * ``table.json``/``table.md`` (:func:`table_json`): runs grouped by every axis key but the seed:
   ``n``, ``mean`` and sample ``std`` (ddof 1) of test accuracy in % over the finished runs,
-  ``failed`` (failed runs, listed with their reasons under the table); ``comparisons``: each
-  group with ``skip.kind != 'none'`` against the group that differs only in
-  ``skip.kind='none'``, and each ``'n2nskip'`` group against every other skip kind, by Welch's
-  test, Holm-corrected over all the study's comparisons (:func:`stats.welch`,
-  :func:`stats.holm_family`); and Spearman's rank correlation of test accuracy with F(t*),
-  pooled and within strata (:func:`stats.correlation`).
+  ``failed`` (failed runs, listed with their reasons under the table), group means of the
+  convergence columns; ``comparisons``: each group with ``skip.kind != 'none'`` against the
+  group that differs only in ``skip.kind='none'``, and each ``'n2nskip'`` group against every
+  other skip kind, by Welch's test, Holm-corrected over all the study's comparisons
+  (:func:`stats.welch`, :func:`stats.holm_family`); and Spearman's rank correlation of test
+  accuracy with F(t*), pooled and within strata (:func:`stats.correlation`).
 """
 import csv
 import os
@@ -25,7 +27,7 @@ from n2nskip_jax.study.stats import SKIP_KEY
 
 COLUMNS = ('test_accuracy', 'best_test_accuracy', 'params_nonzero', 'params_nonzero_sequential',
            'params_nonzero_skip', 'dead_units', 'F_t_star', 'F_inf', 'train_seconds',
-           'F_t_star_final')
+           'F_t_star_final', 'accuracy_auc', 'epochs_to_90pct_dense')
 CONNECTIVITY_FINAL = 'connectivity-final-weighted.json'  # after training, where measured
 
 
@@ -59,7 +61,7 @@ def collect(study, workdir: str) -> tuple[list[dict], int]:
     for c in COLUMNS:
       row.setdefault(c, conn.get(c, summary.get(c)))
     rows.append(row)
-  return rows, missing
+  return stats.convergence(rows), missing
 
 
 def write_csv(rows: list[dict], keys: list[str], path: str) -> None:
@@ -83,11 +85,15 @@ def _group(values: tuple, keys: list[str], done: list[dict], failed: int) -> dic
   """One group's statistics over its finished runs ``done``; :func:`table` adds its
   ``comparisons``."""
   acc = np.array([m['test_accuracy'] for m in done]) * 100
+  reached = _values(done, 'epochs_to_90pct_dense')
   return {**dict(zip(keys, values)), 'n': len(acc), 'mean': _mean(acc),
           'std': float(acc.std(ddof=1)) if len(acc) > 1 else None, 'failed': failed,
           'F_t_star_mean': _mean(_values(done, 'F_t_star')),
           'params_nonzero': done[0]['params_nonzero'] if done else None,
-          'seeds': sorted(m['seed'] for m in done), 'comparisons': []}
+          'seeds': sorted(m['seed'] for m in done),
+          'accuracy_auc_mean': _mean(np.array(_values(done, 'accuracy_auc')) * 100),
+          'epochs_to_90pct_dense_mean': _mean(reached), 'reached_90pct_dense': len(reached),
+          'comparisons': []}
 
 
 def _pairs(values: list[tuple], keys: list[str]) -> list[tuple[tuple, tuple, str]]:
@@ -152,6 +158,16 @@ def _comparison_cells(c: dict | None) -> list[str]:
   return [f"{c['diff']:+.2f}{ci}", c['verdict'], p, c['verdict_holm']]
 
 
+def _epochs_cell(g: dict) -> str:
+  """Mean epochs to 90 % of dense accuracy over the runs that reach it, with their share."""
+  if not g['n']:
+    return ''
+  if not g['reached_90pct_dense']:
+    return 'never'
+  share = f" ({g['reached_90pct_dense']}/{g['n']})" if g['reached_90pct_dense'] < g['n'] else ''
+  return f"{g['epochs_to_90pct_dense_mean']:.3g}{share}"
+
+
 def _correlation_line(c: dict | None, measure: str) -> list[str]:
   if not c or c['pooled']['spearman_rho'] is None:
     return []
@@ -170,10 +186,13 @@ def markdown(result: dict, rows: list[dict]) -> str:
   keys, groups = result['axes'], result['groups']
   against = list(dict.fromkeys(c['against'] for g in groups for c in g['comparisons']))
   failed = [r for r in rows if r['status'] == 'failed']
+  auc = any(g['accuracy_auc_mean'] is not None for g in groups)
+  reach = any(g['reached_90pct_dense'] for g in groups)
   head = [*keys, 'n', *['failed'] * bool(failed), 'test acc. % (mean ± std)']
   for kind in against:
     head += [f'vs skip.kind={kind}: diff [95 % CI]', 'verdict', 'Holm p', 'Holm verdict']
-  head += ['F(t*) at init', 'nonzero weights']
+  head += [*['mean test acc. % over training'] * auc, *['epochs to 90 % of dense'] * reach,
+           'F(t*) at init', 'nonzero weights']
   m = result['family']['m']
   lines = [f"Holm correction over the {m} comparisons of this study (two-sided Welch t-tests; "
            f"'Holm verdict' at alpha = {stats.ALPHA:g}; 'verdict' is the raw 95 % interval's).\n"
@@ -186,6 +205,10 @@ def markdown(result: dict, rows: list[dict]) -> str:
              f"{g['mean']:.2f}{std}" if g['mean'] is not None else '']
     for kind in against:
       cells += _comparison_cells(by_kind.get(kind))
+    if auc:
+      cells.append(f"{g['accuracy_auc_mean']:.2f}" if g['accuracy_auc_mean'] is not None else '')
+    if reach:
+      cells.append(_epochs_cell(g))
     cells += [f"{g['F_t_star_mean']:.4g}" if g['F_t_star_mean'] is not None else '',
               f"{g['params_nonzero']:,}" if g['params_nonzero'] is not None else '']
     lines.append('| ' + ' | '.join(cells) + ' |')

@@ -3,13 +3,16 @@
 * :func:`welch`: one comparison of two groups of runs, Welch's t-test and interval;
 * :func:`holm`, :func:`holm_family`: the comparisons of a study as one family, Holm-corrected;
 * :func:`correlation`: Spearman's rho of test accuracy with a connectivity measure, pooled and
-  within strata.
+  within strata;
+* :func:`accuracy_auc`, :func:`epochs_to`, :func:`convergence`: how fast a run's test accuracy
+  rises, from its curve (test accuracy per evaluated epoch).
 """
 import numpy as np
 from scipy import stats
 
 ALPHA = 0.05
 SKIP_KEY, METHOD_KEY = 'skip.kind', 'pruning.method'
+DENSE_FRACTION = 0.9  # epochs_to_90pct_dense: the epoch a run reaches this share of dense accuracy
 
 
 def verdict(diff: float, significant: bool) -> str:
@@ -108,3 +111,35 @@ def correlation(rows: list[dict], keys: list[str], column: str = 'F_t_star') -> 
   return {'pooled': rho(runs), 'strata': strata,
           'median_stratum_rho': float(np.median(rhos)) if rhos else None,
           'strata_with_rho': len(rhos)}
+
+
+def accuracy_auc(curve) -> float | None:
+  """The mean test accuracy over training: the trapezoid area under accuracy ``a_i`` against
+  epoch ``e_i`` through the evaluated points alone, over their span,
+  ``sum_i (e_{i+1} - e_i) (a_i + a_{i+1}) / 2 / (e_n - e_1)``; one evaluation: its accuracy;
+  none: ``None``."""
+  if not curve:
+    return None
+  e, a = np.asarray(curve, np.float64).T
+  if len(e) == 1:
+    return float(a[0])
+  return float(np.sum(np.diff(e) * (a[1:] + a[:-1]) / 2) / (e[-1] - e[0]))
+
+
+def epochs_to(curve, target: float | None) -> float | None:
+  """The first evaluated epoch ``e_i`` with test accuracy ``a_i >= target``; ``None`` where no
+  evaluation reaches it or there is no target."""
+  if target is None:
+    return None
+  return next((float(e) for e, a in curve if a >= target), None)
+
+
+def convergence(rows: list[dict]) -> list[dict]:
+  """The rows with ``accuracy_auc`` (:func:`accuracy_auc`) and ``epochs_to_90pct_dense``
+  (:func:`epochs_to` of ``0.9 * mean test accuracy`` of the study's finished dense runs,
+  ``pruning.method='dense'``; ``None`` without them) from each row's ``curve``."""
+  dense = [r['test_accuracy'] for r in rows
+           if r['status'] == 'finished' and r.get(METHOD_KEY) == 'dense']
+  target = DENSE_FRACTION * float(np.mean(dense)) if dense else None
+  return [{**r, 'accuracy_auc': accuracy_auc(r['curve']),
+           'epochs_to_90pct_dense': epochs_to(r['curve'], target)} for r in rows]
