@@ -172,8 +172,9 @@ def test_a_failed_run_is_recorded_and_the_study_goes_on(tmp_path):
   assert f'- {failed}: training diverged' in markdown
   assert '\n| 10000 | 0 | 1 |' in markdown and '\n| 0.05 | 1 | 0 |' in markdown
   rows = (workdir / 'results.csv').read_text().splitlines()
-  assert rows[0].endswith(',status,reason') and len(rows) == 3
-  assert ',failed,training diverged' in rows[1] and rows[2].endswith(',finished,')
+  assert rows[0].endswith(',status,reason,run') and len(rows) == 3
+  assert ',failed,training diverged' in rows[1] and rows[1].endswith(f',{failed}')
+  assert rows[2].endswith(',finished,,learning_rate-0.05__seed-0')
   again = study_cli(path, workdir)
   assert again.returncode == 4 and ' start ' not in again.stderr
   retried = study_cli(path, workdir, '--retry_failed')

@@ -1,5 +1,5 @@
-"""A study's statistics: Welch tests Holm-corrected as one family, Spearman's rho within strata
-and convergence from the accuracy curves."""
+"""A study's statistics: Welch tests Holm-corrected as one family, Spearman's rho within strata,
+convergence from the accuracy curves, and tables rebuilt from ``results.csv`` alone."""
 import numpy as np
 import pytest
 from scipy import stats as scipy_stats
@@ -159,3 +159,39 @@ def test_convergence_on_hand_made_curves():
   markdown = aggregate.markdown(aggregate.table_json(rows, KEYS, 0), rows)
   assert '| mean test acc. % over training | epochs to 90 % of dense |' in markdown
   assert f"| {groups[0]['accuracy_auc_mean']:.2f} | 4 (1/2) |" in markdown
+
+
+def test_tables_from_rows_equal_tables_from_their_csv(tmp_path):
+  """Every column type survives the csv: floats (0.005, 1e-05), ints, bools, strings, empty
+  cells, a failure's reason with a comma and a newline; the tables are equal."""
+  keys = ['pruning.density', 'pruning.method', 'pruning.rescale', 'skip.kind']
+  rng = np.random.default_rng(2)
+  rows = []
+  for d in (0.005, 1e-05):
+    for rescale in (False, True):
+      for kind in ('none', 'n2nskip', 'resskip'):
+        for s in range(3):
+          curve = [(e, float(rng.uniform(0.1, 0.9))) for e in (1.0, 2.0, 3.0)]
+          rows.append({**row(d, 'rp', kind, s, curve[-1][1], float(rng.uniform(0, 2)),
+                             curve=curve, params_nonzero=1234, dead_units=int(s),
+                             F_t_star_final=float(rng.uniform(0, 2)) if s else None),
+                       'pruning.rescale': rescale})
+  rows.append({**row(0.005, 'rp', 'n2nskip', 3, None), 'pruning.rescale': True,
+               'status': 'failed', 'reason': 'training diverged, loss nan\nat step 12'})
+  rows += [{**row(1.0, 'dense', 'none', s, 0.95, 0.0, curve=[(1.0, 0.9), (3.0, 0.95)]),
+            'pruning.rescale': False} for s in range(3)]
+  rows = stats.convergence(rows)
+  path = tmp_path / 'results.csv'
+  aggregate.write_csv(rows, keys, str(path))
+  read, read_keys = aggregate.read_csv(str(path))
+  assert read_keys == keys and len(read) == len(rows)
+  assert read[0]['pruning.density'] == 0.005 and read[18]['pruning.density'] == 1e-05
+  assert read[9]['pruning.rescale'] is True and read[0]['pruning.rescale'] is False
+  assert read[0]['skip.kind'] == 'none' and isinstance(read[0]['params_nonzero'], int)
+  assert read[0]['F_t_star_final'] is None and read[-4]['reason'] == rows[-4]['reason']
+  for mine, theirs in zip(rows, read):
+    assert {c: mine[c] for c in aggregate.COLUMNS} == {c: theirs[c] for c in aggregate.COLUMNS}
+  from_rows = aggregate.table_json(rows, keys, 2)
+  assert aggregate.table_json(read, keys, 2) == from_rows
+  assert aggregate.markdown(from_rows, rows) == aggregate.markdown(from_rows, read)
+  assert from_rows['groups'][0]['accuracy_auc_mean'] is not None

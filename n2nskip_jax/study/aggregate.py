@@ -3,8 +3,8 @@
 * ``results.csv``: one row per finished or failed run: every axis key, ``seed``, its figures
   (:data:`COLUMNS`: ``F_t_star_final`` where the run has its connectivity after training;
   ``accuracy_auc`` and ``epochs_to_90pct_dense`` from its accuracy curve,
-  :func:`stats.convergence`), ``status`` (``finished`` or ``failed``) and, for a failed run,
-  the ``reason``.
+  :func:`stats.convergence`), ``status`` (``finished`` or ``failed``), for a failed run the
+  ``reason``, and the ``run``'s name.
 * ``table.json``/``table.md`` (:func:`table_json`): runs grouped by every axis key but the seed:
   ``n``, ``mean`` and sample ``std`` (ddof 1) of test accuracy in % over the finished runs,
   ``failed`` (failed runs, listed with their reasons under the table), group means of the
@@ -13,13 +13,18 @@
   other skip kind, by Welch's test, Holm-corrected over all the study's comparisons
   (:func:`stats.welch`, :func:`stats.holm_family`); and Spearman's rank correlation of test
   accuracy with F(t*), pooled and within strata (:func:`stats.correlation`).
+
+The tables are a function of the csv's rows: :func:`tables_from_csv` rebuilds them for a
+published study, which ships its ``results.csv`` without the run folders.
 """
+import ast
 import csv
 import os
 
 import numpy as np
 
 from n2nskip_jax import rundir
+from n2nskip_jax.errors import UserError
 from n2nskip_jax.metrics import METRICS_FILE, read_metrics, write_json
 from n2nskip_jax.study import grid, stats
 from n2nskip_jax.study.run import CONNECTIVITY, failure, read_json, run_dir
@@ -29,6 +34,7 @@ COLUMNS = ('test_accuracy', 'best_test_accuracy', 'params_nonzero', 'params_nonz
            'params_nonzero_skip', 'dead_units', 'F_t_star', 'F_inf', 'train_seconds',
            'F_t_star_final', 'accuracy_auc', 'epochs_to_90pct_dense')
 CONNECTIVITY_FINAL = 'connectivity-final-weighted.json'  # after training, where measured
+RESULTS = 'results.csv'
 
 
 def collect(study, workdir: str) -> tuple[list[dict], int]:
@@ -67,10 +73,37 @@ def collect(study, workdir: str) -> tuple[list[dict], int]:
 def write_csv(rows: list[dict], keys: list[str], path: str) -> None:
   with open(path, 'w', newline='') as f:
     w = csv.writer(f)
-    w.writerow([*keys, 'seed', *COLUMNS, 'status', 'reason'])
+    w.writerow([*keys, 'seed', *COLUMNS, 'status', 'reason', 'run'])
     for r in rows:
       w.writerow([r[k] for k in keys] + [r['seed']] + ['' if r[c] is None else r[c] for c in COLUMNS]
-                 + [r['status'], r.get('reason', '')])
+                 + [r['status'], r.get('reason', ''), r['run']])
+
+
+def _literal(text: str):
+  """A csv cell back as the value written: ``''`` is ``None``; a Python literal its value
+  (``0.02``, ``7``, ``True``); ``nan``/``inf`` a float; anything else the string (``none``)."""
+  if text == '':
+    return None
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    try:
+      return float(text)
+    except ValueError:
+      return text
+
+
+def read_csv(path: str) -> tuple[list[dict], list[str]]:
+  """The rows of a ``results.csv`` as :func:`collect` made them, less the curves, and its axis
+  keys (the columns before ``seed``). Columns an older csv lacks are ``None``, and its
+  ``status`` is ``finished`` (failed runs were not recorded then)."""
+  with open(path, newline='') as f:
+    reader = csv.DictReader(f)
+    keys = reader.fieldnames[:reader.fieldnames.index('seed')]
+    rows = [{**{c: _literal(line.get(c, '')) for c in [*keys, 'seed', *COLUMNS]},
+             'status': line.get('status') or 'finished', 'reason': line.get('reason') or None,
+             'run': line.get('run') or None} for line in reader]
+  return rows, keys
 
 
 def _values(runs: list[dict], column: str) -> list:
@@ -216,7 +249,8 @@ def markdown(result: dict, rows: list[dict]) -> str:
   lines += _correlation_line(result['accuracy_vs_F_t_star_final'], 'F(t*) after training')
   if failed:
     lines.append(f'\n{len(failed)} runs failed:')
-    lines += [f"- {r['run']}: {r['reason'].splitlines()[0]}" for r in failed]
+    lines += [f"- {r['run'] or ', '.join(f'{k}={_fmt(r[k])}' for k in [*keys, 'seed'])}: "
+              f"{r['reason'].splitlines()[0]}" for r in failed]
   if result['runs_missing']:
     lines.append(f"\nPartial study: {result['runs_missing']} runs not finished yet.")
   return '\n'.join(lines) + '\n'
@@ -231,11 +265,28 @@ def write_tables(result: dict, rows: list[dict], workdir: str) -> list[str]:
   return paths
 
 
+def csv_only(workdir: str) -> bool:
+  """Whether ``workdir`` holds a ``results.csv`` and no run folders, as a published study."""
+  return not os.path.isdir(run_dir(workdir, '')) and os.path.exists(os.path.join(workdir, RESULTS))
+
+
+def tables_from_csv(study, workdir: str) -> list[str]:
+  """Rewrites ``table.json`` and ``table.md`` from ``workdir/results.csv`` alone (no figures;
+  the convergence columns are the csv's); the runs missing are the study's runs the csv lacks.
+  Returns the paths."""
+  path = os.path.join(workdir, RESULTS)
+  rows, csv_keys = read_csv(path)
+  keys = grid.axis_keys(study)
+  if csv_keys != keys:
+    raise UserError(f"{path}: its axes {csv_keys} are not the study config's {keys}")
+  return write_tables(table_json(rows, keys, len(grid.runs(study)) - len(rows)), rows, workdir)
+
+
 def aggregate(study, workdir: str, figures: bool = True) -> list[str]:
   """Writes the tables (and figures) of the runs finished so far; returns the paths."""
   keys = grid.axis_keys(study)
   rows, missing = collect(study, workdir)
-  path = os.path.join(workdir, 'results.csv')
+  path = os.path.join(workdir, RESULTS)
   write_csv(rows, keys, path)
   result = table_json(rows, keys, missing)
   paths = [path, *write_tables(result, rows, workdir)]
