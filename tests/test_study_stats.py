@@ -1,7 +1,15 @@
 """A study's statistics: Welch tests Holm-corrected as one family, Spearman's rho within strata,
 convergence from the accuracy curves, and tables rebuilt from ``results.csv`` alone."""
+import glob
+import json
+import math
+import os
+import runpy
+import shutil
+
 import numpy as np
 import pytest
+from conftest import ROOT
 from scipy import stats as scipy_stats
 
 from n2nskip_jax.study import aggregate, stats
@@ -195,3 +203,49 @@ def test_tables_from_rows_equal_tables_from_their_csv(tmp_path):
   assert aggregate.table_json(read, keys, 2) == from_rows
   assert aggregate.markdown(from_rows, rows) == aggregate.markdown(from_rows, read)
   assert from_rows['groups'][0]['accuracy_auc_mean'] is not None
+
+
+def _close(a, b, path='') -> None:
+  """``a == b`` for parsed JSON, floats within 1e-9."""
+  if isinstance(a, float) or isinstance(b, float):
+    assert isinstance(a, (int, float)) and isinstance(b, (int, float)), path
+    assert math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9), f'{path}: {a} != {b}'
+  elif isinstance(a, dict):
+    assert isinstance(b, dict) and a.keys() == b.keys(), f'{path}: keys differ'
+    for k in a:
+      _close(a[k], b[k], f'{path}.{k}')
+  elif isinstance(a, list):
+    assert isinstance(b, list) and len(a) == len(b), f'{path}: lengths differ'
+    for i, (x, y) in enumerate(zip(a, b)):
+      _close(x, y, f'{path}[{i}]')
+  else:
+    assert a == b, f'{path}: {a!r} != {b!r}'
+
+
+@pytest.mark.parametrize('folder', sorted(
+    os.path.basename(os.path.dirname(p))
+    for p in glob.glob(os.path.join(ROOT, 'docs', 'results', '*', 'results.csv'))))
+def test_published_tables_are_those_of_their_csv(tmp_path, folder):
+  """``docs/results/<folder>/table.json`` is what ``--aggregate_only`` rebuilds from its csv."""
+  published = os.path.join(ROOT, 'docs', 'results', folder)
+  shutil.copy(os.path.join(published, 'results.csv'), tmp_path)
+  study = runpy.run_path(os.path.join(ROOT, 'configs', 'studies', f'{folder}.py'))['get_config']()
+  assert aggregate.csv_only(str(tmp_path))
+  aggregate.tables_from_csv(study, str(tmp_path))
+  with open(os.path.join(published, 'table.json')) as f:
+    committed = json.load(f)
+  _close(json.loads((tmp_path / 'table.json').read_text()), committed)
+
+
+def test_aggregate_only_without_run_folders_rebuilds_the_tables_from_the_csv(tmp_path):
+  """A published study's folder (its csv, no runs/): the command says so, writes no figures,
+  and its tables are the committed ones."""
+  from test_study import study_cli
+  published = os.path.join(ROOT, 'docs', 'results', 'offline_vgg_digits')
+  shutil.copy(os.path.join(published, 'results.csv'), tmp_path)
+  r = study_cli(os.path.join(ROOT, 'configs', 'studies', 'offline_vgg_digits.py'), tmp_path,
+                '--aggregate_only')
+  assert r.returncode == 0 and 'from results.csv alone' in r.stderr, r.stderr[-2000:]
+  assert sorted(os.listdir(tmp_path)) == ['results.csv', 'table.json', 'table.md']
+  with open(os.path.join(published, 'table.md')) as f:
+    assert (tmp_path / 'table.md').read_text() == f.read()
