@@ -8,7 +8,9 @@ Flags:
   --workdir         where the runs and the tables go; default ``runs/studies/<config name>``.
   --shard=I/N       run only every N-th run from the I-th (a SLURM array task, one GPU).
   --dry_run         list the runs and the ``n2nskip-train`` command of each; train nothing.
-  --aggregate_only  write the tables and figures from the runs finished so far.
+  --aggregate_only  write the tables and figures from the runs finished so far; in a folder
+                    with a results.csv and no runs/ (a published study, docs/results/NAME),
+                    rebuild table.json and table.md from the csv alone.
   --retry_failed    train the runs that failed before again (by default they stay failed).
 Rerunning the same command skips finished runs and resumes an interrupted one. A run that
 fails is recorded with its reason and the study goes on; the study then exits with 4.
@@ -26,7 +28,8 @@ config_flags.DEFINE_config_file(
 flags.DEFINE_string('workdir', None, 'Study directory (default: runs/studies/<config name>).')
 flags.DEFINE_string('shard', '0/1', "Run shard 'I/N' of the study's runs.")
 flags.DEFINE_bool('dry_run', False, 'List the runs and their n2nskip-train commands; train nothing.')
-flags.DEFINE_bool('aggregate_only', False, 'Only aggregate the finished runs.')
+flags.DEFINE_bool('aggregate_only', False, 'Only aggregate the finished runs (without run '
+                  'folders: rebuild the tables from results.csv).')
 flags.DEFINE_bool('retry_failed', False, 'Train the runs that failed before again.')
 flags.mark_flags_as_required(['config'])
 
@@ -92,7 +95,13 @@ def main(argv):
     failed = []
     if not FLAGS.aggregate_only:
       failed = run_lib.run_study(study, workdir, FLAGS.shard, FLAGS.retry_failed)
-    logging.info('Wrote %s', ', '.join(aggregate.aggregate(study, workdir)))
+    if FLAGS.aggregate_only and aggregate.csv_only(workdir):
+      logging.info('No run folders in %s: rebuilding its tables from results.csv alone (no '
+                   'figures)', workdir)
+      paths = aggregate.tables_from_csv(study, workdir)
+    else:
+      paths = aggregate.aggregate(study, workdir)
+    logging.info('Wrote %s', ', '.join(paths))
     if failed:
       cli.fail(f'{len(failed)} runs failed ({", ".join(failed[:3])}{", ..." * (len(failed) > 3)}'
                f'); their reasons are in {os.path.join(workdir, "table.md")}. The other runs '

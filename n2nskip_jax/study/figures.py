@@ -123,7 +123,7 @@ def accuracy_vs_f(rows, corr, path) -> str:
   for i, (kind, runs) in enumerate(sorted(_by(pruned, [SKIP] if SKIP in rows[0] else []).items())):
     ax.scatter([r['F_t_star'] for r in runs], [100 * r['test_accuracy'] for r in runs], s=12,
                color=f'C{i}', label=f'skip.kind={kind[0]}' if kind else 'runs')
-  if corr:
+  if corr and corr['spearman_rho'] is not None:
     ax.set_title(f"Spearman rho = {corr['spearman_rho']:+.3f} (p = {corr['p_value']:.2g}, "
                  f"n = {corr['n']})")
   ax.set_xlabel('F(t*) at initialization (weighted)')
