@@ -27,13 +27,12 @@ from n2nskip_jax import rundir
 from n2nskip_jax.errors import UserError
 from n2nskip_jax.metrics import METRICS_FILE, read_metrics, write_json
 from n2nskip_jax.study import grid, stats
-from n2nskip_jax.study.run import CONNECTIVITY, failure, read_json, run_dir
+from n2nskip_jax.study.run import CONNECTIVITY, CONNECTIVITY_FINAL, failure, read_json, run_dir
 from n2nskip_jax.study.stats import SKIP_KEY
 
 COLUMNS = ('test_accuracy', 'best_test_accuracy', 'params_nonzero', 'params_nonzero_sequential',
            'params_nonzero_skip', 'dead_units', 'F_t_star', 'F_inf', 'train_seconds',
-           'F_t_star_final', 'accuracy_auc', 'epochs_to_90pct_dense')
-CONNECTIVITY_FINAL = 'connectivity-final-weighted.json'  # after training, where measured
+           'F_t_star_final', 'accuracy_auc', 'epochs_to_90pct_dense', 'params_skip_extra')
 RESULTS = 'results.csv'
 
 
@@ -122,7 +121,9 @@ def _group(values: tuple, keys: list[str], done: list[dict], failed: int) -> dic
   return {**dict(zip(keys, values)), 'n': len(acc), 'mean': _mean(acc),
           'std': float(acc.std(ddof=1)) if len(acc) > 1 else None, 'failed': failed,
           'F_t_star_mean': _mean(_values(done, 'F_t_star')),
+          'F_t_star_final_mean': _mean(_values(done, 'F_t_star_final')),
           'params_nonzero': done[0]['params_nonzero'] if done else None,
+          'params_skip_extra': done[0]['params_skip_extra'] if done else None,
           'seeds': sorted(m['seed'] for m in done),
           'accuracy_auc_mean': _mean(np.array(_values(done, 'accuracy_auc')) * 100),
           'epochs_to_90pct_dense_mean': _mean(reached), 'reached_90pct_dense': len(reached),
@@ -221,11 +222,14 @@ def markdown(result: dict, rows: list[dict]) -> str:
   failed = [r for r in rows if r['status'] == 'failed']
   auc = any(g['accuracy_auc_mean'] is not None for g in groups)
   reach = any(g['reached_90pct_dense'] for g in groups)
+  final = any(g.get('F_t_star_final_mean') is not None for g in groups)
+  extra = any(g.get('params_skip_extra') is not None for g in groups)
   head = [*keys, 'n', *['failed'] * bool(failed), 'test acc. % (mean ± std)']
   for kind in against:
     head += [f'vs skip.kind={kind}: diff [95 % CI]', 'verdict', 'Holm p', 'Holm verdict']
   head += [*['mean test acc. % over training'] * auc, *['epochs to 90 % of dense'] * reach,
-           'F(t*) at init', 'nonzero weights']
+           'F(t*) at init', *['F(t*) trained'] * final, 'nonzero weights',
+           *["skips' other parameters"] * extra]
   m = result['family']['m']
   lines = [f"Holm correction over the {m} comparisons of this study (two-sided Welch t-tests; "
            f"'Holm verdict' at alpha = {stats.ALPHA:g}; 'verdict' is the raw 95 % interval's).\n"
@@ -242,8 +246,12 @@ def markdown(result: dict, rows: list[dict]) -> str:
       cells.append(f"{g['accuracy_auc_mean']:.2f}" if g['accuracy_auc_mean'] is not None else '')
     if reach:
       cells.append(_epochs_cell(g))
-    cells += [f"{g['F_t_star_mean']:.4g}" if g['F_t_star_mean'] is not None else '',
-              f"{g['params_nonzero']:,}" if g['params_nonzero'] is not None else '']
+    cells.append(_number(g['F_t_star_mean'], '.4g'))
+    if final:
+      cells.append(_number(g['F_t_star_final_mean'], '.4g'))
+    cells.append(_number(g['params_nonzero'], ','))
+    if extra:
+      cells.append(_number(g['params_skip_extra'], ','))
     lines.append('| ' + ' | '.join(cells) + ' |')
   lines += _correlation_line(result['accuracy_vs_F_t_star'], 'F(t*)')
   lines += _correlation_line(result['accuracy_vs_F_t_star_final'], 'F(t*) after training')
@@ -254,6 +262,10 @@ def markdown(result: dict, rows: list[dict]) -> str:
   if result['runs_missing']:
     lines.append(f"\nPartial study: {result['runs_missing']} runs not finished yet.")
   return '\n'.join(lines) + '\n'
+
+
+def _number(value, spec: str) -> str:
+  return '' if value is None else format(value, spec)
 
 
 def write_tables(result: dict, rows: list[dict], workdir: str) -> list[str]:
