@@ -242,12 +242,12 @@ def test_rescale_restores_per_unit_fan_in_variance_and_keeps_the_count(kind):
 @pytest.mark.parametrize('affine', [True, False])
 def test_the_skips_parameters_outside_the_budget_counted_by_hand(affine):
   """N2NSkip adds trainable parameters beyond its kernels: with span 3, the MLP 64-48-32-16 gets
-  one skip, input -> dense3 (32 biases); VGG19 x1/8 (the studies' width) gets a skip into
+  two skips, input -> dense3 and dense1 -> dense4 (32 + 16 biases); VGG19 x1/8 (the studies' width) gets a skip into
   each conv j = 3..16, each normalized by a BatchNorm with a scale and a shift per channel.
   ``skip.affine=False`` adds none, and keeps only the kernels' count apart from the
   network without skips."""
   vgg_widths = [8, 8, 16, 16, 32, 32, 32, 32] + [64] * 8  # VGG19's conv widths, x1/8
-  cases = {'mlp': (TINY_MODELS['mlp'], 32),
+  cases = {'mlp': (TINY_MODELS['mlp'], 32 + 16),
            'vgg19': ((dict(model='vgg19', vgg_head='cifar', width_multiplier=1 / 8),
                       (32, 32, 3)), 2 * sum(vgg_widths[2:]))}  # 1,344
   for model, ((overrides, shape), by_hand) in cases.items():
