@@ -6,7 +6,9 @@ augmentation are pure functions of ``(seed, step)`` (see :mod:`n2nskip_jax.data`
 else is needed. Orbax writes to a temporary folder and renames it when complete, so a run
 killed mid-save leaves the previous checkpoint intact.
 """
+import glob
 import os
+import shutil
 
 import jax
 from absl import logging
@@ -30,6 +32,20 @@ class Checkpoints:
     self.directory = os.path.abspath(directory)
     self._options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
     self.manager = ocp.CheckpointManager(self.directory, options=self._options)
+
+  def remove_unfinished(self) -> list[str]:
+    """Removes the temporary folders of saves that never finished (``<step>.orbax-checkpoint-
+    tmp-*``, left by a process killed while orbax wrote them) and returns their names; only
+    process 0, and only while it holds the run's lock (a live save writes one)."""
+    if jax.process_index() != 0:
+      return []
+    found = sorted(glob.glob(os.path.join(self.directory, '*.orbax-checkpoint-tmp*')))
+    for path in found:
+      shutil.rmtree(path, ignore_errors=True)
+    if found:
+      logging.info('Removed %d unfinished checkpoint folder%s: %s.', len(found),
+                   's' * (len(found) != 1), ', '.join(os.path.basename(p) for p in found))
+    return [os.path.basename(p) for p in found]
 
   def save(self, step: int, state, rng) -> None:
     if step in self.manager.all_steps():

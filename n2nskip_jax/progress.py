@@ -16,6 +16,11 @@ def hms(seconds: float) -> str:
   return f'{s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s'
 
 
+def counted(n: int, noun: str) -> str:
+  """``1 run``, ``2 runs``: ``n`` and ``noun``, plural (an ``s`` added) unless ``n`` is 1."""
+  return f'{n} {noun}{"s" * (n != 1)}'
+
+
 class Progress:
   """Throughput and ETA of a loop of ``total`` steps of ``batch_size`` images, timed from the
   end of the first step this process runs, so compilation is excluded.

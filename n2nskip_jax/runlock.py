@@ -1,9 +1,11 @@
 """One process trains a run directory at a time: the lock file ``<workdir>/lock`` names it.
 
 A second process on a run being trained is refused at once (:class:`Held`, one line naming the
-holder's host, pid and start time). A lock is stale, and is taken over with a warning, when its
-process is gone (same host), or when it comes from another host and has not been refreshed for
-:data:`STALE_AFTER_S` seconds (the holder refreshes it at every log step and checkpoint).
+holder's host, pid and start time, and the lock file). A lock is stale, and is taken over with a
+warning, when its process is gone (same host: no process with its pid, or one that started at
+another time, :func:`process_start`, as after a container restart reuses pids), or when it
+comes from another host and has not been refreshed for :data:`STALE_AFTER_S` seconds (the holder
+refreshes it at every log step and checkpoint).
 Multi-process runs take it in process 0 only; a process that holds it may take it again (a
 study holds each run's lock while it trains and analyzes the run).
 
@@ -32,7 +34,8 @@ class Held(UserError):
     since = time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(holder.get('since', 0)))
     super().__init__(f'--workdir={workdir!r}: another process is training this run (host '
                      f'{holder.get("host")}, pid {holder.get("pid")}, since {since}); wait for '
-                     f'it, or stop it and rerun (a lock whose process is gone is taken over)')
+                     f'it, or stop it and rerun (a lock whose process is gone is taken over). '
+                     f'If that process has ended, remove {os.path.join(workdir, LOCK)}')
     self.holder = holder
 
 
@@ -63,12 +66,29 @@ def _alive(pid: int) -> bool:
   return True
 
 
+def process_start(pid: int) -> str | None:
+  """When process ``pid`` started, as this machine's kernel tells it: its boot id and the
+  process's start time in clock ticks since boot (``/proc``); ``None`` where it cannot be read
+  (no such process, no ``/proc``). Two processes with the same pid differ in it."""
+  try:
+    with open(f'/proc/{pid}/stat') as f:
+      fields = f.read().rsplit(')', 1)[1].split()  # after the command name, which may hold ')'
+    with open('/proc/sys/kernel/random/boot_id') as f:
+      return f'{f.read().strip()}:{fields[19]}'  # field 22 of proc(5), starttime
+  except (OSError, IndexError):
+    return None
+
+
 def stale(path: str, holder: dict | None) -> bool:
   """Whether the lock at ``path`` (written by ``holder``) may be taken over."""
   if holder is None:  # unreadable: torn by a crash while it was written
     return True
   if holder.get('host') == socket.gethostname():
-    return not _alive(int(holder.get('pid', -1)))
+    pid = int(holder.get('pid', -1))
+    if not _alive(pid):
+      return True
+    started, now = holder.get('started'), process_start(pid)
+    return started is not None and now is not None and started != now  # the pid was reused
   try:
     return time.time() - os.path.getmtime(path) > STALE_AFTER_S
   except OSError:
@@ -95,7 +115,8 @@ class RunLock:
     os.makedirs(self.workdir, exist_ok=True)
     mine = f'{self.path}.{os.getpid()}'  # written whole, then linked: never seen half-written
     with open(mine, 'w') as f:
-      json.dump({'host': socket.gethostname(), 'pid': os.getpid(), 'since': time.time()}, f)
+      json.dump({'host': socket.gethostname(), 'pid': os.getpid(), 'since': time.time(),
+                 'started': process_start(os.getpid())}, f)
     try:
       while not self.held:
         try:

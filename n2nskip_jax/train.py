@@ -138,6 +138,7 @@ def _start(config, data, workdir, masks, rng, lock):
     lock.acquire()
     rundir.prepare(workdir, config)
     ckpt = rundir.checkpoints(workdir, config.max_checkpoints_to_keep)
+    ckpt.remove_unfinished()
     found = ckpt.restore_latest(_initial_state(config, data, prune=False), rng)
     if found:
       step, state, rng = found
@@ -154,7 +155,9 @@ def _start(config, data, workdir, masks, rng, lock):
   warnings = check(state)
   lock.acquire()
   rundir.prepare(workdir, config)
-  return state, rng, 0, rundir.checkpoints(workdir, config.max_checkpoints_to_keep), warnings
+  ckpt = rundir.checkpoints(workdir, config.max_checkpoints_to_keep)
+  ckpt.remove_unfinished()
+  return state, rng, 0, ckpt, warnings
 
 
 def _save(ckpt, workdir: str, step: int, p_state, rng) -> None:

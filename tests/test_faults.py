@@ -68,6 +68,17 @@ def test_a_damaged_checkpoint_is_set_aside_and_the_previous_one_resumes(two_epoc
 
 
 
+def test_a_resumed_run_removes_the_folders_of_saves_that_never_finished(two_epochs, tmp_path,
+                                                                      caplog):
+  workdir = copy_run(two_epochs, tmp_path)
+  unfinished = workdir / 'checkpoints' / '66.orbax-checkpoint-tmp-1733400000000000'
+  shutil.copytree(workdir / 'checkpoints' / '44', unfinished)  # a save killed midway
+  summary = train.train_and_evaluate(tiny(num_epochs=3), str(workdir))
+  assert summary['steps'] == 66 and not unfinished.exists()
+  assert 'Removed 1 unfinished checkpoint folder: 66.orbax-checkpoint-tmp-' in caplog.text
+  assert sorted(os.listdir(workdir / 'checkpoints')) == ['44', '66']
+
+
 def test_no_readable_checkpoint_exits_unless_restart_is_asked(two_epochs, tmp_path):
   workdir = copy_run(two_epochs, tmp_path)
   for step in ('22', '44'):
@@ -316,6 +327,30 @@ def test_of_two_processes_taking_over_a_stale_lock_one_holds_the_run(tmp_path, m
   with pytest.raises(runlock.Held, match=f'pid {os.getppid()}, since '):
     runlock.RunLock(str(tmp_path)).acquire()
   assert json.loads(lock.read_text()) == live  # the peer's lock, put back, not removed
+
+
+def test_a_lock_whose_pid_was_reused_by_another_process_is_stale(tmp_path):
+  """A live process with the holder's pid but another start (a container restart reuses pids)
+  does not hold the run; the holder itself does; a refusal names the lock file."""
+  from n2nskip_jax import runlock
+  other = subprocess.Popen(['sleep', '60'])  # alive, unrelated, 'reusing' the holder's pid
+  try:
+    lock = tmp_path / runlock.LOCK
+    holder = {'host': socket.gethostname(), 'pid': other.pid, 'since': time.time() - 1860}
+    lock.write_text(json.dumps({**holder, 'started': 'another-boot:12345'}))
+    assert runlock.stale(str(lock), json.loads(lock.read_text()))
+    lock.write_text(json.dumps({**holder, 'started': runlock.process_start(other.pid)}))
+    assert not runlock.stale(str(lock), json.loads(lock.read_text()))
+    with pytest.raises(runlock.Held, match=f'If that process has ended, remove {lock}$'):
+      runlock.RunLock(str(tmp_path)).acquire()
+    lock.write_text(json.dumps({**holder, 'started': 'another-boot:12345'}))
+    with runlock.RunLock(str(tmp_path)) as taken:
+      taken.acquire()
+      assert taken.held and json.loads(lock.read_text())['pid'] == os.getpid()
+      assert json.loads(lock.read_text())['started'] == runlock.process_start(os.getpid())
+  finally:
+    other.kill()
+    other.wait()
 
 
 def test_analyze_names_outputs_and_refuses_a_read_only_directory(two_epochs, tmp_path):

@@ -109,3 +109,8 @@ def test_throughput_and_eta_exclude_the_first_step():
 
 def test_hms():
   assert hms(3725) == '1h02m05s' and hms(0.4) == '0h00m00s'
+
+
+def test_counts_are_plural_except_one():
+  from n2nskip_jax import progress
+  assert [progress.counted(n, 'run') for n in (0, 1, 2)] == ['0 runs', '1 run', '2 runs']

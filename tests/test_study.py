@@ -163,7 +163,7 @@ def test_a_failed_run_is_recorded_and_the_study_goes_on(tmp_path):
   r = study_cli(path, workdir)
   assert r.returncode == 4 and 'Traceback' not in r.stderr, r.stderr[-3000:]
   failed = 'learning_rate-10000.0__seed-0'
-  assert r.stderr.strip().splitlines()[-1].startswith(f'error: 1 runs failed ({failed})')
+  assert r.stderr.strip().splitlines()[-1].startswith(f'error: 1 run failed ({failed})')
   table = json.loads((workdir / 'table.json').read_text())
   assert (table['runs_finished'], table['runs_failed'], table['runs_missing']) == (1, 1, 0)
   cells = {g['learning_rate']: (g['n'], g['failed']) for g in table['groups']}

@@ -73,7 +73,7 @@ def _check_workdir(workdir: str, aggregate_only: bool) -> None:
 def main(argv):
   del argv
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-  from n2nskip_jax import cli
+  from n2nskip_jax import cli, progress
   from n2nskip_jax.config import setup_logging
   from n2nskip_jax.study import aggregate, grid
   from n2nskip_jax.study import run as run_lib
@@ -103,7 +103,7 @@ def main(argv):
       paths = aggregate.aggregate(study, workdir)
     logging.info('Wrote %s', ', '.join(paths))
     if failed:
-      cli.fail(f'{len(failed)} runs failed ({", ".join(failed[:3])}{", ..." * (len(failed) > 3)}'
+      cli.fail(f'{progress.counted(len(failed), "run")} failed ({", ".join(failed[:3])}{", ..." * (len(failed) > 3)}'
                f'); their reasons are in {os.path.join(workdir, "table.md")}. The other runs '
                'finished; --retry_failed trains the failed ones again.', cli.EXIT_RUNS_FAILED)
 

@@ -23,7 +23,7 @@ import os
 
 import numpy as np
 
-from n2nskip_jax import rundir
+from n2nskip_jax import progress, rundir
 from n2nskip_jax.errors import UserError
 from n2nskip_jax.metrics import METRICS_FILE, read_metrics, write_json
 from n2nskip_jax.study import grid, stats
@@ -256,11 +256,12 @@ def markdown(result: dict, rows: list[dict]) -> str:
   lines += _correlation_line(result['accuracy_vs_F_t_star'], 'F(t*)')
   lines += _correlation_line(result['accuracy_vs_F_t_star_final'], 'F(t*) after training')
   if failed:
-    lines.append(f'\n{len(failed)} runs failed:')
+    lines.append(f'\n{progress.counted(len(failed), "run")} failed:')
     lines += [f"- {r['run'] or ', '.join(f'{k}={_fmt(r[k])}' for k in [*keys, 'seed'])}: "
               f"{r['reason'].splitlines()[0]}" for r in failed]
   if result['runs_missing']:
-    lines.append(f"\nPartial study: {result['runs_missing']} runs not finished yet.")
+    lines.append(f"\nPartial study: {progress.counted(result['runs_missing'], 'run')} not "
+                 'finished yet.')
   return '\n'.join(lines) + '\n'
 
 
