@@ -17,7 +17,8 @@ from flax import jax_utils
 from jax.experimental import multihost_utils
 
 from n2nskip_jax import data as data_lib
-from n2nskip_jax import execution, network, preemption, pruning, rundir, runlock, sparsity
+from n2nskip_jax import (execution, network, preemption, pruning, resources, rundir, runlock,
+                         sparsity)
 from n2nskip_jax.config import logging_for_runs, validate
 from n2nskip_jax.errors import Diverged, Interrupted, Preempted, UserError, writing
 from n2nskip_jax.layers import BN_MOMENTUM
@@ -210,7 +211,9 @@ def _train_and_evaluate(config, workdir: str, masks, stop, lock) -> dict:
     _initialize_distributed(config)
   validate(config, jax.device_count(), jax.process_count())
   is_main = lock.enabled = jax.process_index() == 0  # one lock per run
-  budget = pruning.check_budget(config)  # budget errors before anything is compiled
+  # Before anything is allocated or compiled: a size that cannot fit, a budget that cannot train.
+  resources.check(config, *data_lib.spec(config), jax.device_count())
+  budget = pruning.check_budget(config)
   rundir.check_writable(workdir)
   logging.info('Run directory: %s', workdir)
   data = data_lib.load(config, jax.process_index(), jax.process_count())

@@ -241,6 +241,27 @@ def test_tensorboard_and_metrics_agree_after_a_resume(tmp_path):
   assert tensorboard_scalars(tmp_path / 'tensorboard') == from_metrics
 
 
+def test_every_packaged_config_fits_and_a_size_that_cannot_is_refused_from_shapes():
+  """The resource check on shapes alone: the packaged configs fit this CPU's and an 80 GiB
+  accelerator's memory (ResNet50 on ImageNet at batch 128 needs at least 13 GiB); a width
+  that cannot fit is refused naming the keys and the figures."""
+  from n2nskip_jax import data, resources
+  for name in ('default', 'quickstart', 'mlp_c10', 'resnet50_c10', 'resnet50_c100',
+               'resnet50_imagenet', 'vgg19_c10', 'vgg19_c100'):
+    config = __import__(f'n2nskip_jax.configs.{name}', fromlist=['x']).get_config()
+    for memory in (None, (80 * resources.GIB, 'H100 memory')):
+      need = resources.check(config, *data.spec(config), 1, memory)
+      assert need['state'] >= 16 * need['parameters'], name  # four float32 copies
+  config = make_config(model='vgg19', dataset='digits32', width_multiplier=2.0, batch_size=64)
+  need = resources.estimate(config, *data.spec(config), 32)
+  small = (need['state'] + need['activations'] - 1, 'a device')
+  with pytest.raises(UserError, match=r"width_multiplier=2, batch_size=64: cannot fit: "
+                     r"[\d,]+ parameters; at least [\d.]+ GiB per device .* at 32 images\) against "
+                     r"[\d.]+ GiB of a device; lower width_multiplier or batch_size"):
+    resources.check(config, *data.spec(config), 2, small)
+  assert resources.check(config, *data.spec(config), 2, (small[0] + 1, 'a device')) == need
+
+
 def test_missing_tfds_data_names_tfds_data_dir(tmp_path, monkeypatch):
   from n2nskip_jax import data
   monkeypatch.setenv('TFDS_DATA_DIR', str(tmp_path))
@@ -258,6 +279,10 @@ def test_missing_tfds_data_names_tfds_data_dir(tmp_path, monkeypatch):
     (['--config=configs/quickstart.py', '--config.num_epochs=abc'], 2, 'num_epochs=abc'),
     ([*QUICK, '--config.learning_rate=1e4'], 3, 'training diverged'),
     ([*QUICK, '--config.pruning.density=1e-7'], 2, 'config.pruning.density=1e-07'),
+    (['--config=configs/quickstart.py', '--config.model=vgg19', '--config.dataset=digits32',
+      '--config.width_multiplier=64'], 2,
+     "config.model='vgg19', width_multiplier=64, batch_size=128: cannot fit: 640,173,101,066 "
+     'parameters; at least'),
 ])
 def test_cli_errors_are_one_line(tmp_path, flags, code, message):
   r = run_main(*flags, f'--workdir={tmp_path / "run"}')
