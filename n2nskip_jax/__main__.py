@@ -60,6 +60,8 @@ def main(argv):
 
 def entry():
   """The ``n2nskip-train`` command."""
+  from n2nskip_jax import preemption
+  preemption.exit_before_steps()  # before the seconds of importing JAX
   from n2nskip_jax import cli
   cli.run(main)
 

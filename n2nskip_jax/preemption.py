@@ -6,13 +6,20 @@ SLURM); ``sbatch --signal=USR1@120`` adds SIGUSR1 two minutes before the time li
 training loop asks :meth:`StopRequests.signal_at` after every step. SIGINT (Ctrl-C) keeps its own
 meaning: stop now, resume from the last checkpoint.
 
+Before the first step, there is nothing to checkpoint: from the first instruction of the
+command-line tools (:func:`exit_before_steps`), the same signals end the process at once, while
+it loads data, initializes, prunes or compiles, even inside a long call into XLA, with one line
+(``stopped by SIGTERM before training began; ...``) and exit code 128 + the signal's number.
+
     with preemption.stop_requests() as stop:
       for ...:                          # training steps
         if signum := stop.signal_at(step, every=config.log_every_steps):
           ...                           # checkpoint at this step, then raise errors.Preempted
 """
 import contextlib
+import os
 import signal
+import sys
 import threading
 
 import numpy as np
@@ -25,6 +32,7 @@ class StopRequests:
 
   def __init__(self):
     self.signum: int | None = None
+    self.stepped = False  # a training step has run: a signal now waits for a step's checkpoint
 
   def _record(self, signum, frame) -> None:
     del frame
@@ -39,6 +47,7 @@ class StopRequests:
     them received a signal, so they checkpoint the same step.
     """
     import jax
+    self.stepped = True
     if jax.process_count() == 1:
       return self.signum
     if step % every:
@@ -98,3 +107,44 @@ def interrupt_after():
     yield
   if received:
     raise KeyboardInterrupt
+
+
+EARLY_MESSAGE = ('stopped by {name} before training began; nothing to save; rerun the same '
+                 'command to start (or resume) the run.')
+
+
+def _exit_now(signum: int) -> None:
+  """Ends the process with :data:`EARLY_MESSAGE` and 128 + ``signum``."""
+  sys.stderr.write(f'error: {EARLY_MESSAGE.format(name=signal.Signals(signum).name)}\n')
+  sys.stderr.flush()
+  os._exit(128 + signum)
+
+
+def _early(signum, frame) -> None:
+  """The handler outside :func:`stop_requests` blocks: no training loop to stop at a step."""
+  del frame
+  _exit_now(signum)
+
+
+def exit_before_steps() -> None:
+  """From now on, a signal of :data:`SIGNALS` that arrives before a training step has run in
+  this process ends it at once (:func:`_exit_now`); once steps run, :func:`stop_requests`
+  applies. Python runs signal handlers between bytecodes of the main thread, which a long call
+  into XLA (an initialization, a compilation) holds for minutes: so the signal's number also
+  goes to a pipe (``signal.set_wakeup_fd``) that a watcher thread reads at once. Call it first
+  thing, on the main thread (the command-line tools do); elsewhere it does nothing."""
+  if threading.current_thread() is not threading.main_thread():
+    return
+  read, write = os.pipe()
+  os.set_blocking(write, False)
+  for s in SIGNALS:
+    signal.signal(s, _early)
+  signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+  threading.Thread(target=_watch, args=(read,), daemon=True, name='early-signals').start()
+
+
+def _watch(read: int) -> None:
+  while data := os.read(read, 64):
+    for signum in data:
+      if signum in SIGNALS and not (_ACTIVE and _ACTIVE[0].stepped):
+        _exit_now(signum)

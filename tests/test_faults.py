@@ -306,6 +306,25 @@ def test_ctrl_c_says_where_to_resume(tmp_path):
   assert 'Traceback' not in out
 
 
+def test_a_signal_while_compiling_ends_the_run_at_once_with_its_line(tmp_path):
+  """Before the first step there is nothing to checkpoint: SIGTERM while the first step
+  compiles (VGG19's takes seconds) ends the process at once, with the documented line."""
+  proc = run_main('--config=configs/quickstart.py', '--config.model=vgg19',
+                  '--config.dataset=digits32', '--config.width_multiplier=0.125',
+                  f'--workdir={tmp_path}', wait=False)
+  lines = []
+  for line in proc.stdout:
+    lines.append(line)
+    if 'Compiling the train step' in line:
+      break
+  proc.send_signal(signal.SIGTERM)
+  out = ''.join(lines) + proc.communicate(timeout=120)[0]
+  assert proc.returncode == 143, out[-2000:]
+  assert out.rstrip().endswith('error: stopped by SIGTERM before training began; nothing to '
+                               'save; rerun the same command to start (or resume) the run.')
+  assert 'Traceback' not in out and rundir.latest_step(str(tmp_path)) is None
+
+
 def test_a_second_process_is_refused_while_a_run_trains_and_takes_over_a_dead_ones_lock(tmp_path):
   flags = [*QUICK[:2], '--config.num_epochs=500', f'--workdir={tmp_path}']
   first = run_main(*flags, wait=False)

@@ -4,6 +4,7 @@ import signal
 
 import jax
 import numpy as np
+import pytest
 from jax.experimental import multihost_utils
 
 from n2nskip_jax import preemption
@@ -49,3 +50,37 @@ def test_ctrl_c_inside_interrupt_after_waits_for_the_end_of_the_block():
   assert signal.getsignal(signal.SIGINT) is before
   with preemption.interrupt_after():  # no Ctrl-C: nothing raised
     pass
+
+
+EARLY = """
+import hashlib, os, signal, sys, time
+from n2nskip_jax import preemption
+preemption.exit_before_steps()
+case = sys.argv[1]
+with preemption.stop_requests() if case != 'outside' else open(os.devnull) as stop:
+  if case == 'stepped':
+    stop.signal_at(1, every=1)  # a training step has run: the signal waits for a step's end
+  print('ready', flush=True)
+  # A long call that holds the main thread in C (as XLA's compile or initialization does), so
+  # Python's own handlers cannot run until it returns: minutes of key stretching.
+  hashlib.pbkdf2_hmac('sha256', b'x', b'y', 10 ** 9 if case != 'stepped' else 1)
+  time.sleep(0.5)
+  print('returned', getattr(stop, 'signum', None), flush=True)
+"""
+
+
+@pytest.mark.parametrize('case', ['outside', 'before_a_step', 'stepped'])
+def test_a_signal_before_the_first_step_ends_the_process_at_once_with_its_line(case):
+  import subprocess
+  import sys
+  proc = subprocess.Popen([sys.executable, '-c', EARLY, case], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+  assert proc.stdout.readline() == 'ready\n'
+  proc.send_signal(signal.SIGTERM)
+  out, err = proc.communicate(timeout=120)  # the long call alone would take minutes
+  if case == 'stepped':  # recorded for the loop, which stops after a checkpoint
+    assert proc.returncode == 0 and out == f'returned {int(signal.SIGTERM)}\n', err
+  else:
+    assert proc.returncode == 128 + signal.SIGTERM and out == '', err
+    assert err == ('error: stopped by SIGTERM before training began; nothing to save; rerun '
+                   'the same command to start (or resume) the run.\n')
