@@ -4,7 +4,10 @@ A checkpoint holds the train state (params, BatchNorm statistics, optimizer stat
 the masks, stored under their own key ``masks``) and the run's base PRNG key. Data order and
 augmentation are pure functions of ``(seed, step)`` (see :mod:`n2nskip_jax.data`), so nothing
 else is needed. Orbax writes to a temporary folder and renames it when complete, so a run
-killed mid-save leaves the previous checkpoint intact.
+killed mid-save leaves the previous checkpoint intact. Saves are asynchronous: a save that
+fails (a full disk) is found at the next step after it ends, and at the latest before the
+next evaluation or save (:meth:`Checkpoints.check_saved`), and reported with the step it was
+saving.
 """
 import glob
 import os
@@ -16,6 +19,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import serialization
 from jax.experimental import multihost_utils
+
+from n2nskip_jax.errors import UserError, writing
 
 
 def _payload(state, rng) -> dict:
@@ -32,6 +37,7 @@ class Checkpoints:
     self.directory = os.path.abspath(directory)
     self._options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
     self.manager = ocp.CheckpointManager(self.directory, options=self._options)
+    self._saving: int | None = None  # the step of the save in flight, until checked
 
   def remove_unfinished(self) -> list[str]:
     """Removes the temporary folders of saves that never finished (``<step>.orbax-checkpoint-
@@ -48,9 +54,28 @@ class Checkpoints:
     return [os.path.basename(p) for p in found]
 
   def save(self, step: int, state, rng) -> None:
+    """Starts writing ``(state, rng)`` at ``step`` in the background, once the save before it
+    is checked (:meth:`check_saved`)."""
+    self.check_saved(wait=True)
     if step in self.manager.all_steps():
       return
     self.manager.save(step, args=ocp.args.StandardSave(_payload(state, rng)))
+    self._saving = step
+
+  def check_saved(self, wait: bool = False) -> None:
+    """Raises the error of the last save if it has ended without writing its step's folder
+    (:class:`~n2nskip_jax.errors.DiskFull` for a full disk), naming that step; returns at once
+    while it is still writing, unless ``wait``."""
+    step = self._saving
+    if step is None or (not wait and self.manager.is_saving_in_progress()):
+      return
+    self._saving = None
+    what = f'the checkpoint of step {step} in {self.directory}'
+    with writing(what):
+      self.manager.wait_until_finished()  # raises the save's own error, where orbax kept it
+    if jax.process_index() == 0 and not os.path.isdir(os.path.join(self.directory, str(step))):
+      raise UserError(f'{what} was not written (see the log above); the checkpoints before it '
+                      'are intact: rerun the same command to resume from the last of them')
 
   def restore(self, step: int, state, rng):
     """Restores into the structure of ``state``; returns ``(state, rng)``."""
@@ -109,5 +134,5 @@ class Checkpoints:
     self.manager = ocp.CheckpointManager(self.directory, options=self._options)
 
   def close(self) -> None:
-    self.manager.wait_until_finished()
+    self.check_saved(wait=True)
     self.manager.close()

@@ -270,6 +270,7 @@ def _train_and_evaluate(config, workdir: str, masks, stop, lock) -> dict:
                          progress.text())
             writer.write(step, **scalars)
             lock.refresh()
+          ckpt.check_saved()  # a save that failed stops the run here, naming its step
           saved = config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0
           if saved:
             _save(ckpt, workdir, step, p_state, rng)
@@ -285,6 +286,7 @@ def _train_and_evaluate(config, workdir: str, masks, stop, lock) -> dict:
                 'still weigh their initial values by %.0f %% (momentum %g a step): the test loss '
                 'and accuracy of so short a run can be far off (the train loss uses batch '
                 'statistics).', step, 100 * BN_MOMENTUM ** step, BN_MOMENTUM)
+          ckpt.check_saved(wait=True)  # no evaluation after a save that failed
           result = evaluate(p_eval_step, p_state, data)
           logging.info('epoch %d: test accuracy %.4f, loss %.4f', epoch + 1,
                        result['test_accuracy'], result['test_loss'])

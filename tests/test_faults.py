@@ -452,19 +452,24 @@ def test_a_full_disk_stops_in_one_line_and_loses_nothing(tmp_path):
   """A disk that fills while the run writes its second checkpoint: exit 2 and one line naming
   what was being written; the first checkpoint intact; with room again, the rerun resumes from
   it and ends bitwise equal to a run that never ran out of space."""
+  three = [*QUICK[:2], '--config.num_epochs=3',  # checkpoints at steps 11, 22, 33
+           '--config.eval_every_epochs=1']
   whole = tmp_path / 'whole'
-  assert run_main(*QUICK, f'--workdir={whole}').returncode == 0  # checkpoints at steps 11, 22
-  room = _disk_usage(whole) - _disk_usage(whole / 'checkpoints' / '22') // 2
+  assert run_main(*three, f'--workdir={whole}').returncode == 0
+  # Room for one checkpoint and a half (two are kept): the save at step 22 fills the disk.
+  room = _disk_usage(whole) - _disk_usage(whole / 'checkpoints' / '33') // 2
   with small_disk(tmp_path / 'disk', room) as resize:
     workdir = tmp_path / 'disk' / 'run'
-    r = run_main(*QUICK, f'--workdir={workdir}')
+    r = run_main(*three, f'--workdir={workdir}')
     assert r.returncode == 2, r.stderr[-3000:]
     said = [line for line in r.stderr.splitlines() if line.startswith('error:')]
-    assert len(said) == 1 and 'no space left on the device while writing' in said[0], said
+    assert len(said) == 1 and said[0].startswith(
+        'error: no space left on the device while writing the checkpoint of step 22 in '), said
     assert 'Traceback' not in r.stderr
+    assert 'epoch 2: test accuracy' in r.stderr and 'epoch 3: test accuracy' not in r.stderr
     assert rundir.latest_step(str(workdir)) == 11
     resize(8 * room)
-    r = run_main(*QUICK, f'--workdir={workdir}')
+    r = run_main(*three, f'--workdir={workdir}')
     assert r.returncode == 0 and 'Resuming from checkpoint at step 11' in r.stderr, r.stderr[-3000:]
     _, resumed = rundir.read_latest(str(workdir))
   _, reference = rundir.read_latest(str(whole))
