@@ -59,6 +59,11 @@ def get_config() -> ml_collections.ConfigDict:
   c.pruning.rescale = False          # beyond the paper: scale each unit's surviving weights by
                                      # sqrt(dense fan-in / surviving fan-in) after pruning, so its
                                      # initial pre-activation variance is the dense network's
+  c.pruning.rescale_normalized = True  # with rescale, also the kernels BatchNorm follows (every
+                                     # conv of VGG19 and ResNet50), where a scale changes no
+                                     # output (but through BatchNorm's epsilon), only the
+                                     # effective learning rate: False is the
+                                     # fair baseline on BatchNorm nets (the head alone rescaled)
   c.pruning.shuffle = False          # control: permute each pruned layer's mask at random
                                      # (keeps every layer's density; Frankle et al. 2021)
   c.pruning.reinit = False           # control: the same masks on weights drawn from another seed

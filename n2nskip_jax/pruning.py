@@ -130,6 +130,7 @@ def check_config(config) -> None:
   checks.check(config, 'pruning.exclude', lambda v: all(checks.is_regex(p) for p in v),
                'a sequence of regular expressions')
   checks.boolean(config, 'pruning.rescale')
+  checks.boolean(config, 'pruning.rescale_normalized')
   checks.positive_int(config, 'pruning.synflow_iterations')
   checks.check(config, 'pruning.grasp_temperature',
                lambda v: checks.is_number(v) and v > 0, 'a number > 0')
@@ -374,12 +375,20 @@ def fan_in_rescale(mask) -> np.ndarray:
   return np.where(surviving > 0, np.sqrt(flat.shape[0] / np.maximum(surviving, 1)), 0.0)
 
 
-def apply_masks(variables, masks, rescale: bool = False):
+def apply_config_masks(config, variables, masks):
+  """:func:`apply_masks` with the config's ``pruning.rescale`` and ``rescale_normalized``."""
+  return apply_masks(variables, masks, config.pruning.rescale, config.pruning.rescale_normalized)
+
+
+def apply_masks(variables, masks, rescale: bool = False, rescale_normalized: bool = True):
   """Sets ``masks`` and zeroes pruned kernel entries, so pruned weights are exactly 0.
 
   ``rescale=True`` (``config.pruning.rescale``) also multiplies every surviving weight by
   :func:`fan_in_rescale` of its unit, per kernel (a skip kernel and the sequential kernel
-  into the same unit are rescaled separately).
+  into the same unit are rescaled separately); with ``rescale_normalized=False``
+  (``config.pruning.rescale_normalized``) only the kernels no BatchNorm follows
+  (:func:`models.feeds_batch_norm`): BatchNorm undoes a kernel's scale in the forward pass
+  (but through its epsilon), so there it changes mostly the weights' effective learning rate.
   """
   flat_masks = traverse_util.flatten_dict(masks)
 
@@ -387,8 +396,8 @@ def apply_masks(variables, masks, rescale: bool = False):
     if path[-1] != 'kernel':
       return value
     mask = flat_masks[path]
-    scale = fan_in_rescale(mask).astype(np.float32) if rescale else 1.0
-    return value * mask * scale
+    scaled = rescale and (rescale_normalized or not models.feeds_batch_norm(mask))
+    return value * mask * (fan_in_rescale(mask).astype(np.float32) if scaled else 1.0)
 
   params = {p: masked(p, v) for p, v in traverse_util.flatten_dict(variables['params']).items()}
   return {**variables, 'params': traverse_util.unflatten_dict(params), 'masks': masks}

@@ -30,7 +30,8 @@ RESUMABLE_KEYS = ('num_epochs', 'log_every_steps', 'eval_every_epochs', 'eval_ba
 # config without one is read with it, and the default run directory's name leaves it out while
 # it has that value (older runs keep their folders).
 ADDED_KEYS = {'pruning.grasp_temperature': 200.0, 'pruning.synflow_iterations': 100,
-              'pruning.shuffle': False, 'pruning.reinit': False, 'skip.affine': True}
+              'pruning.shuffle': False, 'pruning.reinit': False, 'skip.affine': True,
+              'pruning.rescale_normalized': True}
 CONFIG, SUMMARY, CHECKPOINTS = 'config.json', 'summary.json', 'checkpoints'
 MAX_LABEL = 96  # characters of overridden keys in a default run directory's name
 TRAIN_FIRST = 'train the run first: n2nskip-train or main.py'

@@ -79,7 +79,7 @@ def _initial_state(config, data, masks=None, prune: bool = True) -> TrainState:
       masks = multihost_utils.broadcast_one_to_all(masks)
   if masks is not None:
     variables = network.trained_weights(config, variables, data.num_classes, data.input_shape)
-    variables = pruning.apply_masks(variables, masks, rescale=config.pruning.rescale)
+    variables = pruning.apply_config_masks(config, variables, masks)
   return TrainState.create(apply_fn=model.apply, params=variables['params'],
                            tx=create_optimizer(config, data.steps_per_epoch),
                            batch_stats=variables.get('batch_stats', {}), masks=variables['masks'])

@@ -258,3 +258,30 @@ def test_the_skips_parameters_outside_the_budget_counted_by_hand(affine):
     without = network.abstract_variables(make_config(**overrides), 10, shape)
     assert (sparsity.count(variables['params']) - sparsity.count(without['params'])
             == sparsity.skip_weights(variables['masks']) + extra), model
+
+
+def test_rescaling_only_unnormalized_kernels_changes_no_output_that_batch_norm_fixes():
+  """On VGG19, the fan-in rescale of a kernel BatchNorm follows changes no output in training
+  mode but through BatchNorm's epsilon (only the head's does): rescale_normalized=False
+  rescales the head alone and gives the logits of rescaling everything; the convs keep their
+  unscaled weights. (Where a unit's pre-activation variance is near epsilon, as in the tiny
+  ResNet50's 1x1 maps, the scale does change outputs.)"""
+  model = 'vgg19'
+  config, variables, masks = pruned(model, 'rp', 0.1)
+  overrides, shape = MODELS[model]
+  batch = batch_for(shape)
+  apply = create_model(config, 10).apply
+  def logits(**rescale):
+    v = pruning.apply_masks(variables, masks, **rescale)
+    return np.asarray(apply(v, batch['image'], train=True, mutable=['batch_stats'])[0]), v
+  everything, all_v = logits(rescale=True)
+  head_only, head_v = logits(rescale=True, rescale_normalized=False)
+  plain, plain_v = logits(rescale=False)
+  # Equal but for BatchNorm's epsilon, against the head's own rescale, which moves them a lot.
+  assert np.abs(head_only - everything).max() < 0.01 * np.abs(plain - everything).max()
+  flat = lambda v: traverse_util.flatten_dict(v['params'])
+  for p, w in flat(head_v).items():
+    if p[-1] == 'kernel':
+      feeds = models.feeds_batch_norm(w)
+      assert feeds == (p[-2] != 'head'), p
+      np.testing.assert_array_equal(w, (flat(plain_v) if feeds else flat(all_v))[p])

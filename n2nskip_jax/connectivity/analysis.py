@@ -36,7 +36,7 @@ def load_run(workdir: str, weights: str = 'final'):
   spec = data_lib.spec(config)
   initial = network.trained_weights(config, network.init(config, *spec)[1], *spec)
   params = (restored['state']['params'] if weights == 'final'
-            else pruning.apply_masks(initial, masks, config.pruning.rescale)['params'])
+            else pruning.apply_config_masks(config, initial, masks)['params'])
   return config, params, masks, initial['params']
 
 

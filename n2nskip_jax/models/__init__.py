@@ -126,6 +126,13 @@ def check_config(config) -> None:
                  "'none' or 'n2nskip' for resnet50 (it already has residual shortcuts)")
 
 
+def feeds_batch_norm(kernel) -> bool:
+  """Whether BatchNorm follows the layer of ``kernel`` (a kernel or its mask): every conv of
+  these models is bias-free and normalized (VGG19's, ResNet50's, skips and projections
+  included); no dense layer is (the MLP, VGG19's and ResNet50's classifiers)."""
+  return len(kernel.shape) == 4
+
+
 def max_skip_span(config) -> int:
   """The largest ``skip.span`` the model has layers for (ResNet50's skips span one block)."""
   if config.model == 'mlp':
@@ -133,6 +140,6 @@ def max_skip_span(config) -> int:
   return len(vgg.conv_plan(vgg.VGG19_LAYERS, 1)[0]) if config.model == 'vgg19' else 3
 
 
-__all__ = ['MLP', 'VGG', 'ResNet', 'MODELS', 'SHARED_BUDGET_KINDS', 'SKIP_KINDS', 'INPUT', 'Edge', 'check_config',
-           'create_model',
-           'is_skip_path', 'max_skip_span', 'reference', 'structure', 'without_skips']
+__all__ = ['MLP', 'VGG', 'ResNet', 'MODELS', 'SHARED_BUDGET_KINDS', 'SKIP_KINDS', 'INPUT', 'Edge',
+           'check_config', 'create_model', 'feeds_batch_norm', 'is_skip_path', 'max_skip_span',
+           'reference', 'structure', 'without_skips']
