@@ -93,7 +93,7 @@ def test_models_pruning_and_training_never_import_the_analysis():
 
 
 def test_no_module_outside_models_parses_layer_names():
-  pattern = re.compile(r"_block|startswith\(['\"](skip|stage|conv|dense)|SKIP_PREFIX")
+  pattern = re.compile(r"_block(\b|\d)|startswith\(['\"](skip|stage|conv|dense)|SKIP_PREFIX")
   for path in modules():
     if os.sep + 'models' + os.sep in path:
       continue
