@@ -47,7 +47,7 @@ import json, sys
 records = [json.loads(line) for line in open(sys.argv[1])]
 bad = [(r['part'], r['status']) for r in records
        if r['status'] not in ('ok', 'unavailable') or r.get('passed') is False]
-print('kit parts:', ', '.join(f"{r['part']}={r['status']}" for r in records))
+print('kit parts:', ', '.join(dict.fromkeys(f"{r['part']}={r['status']}" for r in records)))
 assert not bad, f'kit parts not ok: {bad}'
 PY
 deactivate
