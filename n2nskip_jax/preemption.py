@@ -34,6 +34,11 @@ class StopRequests:
     self.signum: int | None = None
     self.stepped = False  # a training step has run: a signal now waits for a step's checkpoint
 
+  def step_done(self) -> None:
+    """Marks that a training step has been run (compiled and dispatched): from now on a signal
+    waits for the loop to checkpoint a step instead of ending the process at once."""
+    self.stepped = True
+
   def _record(self, signum, frame) -> None:
     del frame
     if self.signum is None:
@@ -47,7 +52,6 @@ class StopRequests:
     them received a signal, so they checkpoint the same step.
     """
     import jax
-    self.stepped = True
     if jax.process_count() == 1:
       return self.signum
     if step % every:
@@ -113,8 +117,29 @@ EARLY_MESSAGE = ('stopped by {name} before training began; nothing to save; reru
                  'command to start (or resume) the run.')
 
 
+_AT_EARLY_EXIT: list = []
+
+
+def at_early_exit(fn) -> None:
+  """Runs ``fn()`` (e.g. a run lock's release) if a signal ends the process before the first
+  step (:func:`exit_before_steps`), which skips Python's own clean-up."""
+  _AT_EARLY_EXIT.append(fn)
+
+
+def cancel_early_exit(fn) -> None:
+  """Undoes :func:`at_early_exit` for ``fn``."""
+  if fn in _AT_EARLY_EXIT:
+    _AT_EARLY_EXIT.remove(fn)
+
+
 def _exit_now(signum: int) -> None:
-  """Ends the process with :data:`EARLY_MESSAGE` and 128 + ``signum``."""
+  """Runs the :func:`at_early_exit` functions, then ends the process with
+  :data:`EARLY_MESSAGE` and 128 + ``signum``."""
+  for fn in list(_AT_EARLY_EXIT):
+    try:
+      fn()
+    except Exception:  # noqa: BLE001 (the process ends either way)
+      pass
   sys.stderr.write(f'error: {EARLY_MESSAGE.format(name=signal.Signals(signum).name)}\n')
   sys.stderr.flush()
   os._exit(128 + signum)

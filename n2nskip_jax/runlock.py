@@ -21,6 +21,7 @@ import time
 
 from absl import logging
 
+from n2nskip_jax import preemption
 from n2nskip_jax.errors import UserError
 
 LOCK = 'lock'
@@ -122,6 +123,7 @@ class RunLock:
         try:
           os.link(mine, self.path)
           self.held = True
+          preemption.at_early_exit(self.release)  # a signal before the first step
         except FileExistsError:
           holder, inode = _read_file(self.path)
           if self._outer(holder) is not None:
@@ -168,6 +170,7 @@ class RunLock:
         pass
 
   def release(self) -> None:
+    preemption.cancel_early_exit(self.release)
     if self.held:
       self.held = False
       if (_read(self.path) or {}).get('pid') == os.getpid():

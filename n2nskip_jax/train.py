@@ -250,6 +250,7 @@ def _train_and_evaluate(config, workdir: str, masks, stop, lock) -> dict:
       for epoch in range(step // steps_per_epoch, config.num_epochs):
         for batch in data.train_batches(epoch, step - epoch * steps_per_epoch):
           p_state, metrics = p_train_step(p_state, shard(batch))
+          stop.step_done()  # compiled and dispatched: a signal now waits for a checkpoint
           if block or compiling:
             jax.block_until_ready(metrics)
           step += 1

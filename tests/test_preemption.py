@@ -57,9 +57,12 @@ import hashlib, os, signal, sys, time
 from n2nskip_jax import preemption
 preemption.exit_before_steps()
 case = sys.argv[1]
+from n2nskip_jax import runlock
+lock = runlock.RunLock(sys.argv[2])
+lock.acquire()  # released on an early exit too
 with preemption.stop_requests() if case != 'outside' else open(os.devnull) as stop:
   if case == 'stepped':
-    stop.signal_at(1, every=1)  # a training step has run: the signal waits for a step's end
+    stop.step_done()  # a training step has run: the signal waits for a step's end
   print('ready', flush=True)
   # A long call that holds the main thread in C (as XLA's compile or initialization does), so
   # Python's own handlers cannot run until it returns: minutes of key stretching.
@@ -70,11 +73,11 @@ with preemption.stop_requests() if case != 'outside' else open(os.devnull) as st
 
 
 @pytest.mark.parametrize('case', ['outside', 'before_a_step', 'stepped'])
-def test_a_signal_before_the_first_step_ends_the_process_at_once_with_its_line(case):
+def test_a_signal_before_the_first_step_ends_the_process_at_once_with_its_line(case, tmp_path):
   import subprocess
   import sys
-  proc = subprocess.Popen([sys.executable, '-c', EARLY, case], stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True)
+  proc = subprocess.Popen([sys.executable, '-c', EARLY, case, str(tmp_path)],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   assert proc.stdout.readline() == 'ready\n'
   proc.send_signal(signal.SIGTERM)
   out, err = proc.communicate(timeout=120)  # the long call alone would take minutes
@@ -84,3 +87,4 @@ def test_a_signal_before_the_first_step_ends_the_process_at_once_with_its_line(c
     assert proc.returncode == 128 + signal.SIGTERM and out == '', err
     assert err == ('error: stopped by SIGTERM before training began; nothing to save; rerun '
                    'the same command to start (or resume) the run.\n')
+    assert not (tmp_path / 'lock').exists()  # os._exit skips Python's clean-up: released first
