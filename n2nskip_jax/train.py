@@ -138,8 +138,7 @@ def _start(config, data, workdir, masks, rng, lock):
   if latest:
     lock.acquire()
     rundir.prepare(workdir, config)
-    ckpt = rundir.checkpoints(workdir, config.max_checkpoints_to_keep)
-    ckpt.remove_unfinished()
+    ckpt = _checkpoints(workdir, config)
     found = ckpt.restore_latest(_initial_state(config, data, prune=False), rng)
     if found:
       step, state, rng = found
@@ -156,9 +155,14 @@ def _start(config, data, workdir, masks, rng, lock):
   warnings = check(state)
   lock.acquire()
   rundir.prepare(workdir, config)
+  return state, rng, 0, _checkpoints(workdir, config), warnings
+
+
+def _checkpoints(workdir: str, config):
+  """The run's checkpoints, opened under its lock: saves that never finished are removed."""
   ckpt = rundir.checkpoints(workdir, config.max_checkpoints_to_keep)
   ckpt.remove_unfinished()
-  return state, rng, 0, ckpt, warnings
+  return ckpt
 
 
 def _save(ckpt, workdir: str, step: int, p_state, rng) -> None:
