@@ -15,6 +15,7 @@ import sys
 
 from absl import app, flags
 
+from n2nskip_jax import errors
 from n2nskip_jax.errors import UserError
 from n2nskip_jax.execution import RENAMED, process
 
@@ -114,7 +115,7 @@ def run(main, configs: str = ''):
   sys.argv = config_by_name(sys.argv, configs)
   process.before_jax()
   sys.unraisablehook = quiet_closed_loop(sys.unraisablehook)
-  logging.getLogger('asyncio').addFilter(_not_closed_loop)  # the same, as asyncio reports it
+  logging.getLogger('asyncio').addFilter(not_orbax_noise)  # the same, as asyncio reports it
   app.run(quiet_closed_pipe(main), flags_parser=parse_flags)
 
 
@@ -147,11 +148,14 @@ def _is_closed_loop(error) -> bool:
   return isinstance(error, RuntimeError) and 'Event loop is closed' in str(error)
 
 
-def _not_closed_loop(record) -> bool:
-  """A ``logging`` filter: drops asyncio's "Task exception was never retrieved" reports of
-  those same errors."""
+def not_orbax_noise(record) -> bool:
+  """A ``logging`` filter for asyncio's "Task exception was never retrieved" reports: drops
+  those of the same closed-loop errors, and those of a full disk (orbax writes a checkpoint in
+  several tasks; the run reports the failed save once, in one line, and the sibling tasks'
+  copies of that error would otherwise print their tracebacks whenever they are collected)."""
   error = record.exc_info[1] if record.exc_info else None
-  return not (_is_closed_loop(error) or 'Event loop is closed' in record.getMessage())
+  return not (_is_closed_loop(error) or 'Event loop is closed' in record.getMessage()
+              or errors.out_of_space(error))
 
 
 def parse_flags(argv: list[str]) -> list[str]:

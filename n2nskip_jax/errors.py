@@ -59,7 +59,7 @@ class DiskFull(UserError):
                      'command to resume.')
 
 
-def _out_of_space(error: BaseException | None) -> bool:
+def out_of_space(error: BaseException | None) -> bool:
   """Whether ``error``, or an error it was raised from, says the disk or the quota is full
   (an ``OSError``; orbax passes tensorstore's as text)."""
   while error is not None:
@@ -79,6 +79,6 @@ def writing(what: str):
   except DiskFull:
     raise
   except Exception as e:  # noqa: BLE001 (a full disk reaches us as many kinds)
-    if _out_of_space(e):
+    if out_of_space(e):
       raise DiskFull(what, e) from e
     raise

@@ -1,7 +1,10 @@
 """Faults and bad input: checkpoints that heal, divergence, untrainable budgets, nothing
 written before the checks, no traceback for a user's mistake, resume edge cases."""
+import asyncio
 import contextlib
+import gc
 import json
+import logging
 import os
 import shutil
 import signal
@@ -16,7 +19,7 @@ import numpy as np
 import pytest
 from conftest import make_config, read_jsonl, run_main
 
-from n2nskip_jax import pruning, rundir, train
+from n2nskip_jax import cli, pruning, rundir, train
 from n2nskip_jax.errors import ConfigError, Diverged, UserError
 from n2nskip_jax.metrics import MetricsWriter
 
@@ -483,3 +486,30 @@ def test_a_finished_run_logs_its_config_as_tensorboard_hyperparameters(two_epoch
   events = b''.join((folder / name).read_bytes() for name in os.listdir(folder))
   for text in (b'pruning.density', b'mlp_hidden', b'hparams/test_accuracy'):
     assert text in events
+
+
+def test_the_sibling_copies_of_a_failed_save_print_no_traceback(caplog):
+  """orbax writes one checkpoint in several asyncio tasks; when the disk fills, the error the
+  run reports is one of them, and the others are reported by asyncio as "never retrieved"
+  whenever they are garbage-collected (a traceback at a moment that depends on timing). The
+  filter the tools install drops those copies, and only those."""
+  asyncio_log = logging.getLogger('asyncio')
+  asyncio_log.addFilter(cli.not_orbax_noise)
+
+  async def write(message):
+    raise ValueError(message)
+
+  loop = asyncio.new_event_loop()
+  try:
+    for message in ('RESOURCE_EXHAUSTED: Error writing "state.params/0.0": Failed to write 25826 '
+                    'bytes to file 15: No space left on device [os_error_code=28]',
+                    'a write that failed for another reason'):
+      task = loop.create_task(write(message))
+      loop.run_until_complete(asyncio.sleep(0))
+      del task
+      gc.collect()
+  finally:
+    loop.close()
+    asyncio_log.removeFilter(cli.not_orbax_noise)
+  reported = [str(r.exc_info[1]) for r in caplog.records if r.exc_info]
+  assert reported == ['a write that failed for another reason']
