@@ -1,0 +1,31 @@
+"""The paper's main network below its ceiling: ResNet50 (CIFAR stem, width x0.125) on digits32.
+
+{RP, CSP} x {2, 1} % density x skip.kind {none, n2nskip} x 5 seeds, beside them RP without
+skips with the fair rescale for a BatchNorm network (``pruning.rescale=True``,
+``pruning.rescale_normalized=False``: only the classifier, the one layer no BatchNorm follows,
+is rescaled) at both densities, and the dense network: 55 runs of 15 epochs (about 110 s of
+training and analysis each on 2 CPU cores; 369,112 prunable reference weights, so 2 % is a
+budget of 7,382). ``skip.affine=False``: the skips' BatchNorms normalize without scale and
+shift, so every arm trains exactly the budget's weights plus the same BatchNorm parameters.
+
+    python -m n2nskip_jax.study --config configs/studies/resnet50_digits.py
+"""
+from n2nskip_jax.configs import default
+from n2nskip_jax.configs.studies.common import DENSE, study
+
+
+def get_config(arg: str | None = None):
+  """The study; ``get_config('base')`` returns its base run config alone."""
+  base = default.get_config()
+  base.model, base.resnet_stem, base.width_multiplier = 'resnet50', 'cifar', 0.125
+  base.dataset = 'digits32'               # 1437 train / 360 test images
+  base.num_epochs, base.lr_decay_epochs = 15, 5
+  base.eval_every_epochs, base.log_every_steps = 3, 50
+  base.max_checkpoints_to_keep = 1
+  base.skip.affine = False
+  fair_rescale = tuple({'pruning': {'method': 'rp', 'density': d, 'rescale': True,
+                                    'rescale_normalized': False}, 'skip': {'kind': 'none'}}
+                       for d in (0.02, 0.01))
+  c = study(base, {'pruning.method': ('rp', 'csp'), 'pruning.density': (0.02, 0.01),
+                   'skip.kind': ('none', 'n2nskip')}, extra=(*fair_rescale, DENSE))
+  return c.base if arg == 'base' else c
