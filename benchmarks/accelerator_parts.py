@@ -19,7 +19,7 @@ from train_throughput import make_step
 
 from n2nskip_jax.configs import default
 from n2nskip_jax import data as data_lib
-from n2nskip_jax import execution, network, pruning, train
+from n2nskip_jax import network, pruning, train
 from n2nskip_jax.connectivity import heat, network_graph
 from n2nskip_jax.steps import replicate
 
@@ -121,8 +121,7 @@ def trajectory_losses(s) -> list[float]:
   config = run_config(s['model'], s['width'], 'digits' if s['model'] == 'mlp' else 'digits32',
                       s['batch'])
   dataset = data_lib.load(config)
-  state = train._initial_state(config, dataset)
-  plan = execution.plan(config, state.masks)
+  state, plan = train.create_train_state(config, dataset)
   p_train_step = plan.steps()[0]
   p_state, losses = replicate(state), []
   with jax.default_matmul_precision('float32'):

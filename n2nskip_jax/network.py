@@ -33,8 +33,8 @@ def init(config, num_classes: int, input_shape: tuple[int, ...], *,
 def trained_weights(config, variables, num_classes: int, input_shape: tuple[int, ...]) -> dict:
   """The unpruned weights a run trains from: ``variables`` (from :func:`init`), or with
   ``pruning.reinit`` (the control of Frankle et al. 2021) variables drawn from another seed,
-  ``fold_in(PRNGKey(seed), 1)``, whose ``params`` replace them. The training loop, the
-  connectivity analysis and the study runner all start from this one function."""
+  ``fold_in(PRNGKey(seed), 1)``, whose ``params`` replace them
+  (:func:`pruning.initial_variables` applies the masks)."""
   if not config.pruning.reinit:
     return variables
   redrawn = init(config, num_classes, input_shape,

@@ -401,3 +401,14 @@ def apply_masks(variables, masks, rescale: bool = False, rescale_normalized: boo
 
   params = {p: masked(p, v) for p, v in traverse_util.flatten_dict(variables['params']).items()}
   return {**variables, 'params': traverse_util.unflatten_dict(params), 'masks': masks}
+
+
+def initial_variables(config, variables, masks, num_classes: int,
+                      input_shape: tuple[int, ...]) -> tuple[dict, dict]:
+  """``(unpruned, pruned)`` for a run with ``masks``: the dense-shaped variables it trains
+  from (``variables`` from :func:`network.init`, or re-drawn for ``pruning.reinit``:
+  :func:`network.trained_weights`), and those with ``masks`` applied and rescaled as the config
+  says (:func:`apply_config_masks`), the run's initial variables. Training and the
+  connectivity analysis (so the study runner too) start from this one function."""
+  unpruned = network.trained_weights(config, variables, num_classes, input_shape)
+  return unpruned, apply_config_masks(config, unpruned, masks)

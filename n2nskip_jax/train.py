@@ -3,12 +3,18 @@
     summary = train.train_and_evaluate(config, workdir)          # prunes by the config
     summary = train.train_and_evaluate(config, workdir, masks)   # trains the given masks
 
+In the shape of the Flax examples: :func:`create_train_state` (the pruned network and the
+execution plan it trains with), :func:`restore_or_start` (a :class:`Start`), the loop
+(:func:`train_loop`, one epoch at a time), :func:`evaluate` and :func:`summarize`.
+
 Writes the run directory (:mod:`n2nskip_jax.rundir`): ``config.json``, ``checkpoints/<step>``,
 ``metrics.jsonl``, ``tensorboard/`` and, at the end, ``summary.json``.
 """
+import dataclasses
 import json
 import os
 import time
+from typing import Any
 
 import jax
 import numpy as np
@@ -19,6 +25,7 @@ from jax.experimental import multihost_utils
 from n2nskip_jax import data as data_lib
 from n2nskip_jax import (execution, network, preemption, pruning, resources, rundir, runlock,
                          sparsity)
+from n2nskip_jax.checkpoints import Checkpoints
 from n2nskip_jax.config import logging_for_runs, validate
 from n2nskip_jax.errors import Diverged, Interrupted, Preempted, UserError, writing
 from n2nskip_jax.layers import BN_MOMENTUM
@@ -46,12 +53,40 @@ def snip_batch(data, size: int) -> dict:
 
 
 def evaluate(p_eval_step, p_state, data) -> dict:
+  """Test loss and accuracy over the whole test split."""
   totals = {'loss': 0.0, 'correct': 0.0, 'count': 0.0}
   for batch in data.eval_batches():
     sums = jax_utils.unreplicate(p_eval_step(p_state, shard(batch)))
     totals = {k: totals[k] + float(sums[k]) for k in totals}
   return {'test_loss': totals['loss'] / totals['count'],
           'test_accuracy': totals['correct'] / totals['count']}
+
+
+# --- the train state ----------------------------------------------------------------------------
+
+def create_train_state(config, data, masks=None) -> tuple[TrainState, execution.Plan]:
+  """``(state, plan)`` at initialization: the network pruned by the config (or carrying the
+  user's ``masks``), its initial variables as :func:`pruning.initial_variables` builds them,
+  and the execution plan for those masks, whose model is the state's ``apply_fn``."""
+  _, variables = network.init(config, data.num_classes, data.input_shape, bn_axis_name=AXIS)
+  if masks is None:
+    masks = _prune(config, data, variables)
+  else:
+    _check_masks(masks, variables['masks'])
+  variables = pruning.initial_variables(config, variables, masks, data.num_classes,
+                                        data.input_shape)[1]
+  plan = execution.plan(config, variables['masks'])
+  return _train_state(config, data, variables, _apply_fn(config, data, plan)), plan
+
+
+def _prune(config, data, variables) -> dict:
+  """The config's masks, scored with the layers the run trains with (the plan's formulations;
+  no by-nonzeros tables yet), the same on every host."""
+  batch = snip_batch(data, config.pruning.snip_batch_size) if pruning.needs_batch(config) else None
+  masks = pruning.prune(config, variables, batch, layers=execution.plan(config, {}).layers())
+  if jax.process_count() > 1:  # every host must train the same sparse network
+    masks = multihost_utils.broadcast_one_to_all(masks)
+  return masks
 
 
 def _check_masks(masks, template) -> None:
@@ -65,47 +100,22 @@ def _check_masks(masks, template) -> None:
                       f'got shape {np.shape(m)}')
 
 
-def _initial_state(config, data, masks=None, prune: bool = True) -> TrainState:
-  """The train state at initialization: pruned by the config (or carrying the user's
-  ``masks``), or all ones as the template a checkpoint is restored into (``prune=False``)."""
-  model, variables = network.init(config, data.num_classes, data.input_shape, bn_axis_name=AXIS)
-  if masks is not None:
-    _check_masks(masks, variables['masks'])
-  elif prune:
-    batch = snip_batch(data, config.pruning.snip_batch_size) if pruning.needs_batch(config) else None
-    # Saliency by the layers the run trains with (the plan's formulations: no tables yet).
-    masks = pruning.prune(config, variables, batch, layers=execution.plan(config, {}).layers())
-    if jax.process_count() > 1:  # every host must train the same sparse network
-      masks = multihost_utils.broadcast_one_to_all(masks)
-  if masks is not None:
-    variables = network.trained_weights(config, variables, data.num_classes, data.input_shape)
-    variables = pruning.apply_config_masks(config, variables, masks)
-  return TrainState.create(apply_fn=model.apply, params=variables['params'],
+def _apply_fn(config, data, plan: execution.Plan):
+  return plan.model(config, data.num_classes, bn_axis_name=AXIS).apply
+
+
+def _train_state(config, data, variables, apply_fn) -> TrainState:
+  return TrainState.create(apply_fn=apply_fn, params=variables['params'],
                            tx=create_optimizer(config, data.steps_per_epoch),
                            batch_stats=variables.get('batch_stats', {}), masks=variables['masks'])
-
-
-def _initialize_distributed(config) -> None:
-  """Joins a multi-process run: ``config.coordinator_address``, ``num_processes`` and
-  ``process_id`` where set, else what JAX reads from the cluster's environment. On CPU the
-  processes' collectives go through gloo. A process that loses a peer for
-  ``heartbeat_timeout`` seconds stops instead of waiting forever."""
-  if jax.distributed.is_initialized():
-    return
-  jax.config.update('jax_cpu_collectives_implementation', 'gloo')
-  given = {'coordinator_address': config.coordinator_address or None,
-           'num_processes': config.num_processes or None,
-           'process_id': config.process_id if config.process_id >= 0 else None}
-  jax.distributed.initialize(**{k: v for k, v in given.items() if v is not None},
-                             heartbeat_timeout_seconds=config.heartbeat_timeout)
-  logging.info('Process %d of %d, %d local of %d devices.', jax.process_index(),
-               jax.process_count(), jax.local_device_count(), jax.device_count())
 
 
 def _mask_warnings(config, masks) -> list[str]:
   """Warnings (logged, and kept in the summary) for masks that leave no path from the input
   to the output (layer collapse: the network cannot learn) or most hidden units dead. A
   sequential layer left empty while skips carry the signal around it is logged, not warned."""
+  if config.pruning.method == 'dense':
+    return []
   warnings = []
   empty = pruning.empty_layers(masks)
   if empty and not sparsity.reachable_outputs(config, masks):
@@ -124,60 +134,215 @@ def _mask_warnings(config, masks) -> list[str]:
   return warnings
 
 
-def _start(config, data, workdir, masks, rng, lock):
-  """``(state, rng, step, checkpoints, warnings)``: restored from the newest readable
-  checkpoint, or initialized and pruned. Nothing is written to ``workdir`` before the masks
-  are checked, and its checkpoints are read only under the run's lock."""
-  check = lambda s: _mask_warnings(config, s.masks) if config.pruning.method != 'dense' else []
-  total = config.num_epochs * data.steps_per_epoch
+# --- restore or start ---------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Start:
+  """Where a run begins: its train ``state`` and execution ``plan`` (the state's ``apply_fn``
+  is the plan's model), the base ``rng`` key, the ``step`` (0, or the restored checkpoint's),
+  its opened ``checkpoints`` and the masks' ``warnings``."""
+  state: TrainState
+  plan: execution.Plan
+  rng: np.ndarray
+  step: int
+  checkpoints: Checkpoints
+  warnings: list[str]
+
+
+def restore_or_start(config, data, workdir: str, masks, lock: runlock.RunLock) -> Start:
+  """Restores the run from its newest readable checkpoint, or creates and prunes it. Nothing
+  is written to ``workdir`` before the masks are checked, and its checkpoints are read only
+  under the run's lock."""
+  rng = np.asarray(jax.random.PRNGKey(config.seed))
   latest = rundir.latest_step(workdir)
-  if latest and latest > total:
-    raise UserError(f'config.num_epochs={config.num_epochs}: {workdir} holds a checkpoint at '
-                    f'step {latest} (epoch {latest // data.steps_per_epoch}); use num_epochs >= '
-                    f'{-(-latest // data.steps_per_epoch)} or another workdir')
+  _check_not_past_the_end(config, data, workdir, latest)
   if latest:
     lock.acquire()
     rundir.prepare(workdir, config)
     ckpt = _checkpoints(workdir, config)
-    found = ckpt.restore_latest(_initial_state(config, data, prune=False), rng)
+    _, variables = network.init(config, data.num_classes, data.input_shape, bn_axis_name=AXIS)
+    found = ckpt.restore_latest(_train_state(config, data, variables, None), rng)
     if found:
       step, state, rng = found
       logging.info('Resuming from checkpoint at step %d.', step)
       if masks is not None and not all(np.array_equal(a, b) for a, b in zip(
           jax.tree.leaves(masks), jax.tree.leaves(state.masks))):
         raise UserError('masks: differ from the masks this run was started with; use another workdir')
-      return state, rng, step, ckpt, check(state)
+      plan = execution.plan(config, state.masks)
+      state = state.replace(apply_fn=_apply_fn(config, data, plan))
+      return Start(state, plan, rng, step, ckpt, _mask_warnings(config, state.masks))
     if not config.restart_on_corrupt:
       raise UserError(f'no checkpoint in {ckpt.directory} can be read (set aside as corrupt-<step>); '
                       'rerun with --config.restart_on_corrupt=True to start the run over')
     logging.warning('No readable checkpoint: starting over (restart_on_corrupt=True).')
-  state = _initial_state(config, data, masks)
-  warnings = check(state)
+  state, plan = create_train_state(config, data, masks)
+  warnings = _mask_warnings(config, state.masks)
   lock.acquire()
   rundir.prepare(workdir, config)
-  return state, rng, 0, _checkpoints(workdir, config), warnings
+  return Start(state, plan, rng, 0, _checkpoints(workdir, config), warnings)
 
 
-def _checkpoints(workdir: str, config):
+def _check_not_past_the_end(config, data, workdir: str, latest: int | None) -> None:
+  steps_per_epoch = data.steps_per_epoch
+  if latest and latest > config.num_epochs * steps_per_epoch:
+    raise UserError(f'config.num_epochs={config.num_epochs}: {workdir} holds a checkpoint at '
+                    f'step {latest} (epoch {latest // steps_per_epoch}); use num_epochs >= '
+                    f'{-(-latest // steps_per_epoch)} or another workdir')
+
+
+def _checkpoints(workdir: str, config) -> Checkpoints:
   """The run's checkpoints, opened under its lock: saves that never finished are removed."""
   ckpt = rundir.checkpoints(workdir, config.max_checkpoints_to_keep)
   ckpt.remove_unfinished()
   return ckpt
 
 
-def _save(ckpt, workdir: str, step: int, p_state, rng) -> None:
-  """Saves a checkpoint, never one holding non-finite values."""
-  state = jax.device_get(jax_utils.unreplicate(p_state))
-  if not all(np.all(np.isfinite(x)) for x in jax.tree.leaves((state.params, state.batch_stats))):
-    raise Diverged(step, _last_good(ckpt, workdir), 'weights')
-  with preemption.interrupt_after(), writing(f'the checkpoint of step {step} in {ckpt.directory}'):
-    ckpt.save(step, state, rng)
+# --- the loop -----------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Loop:
+  """What one run's loop shares: its config, data and directory, the pmapped steps, the
+  checkpoints, metrics writer, progress, stop requests and lock, the base ``rng``, the
+  learning-rate schedule, and whether to wait for each step (:attr:`Plan.blocks_each_step`).
+  ``compiling``: when the first step of this process was dispatched, until it is done."""
+  config: Any
+  data: Any
+  workdir: str
+  p_train_step: Any
+  p_eval_step: Any
+  checkpoints: Checkpoints
+  writer: MetricsWriter
+  progress: Progress
+  stop: preemption.StopRequests
+  lock: runlock.RunLock
+  rng: np.ndarray
+  lr: Any
+  blocks_each_step: bool
+  compiling: float | None = None
+
+  def train_epoch(self, p_state, epoch: int, step: int):
+    """Trains from ``step`` to the end of ``epoch``; logs, checkpoints and stops when a signal
+    asks. Returns ``(p_state, step)``."""
+    config, spe = self.config, self.data.steps_per_epoch
+    for batch in self.data.train_batches(epoch, step - epoch * spe):
+      p_state, metrics = self.p_train_step(p_state, shard(batch))
+      self.stop.step_done()  # compiled and dispatched: a signal now waits for a checkpoint
+      if self.blocks_each_step or self.compiling:
+        jax.block_until_ready(metrics)
+      step += 1
+      self.progress.step(step)
+      if self.compiling:
+        logging.info('First step done in %.1f s, compiling included.',
+                     time.time() - self.compiling)
+        self.compiling = None
+      # At every log step and at the end of every epoch, whatever log_every_steps says.
+      if step % config.log_every_steps == 0 or step % spe == 0:
+        self.log(epoch, step, jax_utils.unreplicate(metrics))
+      self.checkpoints.check_saved()  # a save that failed stops the run here, naming its step
+      saved = config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0
+      if saved:
+        self.save(step, p_state)
+      if signum := self.stop.signal_at(step, config.log_every_steps):
+        if not saved:
+          self.save(step, p_state)
+        self.last_good()  # written before the process exits
+        raise Preempted(signum, step)
+    return p_state, step
+
+  def log(self, epoch: int, step: int, m: dict) -> None:
+    """One log line and one metrics record; a non-finite loss stops the run."""
+    config = self.config
+    if not np.isfinite(m['loss']):
+      raise Diverged(step, self.last_good())
+    lr = self.lr(step - 1)
+    self.progress.show(epoch=f'{epoch + 1}/{config.num_epochs}', loss=f"{m['loss']:.4f}")
+    logging.info('epoch %d/%d step %d/%d loss %.4f acc %.4f lr %.4g %s', epoch + 1,
+                 config.num_epochs, step, self.progress.total, m['loss'], m['accuracy'], lr,
+                 self.progress.text())
+    self.writer.write(step, train_loss=m['loss'], train_accuracy=m['accuracy'],
+                      learning_rate=lr, **self.progress.rates())
+    self.lock.refresh()
+
+  def evaluate(self, p_state, epoch: int, step: int) -> dict:
+    """Evaluates on the test split, once the last save is known to be written."""
+    if jax.tree.leaves(p_state.batch_stats) and BN_MOMENTUM ** step > 0.01:
+      logging.warning(
+          "After %d steps, BatchNorm's running statistics, which the test numbers use, "
+          'still weigh their initial values by %.0f %% (momentum %g a step): the test loss '
+          'and accuracy of so short a run can be far off (the train loss uses batch '
+          'statistics).', step, 100 * BN_MOMENTUM ** step, BN_MOMENTUM)
+    self.checkpoints.check_saved(wait=True)  # no evaluation after a save that failed
+    result = evaluate(self.p_eval_step, p_state, self.data)
+    logging.info('epoch %d: test accuracy %.4f, loss %.4f', epoch + 1, result['test_accuracy'],
+                 result['test_loss'])
+    if not np.isfinite(result['test_loss']):
+      raise Diverged(step, self.last_good(), 'test loss')
+    self.writer.write(step, **result)
+    return result
+
+  def save(self, step: int, p_state) -> None:
+    """Saves a checkpoint, never one holding non-finite values."""
+    state = jax.device_get(jax_utils.unreplicate(p_state))
+    if not all(np.all(np.isfinite(x)) for x in jax.tree.leaves((state.params, state.batch_stats))):
+      raise Diverged(step, self.last_good(), 'weights')
+    with (preemption.interrupt_after(),
+          writing(f'the checkpoint of step {step} in {self.checkpoints.directory}')):
+      self.checkpoints.save(step, state, self.rng)
+
+  def last_good(self) -> int | None:
+    """The newest checkpoint on disk once the saves in flight are written."""
+    self.checkpoints.manager.wait_until_finished()
+    return rundir.latest_step(self.workdir)
 
 
-def _last_good(ckpt, workdir: str) -> int | None:
-  """The newest checkpoint on disk once the saves in flight are written."""
-  ckpt.manager.wait_until_finished()
-  return rundir.latest_step(workdir)
+def train_loop(loop: Loop, p_state, step: int):
+  """Trains to ``config.num_epochs``, evaluating every ``eval_every_epochs`` and at the end and
+  checkpointing every epoch; returns ``(p_state, step, result)``, ``result`` the last
+  evaluation (``None`` when the run was already finished)."""
+  config, result = loop.config, None
+  if step < loop.progress.total:
+    logging.info('Compiling the train step; the first step waits for it.')
+    loop.compiling = time.time()
+  try:
+    for epoch in range(step // loop.data.steps_per_epoch, config.num_epochs):
+      p_state, step = loop.train_epoch(p_state, epoch, step)
+      if (epoch + 1) % config.eval_every_epochs == 0 or epoch + 1 == config.num_epochs:
+        result = loop.evaluate(p_state, epoch, step)
+      loop.save(step, p_state)
+  except KeyboardInterrupt:
+    raise Interrupted(step, loop.last_good()) from None
+  finally:
+    with writing(f'the checkpoints in {loop.checkpoints.directory}'):  # the saves in flight
+      loop.checkpoints.close()
+    loop.writer.close()
+  return p_state, step, result
+
+
+# --- the run ------------------------------------------------------------------------------------
+
+def summarize(config, state, result: dict, budget: dict | None, warnings: list[str],
+              layers: list[dict], seconds: float) -> dict:
+  """The run's ``summary.json``: the last evaluation, the counts (:mod:`sparsity`), the
+  budget, the warnings, the per-layer table, the time trained and the config."""
+  return {
+      **result,
+      'steps': int(state.step),
+      'epochs': config.num_epochs,
+      'devices': jax.device_count(),
+      'processes': jax.process_count(),
+      'params_total': sparsity.count(state.params),
+      'params_prunable_reference': sparsity.reference_weights(state.masks),
+      'params_nonzero': sparsity.nonzero_weights(state.params, state.masks),
+      'params_nonzero_sequential': sparsity.nonzero(state.masks, skip=False),
+      'params_nonzero_skip': sparsity.nonzero(state.masks, skip=True),
+      'params_skip_extra': sparsity.skip_extra_params(state.params),
+      'dead_units': sparsity.dead_units(config, state.masks),
+      'budget': budget,
+      'warnings': warnings,
+      'layers': layers,
+      'train_seconds': seconds,
+      'config': json.loads(config.to_json()),
+  }
 
 
 def train_and_evaluate(config, workdir: str, masks=None) -> dict:
@@ -212,7 +377,7 @@ def train_and_evaluate(config, workdir: str, masks=None) -> dict:
 def _train_and_evaluate(config, workdir: str, masks, stop, lock) -> dict:
   if config.multihost:
     validate(config)  # the process keys, before they are used
-    _initialize_distributed(config)
+    execution.distributed.initialize(config)
   validate(config, jax.device_count(), jax.process_count())
   is_main = lock.enabled = jax.process_index() == 0  # one lock per run
   # Before anything is allocated or compiled: a size that cannot fit, a budget that cannot train.
@@ -223,112 +388,22 @@ def _train_and_evaluate(config, workdir: str, masks, stop, lock) -> dict:
   data = data_lib.load(config, jax.process_index(), jax.process_count())
   if data.steps_per_epoch == 0:
     raise UserError(f'config.batch_size={config.batch_size}: larger than the training set')
-  rng = np.asarray(jax.random.PRNGKey(config.seed))
-  state, rng, step, ckpt, warnings = _start(config, data, workdir, masks, rng, lock)
-  plan = execution.plan(config, state.masks)
-  state = state.replace(apply_fn=plan.model(config, data.num_classes, bn_axis_name=AXIS).apply)
-  p_train_step, p_eval_step = plan.steps()
-  layers = sparsity.layer_table(state.masks)
-  logging.info('Masked layers (density against each layer):\n%s', sparsity.format_layers(layers))
-  if budget:
-    logging.info('Budget: %d of %d reference weights (density %g) = %d sequential%s + %d skip; '
-                 'outside it, the skips\' biases and BatchNorm parameters: %d.',
-                 budget['total'], budget['reference'], config.pruning.density,
-                 budget['sequential'], f' ({budget["top_up"]} of them random extra)'
-                 if budget['top_up'] else '', budget['skip'],
-                 sparsity.skip_extra_params(state.params))
-
-  steps_per_epoch, total = data.steps_per_epoch, config.num_epochs * data.steps_per_epoch
-  lr = learning_rate_schedule(config, steps_per_epoch)
-  writer = MetricsWriter(workdir, step, enabled=is_main)
-  p_state = replicate(state)
-  uses_batch_norm = bool(jax.tree.leaves(state.batch_stats))
-  block = jax.default_backend() == 'cpu'  # docs/DESIGN.md, section 4: collectives on fake CPU devices
-  start_time = time.time()
-  final, final_step = None, None
-  compiling = time.time() if step < total else None
-  if compiling:
-    logging.info('Compiling the train step; the first step waits for it.')
-  with Progress(total, step, config.batch_size, bar=is_main) as progress:
-    try:
-      for epoch in range(step // steps_per_epoch, config.num_epochs):
-        for batch in data.train_batches(epoch, step - epoch * steps_per_epoch):
-          p_state, metrics = p_train_step(p_state, shard(batch))
-          stop.step_done()  # compiled and dispatched: a signal now waits for a checkpoint
-          if block or compiling:
-            jax.block_until_ready(metrics)
-          step += 1
-          progress.step(step)
-          if compiling:
-            logging.info('First step done in %.1f s, compiling included.', time.time() - compiling)
-            compiling = None
-          # At every log step and at the end of every epoch, whatever log_every_steps says.
-          if step % config.log_every_steps == 0 or step % steps_per_epoch == 0:
-            m = jax_utils.unreplicate(metrics)
-            if not np.isfinite(m['loss']):
-              raise Diverged(step, _last_good(ckpt, workdir))
-            scalars = {'train_loss': m['loss'], 'train_accuracy': m['accuracy'],
-                       'learning_rate': lr(step - 1), **progress.rates()}
-            progress.show(epoch=f'{epoch + 1}/{config.num_epochs}', loss=f"{m['loss']:.4f}")
-            logging.info('epoch %d/%d step %d/%d loss %.4f acc %.4f lr %.4g %s', epoch + 1,
-                         config.num_epochs, step, total, m['loss'], m['accuracy'], lr(step - 1),
-                         progress.text())
-            writer.write(step, **scalars)
-            lock.refresh()
-          ckpt.check_saved()  # a save that failed stops the run here, naming its step
-          saved = config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0
-          if saved:
-            _save(ckpt, workdir, step, p_state, rng)
-          if signum := stop.signal_at(step, config.log_every_steps):
-            if not saved:
-              _save(ckpt, workdir, step, p_state, rng)
-            _last_good(ckpt, workdir)  # written before the process exits
-            raise Preempted(signum, step)
-        if (epoch + 1) % config.eval_every_epochs == 0 or epoch + 1 == config.num_epochs:
-          if uses_batch_norm and BN_MOMENTUM ** step > 0.01:
-            logging.warning(
-                "After %d steps, BatchNorm's running statistics, which the test numbers use, "
-                'still weigh their initial values by %.0f %% (momentum %g a step): the test loss '
-                'and accuracy of so short a run can be far off (the train loss uses batch '
-                'statistics).', step, 100 * BN_MOMENTUM ** step, BN_MOMENTUM)
-          ckpt.check_saved(wait=True)  # no evaluation after a save that failed
-          result = evaluate(p_eval_step, p_state, data)
-          logging.info('epoch %d: test accuracy %.4f, loss %.4f', epoch + 1,
-                       result['test_accuracy'], result['test_loss'])
-          if not np.isfinite(result['test_loss']):
-            raise Diverged(step, _last_good(ckpt, workdir), 'test loss')
-          writer.write(step, **result)
-          final, final_step = result, step
-        _save(ckpt, workdir, step, p_state, rng)
-    except KeyboardInterrupt:
-      raise Interrupted(step, _last_good(ckpt, workdir)) from None
-    finally:
-      with writing(f'the checkpoints in {ckpt.directory}'):  # the saves still in flight
-        ckpt.close()
-      writer.close()
-
-  if final_step != step:  # resumed a finished run: nothing was evaluated above
-    final = evaluate(p_eval_step, p_state, data)
+  start = restore_or_start(config, data, workdir, masks, lock)
+  layers = sparsity.layer_table(start.state.masks)
+  _log_budget(config, start.state, budget, layers)
+  total = config.num_epochs * data.steps_per_epoch
+  started = time.time()
+  with Progress(total, start.step, config.batch_size, bar=is_main) as progress:
+    loop = Loop(config, data, workdir, *start.plan.steps(), start.checkpoints,
+                MetricsWriter(workdir, start.step, enabled=is_main), progress, stop, lock,
+                start.rng, learning_rate_schedule(config, data.steps_per_epoch),
+                start.plan.blocks_each_step)
+    p_state, step, result = train_loop(loop, replicate(start.state), start.step)
+  if result is None:  # resumed a finished run: nothing was evaluated above
+    result = evaluate(loop.p_eval_step, p_state, data)
   state = jax.device_get(jax_utils.unreplicate(p_state))
-  summary = {
-      **final,
-      'steps': int(state.step),
-      'epochs': config.num_epochs,
-      'devices': jax.device_count(),
-      'processes': jax.process_count(),
-      'params_total': sparsity.count(state.params),
-      'params_prunable_reference': sparsity.reference_weights(state.masks),
-      'params_nonzero': sparsity.nonzero_weights(state.params, state.masks),
-      'params_nonzero_sequential': sparsity.nonzero(state.masks, skip=False),
-      'params_nonzero_skip': sparsity.nonzero(state.masks, skip=True),
-      'params_skip_extra': sparsity.skip_extra_params(state.params),
-      'dead_units': sparsity.dead_units(config, state.masks),
-      'budget': budget,
-      'warnings': warnings,
-      'layers': layers,
-      'train_seconds': time.time() - start_time,
-      'config': json.loads(config.to_json()),
-  }
+  summary = summarize(config, state, result, budget, start.warnings, layers,
+                      time.time() - started)
   if is_main:
     write_hparams(workdir, config, {k: summary[k] for k in ('test_accuracy', 'test_loss',
                                                             'params_nonzero', 'dead_units')})
@@ -337,3 +412,14 @@ def _train_and_evaluate(config, workdir: str, masks, stop, lock) -> dict:
                '(reference network: %d).', summary['test_accuracy'], summary['steps'],
                summary['params_nonzero'], summary['params_prunable_reference'])
   return summary
+
+
+def _log_budget(config, state, budget: dict | None, layers: list[dict]) -> None:
+  logging.info('Masked layers (density against each layer):\n%s', sparsity.format_layers(layers))
+  if budget:
+    logging.info('Budget: %d of %d reference weights (density %g) = %d sequential%s + %d skip; '
+                 'outside it, the skips\' biases and BatchNorm parameters: %d.',
+                 budget['total'], budget['reference'], config.pruning.density,
+                 budget['sequential'], f' ({budget["top_up"]} of them random extra)'
+                 if budget['top_up'] else '', budget['skip'],
+                 sparsity.skip_extra_params(state.params))

@@ -190,8 +190,8 @@ def test_reinit_keeps_the_masks_and_redraws_the_surviving_weights(tmp_path):
   from n2nskip_jax import train
   config = make_config(**LINEAR_MLP, pruning__method='rp', pruning__density=0.1)
   dataset = data.load(config)
-  plain = train._initial_state(config, dataset)
-  redrawn = train._initial_state(copy_with(config, pruning__reinit=True), dataset)
+  plain = train.create_train_state(config, dataset)[0]
+  redrawn = train.create_train_state(copy_with(config, pruning__reinit=True), dataset)[0]
   for m, r in zip(jax.tree.leaves(plain.masks), jax.tree.leaves(redrawn.masks)):
     np.testing.assert_array_equal(m, r)
   for p, w in traverse_util.flatten_dict(plain.params).items():
@@ -217,7 +217,7 @@ def test_the_analysis_of_a_reinit_run_starts_from_the_weights_it_trained(tmp_pat
                        num_epochs=1, eval_every_epochs=1)
   train.train_and_evaluate(config, str(tmp_path))
   _, params, masks, reference = analysis.load_run(str(tmp_path), 'initial')
-  started = train._initial_state(config, data.load(config), masks)
+  started = train.create_train_state(config, data.load(config), masks)[0]
   flat = traverse_util.flatten_dict
   assert flat(params).keys() == flat(started.params).keys()
   for p, w in flat(started.params).items():

@@ -25,8 +25,9 @@ K_FRACTIONS = np.linspace(0.01, 1.0, 100)
 def load_run(workdir: str, weights: str = 'final'):
   """``(config, params, masks, reference_params)`` of a run's latest checkpoint: its final
   weights, or (``weights='initial'``) the weights it was initialized and pruned with; the
-  reference parameters are the unpruned weights it trained from
-  (:func:`network.trained_weights`: re-drawn ones for a ``pruning.reinit`` run)."""
+  reference parameters are the unpruned weights it trained from; both from
+  :func:`pruning.initial_variables`, as the training loop builds them (re-drawn weights for a
+  ``pruning.reinit`` run)."""
   config = rundir.read_config(workdir)
   step, restored = rundir.read_latest(workdir)
   masks = restored['masks']
@@ -34,10 +35,10 @@ def load_run(workdir: str, weights: str = 'final'):
     raise UserError(f'--workdir={workdir!r}: the weights at step {step} are not finite '
                     '(the run diverged); nothing to analyze')
   spec = data_lib.spec(config)
-  initial = network.trained_weights(config, network.init(config, *spec)[1], *spec)
-  params = (restored['state']['params'] if weights == 'final'
-            else pruning.apply_config_masks(config, initial, masks)['params'])
-  return config, params, masks, initial['params']
+  unpruned, pruned = pruning.initial_variables(config, network.init(config, *spec)[1], masks,
+                                               *spec)
+  params = restored['state']['params'] if weights == 'final' else pruned['params']
+  return config, params, masks, unpruned['params']
 
 
 def analyze(config, params, masks, reference_params, mode='weighted', method='auto',

@@ -14,7 +14,8 @@ counts do not change) and the step that trains them. ``'auto'`` picks the CPU fo
 the CPU backend only (the patches conv for 1x1 kernels and small maps, BatchNorm with a
 closed-form backward, max-pooling as a reshape, layers of few nonzeros run by their nonzeros
 with native kernels; docs/PERFORMANCE.md) and the core everywhere else. :func:`before_jax`
-applies the process settings the CPU backend wants, before JAX starts.
+applies the process settings the CPU backend wants, before JAX starts;
+:func:`distributed.initialize` joins a multi-process run (the processes' collectives).
 """
 import dataclasses
 import functools
@@ -28,7 +29,7 @@ from flax import traverse_util
 from n2nskip_jax import checks
 from n2nskip_jax import layers as core_layers
 from n2nskip_jax import steps
-from n2nskip_jax.execution import by_nonzeros, layers, native, step
+from n2nskip_jax.execution import by_nonzeros, distributed, layers, native, step
 from n2nskip_jax.execution.batch_norm import BatchNorm
 from n2nskip_jax.execution.process import before_jax
 from n2nskip_jax.errors import UserError
@@ -75,6 +76,13 @@ class Plan:
   max_pool: str = 'flax'
   native_kernels: bool = False
   tables: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
+
+  @property
+  def blocks_each_step(self) -> bool:
+    """Whether the loop waits for each step's metrics before dispatching the next: on the
+    CPU backend only, where long asynchronous loops of pmapped steps on fake CPU devices
+    (``--xla_force_host_platform_device_count``) can abort with a rendezvous timeout."""
+    return self.backend == 'cpu'
 
   @property
   def is_core(self) -> bool:
@@ -147,4 +155,4 @@ def _layers(conv: str, batch_norm: str, max_pool: str, native_kernels: bool) -> 
           'pool': layers.max_pool_2x2 if max_pool == 'reshape' else core_layers.max_pool_2x2}
 
 
-__all__ = ['CHOICES', 'RENAMED', 'Plan', 'before_jax', 'check_config', 'plan']
+__all__ = ['CHOICES', 'RENAMED', 'Plan', 'before_jax', 'check_config', 'distributed', 'plan']
