@@ -289,7 +289,7 @@ def test_cli_refuses_a_workdir_it_cannot_use_in_one_line(tiny, tmp_path, case):
                                         ('offline_vgg_digits', 39), ('methods_mlp', 185),
                                         ('controls_mlp', 72), ('methods_vgg_digits', 111),
                                         ('controls_vgg_digits', 48), ('collapse_mlp', 310),
-                                        ('collapse_vgg_digits', 95)])
+                                        ('collapse_vgg_digits', 95), ('resnet50_digits', 55)])
 def test_study_configs_list_the_right_number_of_runs(name, count):
   import importlib
   study = importlib.import_module(f'n2nskip_jax.configs.studies.{name}').get_config()

@@ -41,12 +41,29 @@ def load_run(workdir: str, weights: str = 'final'):
   return config, params, masks, unpruned['params']
 
 
+def graphs(config, params, masks, reference_params, mode: str = 'weighted'):
+  """``(graph, reference_graph)``: the pruned network's channel graph and its dense
+  sequential parent's, on the same nodes (:func:`network_graph`)."""
+  return (network_graph(config, params, masks, mode),
+          network_graph(config, reference_params, masks, mode, reference=True))
+
+
+def distances(reference: heat.Reference, graph, ref_graph, signatures=None):
+  """``(F(t) for t in reference.t, F(inf))`` (Eq. 6) of ``graph`` against the diffusion of
+  its reference graph (``reference``, :func:`heat.reference_diffusion`); exactly 0 for the
+  dense parent itself. ``signatures``: the graph's own at ``reference.t``, if known."""
+  sparse = signatures is None
+  w, w_ref = graph.adjacency(sparse=sparse), ref_graph.adjacency(sparse=sparse)
+  if sparse and (w != w_ref).nnz == 0:
+    return np.zeros(len(reference.t)), 0.0
+  return heat.distances_to_reference(reference, w, graph.sources(), signatures)
+
+
 def analyze(config, params, masks, reference_params, mode='weighted', method='auto',
             eps=1e-3, num_times=25) -> tuple[dict, dict]:
   """Connectivity figures of a pruned network against its reference; returns
   ``(results, arrays)``, ``arrays`` holding what the plots need."""
-  graph = network_graph(config, params, masks, mode)
-  ref_graph = network_graph(config, reference_params, masks, mode, reference=True)
+  graph, ref_graph = graphs(config, params, masks, reference_params, mode)
   n = graph.num_nodes
   dense = method == 'dense' or (method == 'auto' and n <= heat.DENSE_MAX_NODES)
   w, w_ref = graph.adjacency(sparse=not dense), ref_graph.adjacency(sparse=not dense)
@@ -57,10 +74,9 @@ def analyze(config, params, masks, reference_params, mode='weighted', method='au
   if dense:
     s = heat.spectrum(w)
     lam, lam2 = s.eigenvalues, float(s.eigenvalues[1])
-    f, f_inf = heat.distances_to_reference(
-        ref, w, sources, heat.signature_from_spectrum(s, sources, ref.t))
+    f, f_inf = distances(ref, graph, ref_graph, heat.signature_from_spectrum(s, sources, ref.t))
   else:
-    f, f_inf = heat.distances_to_reference(ref, w, sources)
+    f, f_inf = distances(ref, graph, ref_graph)
     lam2, lam = heat.extreme_eigenvalues(w)[0], None
   scree_times = {'t_min': times['grid'][0], 't_mid': float(np.sqrt(times['grid'][0] * times['grid'][-1])),
                  't_star': times['t_star']}

@@ -25,7 +25,6 @@ from absl import logging
 from n2nskip_jax.connectivity import analysis
 from n2nskip_jax import preemption, rundir, runlock, sparsity, train
 from n2nskip_jax.connectivity import heat
-from n2nskip_jax.connectivity.graph import network_graph
 from n2nskip_jax.errors import Diverged, DiskFull, Interrupted, Preempted, UserError
 from n2nskip_jax.metrics import write_json
 from n2nskip_jax.progress import hms
@@ -82,15 +81,9 @@ def connectivity(directory: str, references: _References, weights: str,
   """F(t*) and F(inf) of a run's weighted graph (paper Eq. 6, Sec. 3.2) with its ``weights``,
   ``'initial'`` or ``'final'``, against the dense network it trained from."""
   config, params, masks, ref_params = analysis.load_run(directory, weights)
-  graph = network_graph(config, params, masks, 'weighted')
-  ref_graph = network_graph(config, ref_params, masks, 'weighted', reference=True)
-  sources = graph.sources()
-  ref = references.get(config, ref_graph, sources, eps)
-  w = graph.adjacency(sparse=True)
-  if (w != ref_graph.adjacency(sparse=True)).nnz == 0:  # the dense parent itself: F = 0
-    f, f_inf = np.zeros(len(ref.t)), 0.0
-  else:
-    f, f_inf = heat.distances_to_reference(ref, w, sources)
+  graph, ref_graph = analysis.graphs(config, params, masks, ref_params)
+  ref = references.get(config, ref_graph, graph.sources(), eps)
+  f, f_inf = analysis.distances(ref, graph, ref_graph)
   return {'weights': weights, 'mode': 'weighted', 'nodes': graph.num_nodes, 'eps': eps,
           't_star': ref.times['t_star'], 'F_t_star': float(f[-1]), 'F_inf': f_inf,
           't_grid': ref.times['grid'].tolist(), 'F_grid': f[:-1].tolist(),
