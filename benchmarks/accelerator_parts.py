@@ -21,6 +21,7 @@ from n2nskip_jax.configs import default
 from n2nskip_jax import data as data_lib
 from n2nskip_jax import network, pruning, train
 from n2nskip_jax.connectivity import heat, network_graph
+from n2nskip_jax.execution.xla_flags import minor_release
 from n2nskip_jax.steps import replicate
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -133,7 +134,7 @@ def trajectory_losses(s) -> list[float]:
 
 def jax_minor(version: str | None = None) -> str:
   """``'0.11'`` for jax ``0.11.2`` (default: the installed jax)."""
-  return '.'.join((version or jax.__version__).split('.')[:2])
+  return '.'.join(map(str, minor_release(version or jax.__version__)))
 
 
 def _references() -> dict:
@@ -146,9 +147,8 @@ def reference_losses(size: str) -> dict:
   """The CPU's trajectory for ``size`` (``'full'`` or ``'tiny'``) recorded with the installed
   jax's minor release, else with the nearest one recorded (its ``jax`` field says which)."""
   by_minor = _references()
-  minor = lambda m: tuple(int(x) for x in m.split('.'))
-  mine = minor(jax_minor())
-  nearest = min(by_minor, key=lambda m: (abs(minor(m)[1] - mine[1]), minor(m)))
+  mine = minor_release(jax.__version__)
+  nearest = min(by_minor, key=lambda m: (abs(minor_release(m)[1] - mine[1]), minor_release(m)))
   return by_minor[nearest][size]
 
 

@@ -4,6 +4,8 @@ import platform
 import pytest
 from conftest import run_fresh
 
+from n2nskip_jax.execution import xla_flags
+
 # In a fresh process (the setting must come before JAX starts its threads): a jitted call whose
 # temporary is a 256 MB matrix, run four times; the minor page faults of the last three.
 SCRIPT = """
@@ -33,10 +35,6 @@ def test_temporaries_reuse_freed_pages_unless_turned_off():
   # ...where glibc's default maps a fresh one per call (its pages faulted in again each time),
   # with jaxlib 0.10 and 0.11. jaxlib 0.12's XLA:CPU no longer faults a fresh temporary in
   # by default (2,372 and 6,618 faults over the three calls, measured): nothing to show there.
-  if _jaxlib_minor() < (0, 12):
+  if xla_flags.jaxlib_minor() < (0, 12):
     assert off['faults'] > 2 * pages
 
-
-def _jaxlib_minor() -> tuple[int, int]:
-  from importlib import metadata
-  return tuple(int(x) for x in metadata.version('jaxlib').split('.')[:2])

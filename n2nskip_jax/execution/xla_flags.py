@@ -43,10 +43,19 @@ def convolutions_by_xla() -> bool:
   return True
 
 
+def minor_release(version: str) -> tuple[int, int]:
+  """``(0, 12)`` for ``'0.12.0.1'`` (or ``'0.12.0rc1'``): a release's major and minor numbers."""
+  return tuple(int(x) for x in re.findall(r'\d+', version)[:2])
+
+
+def jaxlib_minor() -> tuple[int, int]:
+  """The installed jaxlib's :func:`minor_release` (read without importing JAX)."""
+  return minor_release(metadata.version('jaxlib'))
+
+
 def jaxlib_has_flag(version: str | None = None) -> bool:
   """Whether jaxlib ``version`` (default: the installed one) is in :data:`JAXLIB_WITH_FLAG`."""
-  version = metadata.version('jaxlib') if version is None else version
-  minor = tuple(int(x) for x in re.findall(r'\d+', version)[:2])
+  minor = jaxlib_minor() if version is None else minor_release(version)
   return JAXLIB_WITH_FLAG[0] <= minor <= JAXLIB_WITH_FLAG[1]
 
 
