@@ -1,6 +1,8 @@
-"""Checking config keys. Each module checks the keys it reads (its ``check_config``) with these
-helpers; ``config.validate`` runs every module's check. An error names the key, the value and
-what is allowed, e.g. ``config.pruning.density=1.5: expected a number in (0, 1]``."""
+"""Config keys by their dotted names (``'pruning.density'``): reading them and checking them.
+
+Each module checks the keys it reads (its ``check_config``) with these helpers;
+``config.validate`` runs every module's check. An error names the key, the value and what is
+allowed, e.g. ``config.pruning.density=1.5: expected a number in (0, 1]``."""
 import math
 import re
 
@@ -13,6 +15,18 @@ def value(config, key: str):
   for part in key.split('.'):
     node = node[part]
   return node
+
+
+def leaves(tree, prefix: str = ''):
+  """Yields ``(dotted key, value)`` for every leaf of a nested dict or ConfigDict, in its
+  iteration order: ``{'pruning': {'density': 0.1}}`` -> ``('pruning.density', 0.1)``. A group
+  (anything with ``items``) is walked, not yielded, so an empty one yields nothing; any other
+  value, a tuple or a list included, is a leaf."""
+  for key, v in tree.items():
+    if hasattr(v, 'items'):
+      yield from leaves(v, f'{prefix}{key}.')
+    else:
+      yield f'{prefix}{key}', v
 
 
 def check(config, key: str, ok, allowed: str) -> None:

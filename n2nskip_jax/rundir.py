@@ -12,6 +12,7 @@ import re
 
 import ml_collections
 
+from n2nskip_jax import checks
 from n2nskip_jax.checkpoints import Checkpoints
 from n2nskip_jax.errors import UserError
 from n2nskip_jax.metrics import write_json
@@ -93,16 +94,11 @@ def _label(overrides: dict) -> str:
   return label if len(label) <= MAX_LABEL else label[:MAX_LABEL - 3] + '...'
 
 
-def changed_keys(old: dict, new: dict, prefix: str = '') -> list[str]:
-  """Flattened keys whose values differ between two config dicts."""
-  keys = []
-  for k in sorted(set(old) | set(new)):
-    a, b = old.get(k), new.get(k)
-    if {type(a), type(b)} <= {dict, type(None)}:  # a group, on one side at least
-      keys += changed_keys(a or {}, b or {}, f'{prefix}{k}.')
-    elif a != b:
-      keys.append(f'{prefix}{k}')
-  return keys
+def changed_keys(old: dict, new: dict) -> list[str]:
+  """The dotted keys whose values differ between two config dicts, sorted; a key missing on
+  one side counts as ``None`` there."""
+  a, b = dict(checks.leaves(old)), dict(checks.leaves(new))
+  return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
 
 
 def resumable(key: str) -> bool:
