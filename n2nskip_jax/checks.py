@@ -10,7 +10,7 @@ from n2nskip_jax.errors import ConfigError
 
 
 def value(config, key: str):
-  """``config``'s value at the dotted ``key``."""
+  """``config``'s value at the dotted ``key`` (a ``KeyError`` if it has no such key)."""
   node = config
   for part in key.split('.'):
     node = node[part]

@@ -120,18 +120,10 @@ def runs(study) -> list[Run]:
 
 def _make_run(base, keys, short, overrides, seed) -> Run:
   config = Run('', overrides, seed).config(base)
-  resolved = [(k, value_at(config, k)) for k in keys]
+  resolved = [(k, checks.value(config, k)) for k in keys]
   extra_keys = [(k, v) for k, v in overrides if k not in keys]
   name = '__'.join(f'{short[k]}-{_value_text(v)}' for k, v in resolved + extra_keys)
   return Run(f'{name}__seed-{seed}' if name else f'seed-{seed}', overrides, seed)
-
-
-def value_at(config, key: str):
-  """``config`` at a dotted ``key``."""
-  node = config
-  for part in key.split('.'):
-    node = node[part]
-  return node
 
 
 def _validate(run: Run, base, origin: str, checked: dict) -> None:
