@@ -19,7 +19,7 @@ from n2nskip_jax.metrics import write_json
 
 # Keys that only choose how the masked layers execute (the `execution` group and the names its
 # keys had before it): left out of the default run directory's name and hash.
-EXECUTION_KEYS = ('execution.*', 'conv_impl', 'pruning.execution', 'skip.execution')
+EXECUTION_KEYS = ('execution.*', *checks.RENAMED)
 # Keys a resumed run may change: they do not alter the trajectory of the run, or alter it by
 # float rounding only (how the masked layers execute, like the process count). A key missing
 # from a stored config (written before the key existed) counts as changed.
@@ -64,8 +64,9 @@ def default_workdir(config_path: str, config, overrides: dict | None = None) -> 
     group, leaf = key.split('.')
     if resolved[group].get(leaf) == value:
       del resolved[group][leaf]
-  resolved.update(conv_impl='auto')
-  resolved['pruning']['execution'] = resolved['skip']['execution'] = 'auto'
+  for old in checks.RENAMED:  # each at its default
+    group, _, key = old.rpartition('.')
+    (resolved[group] if group else resolved)[key] = 'auto'
   digest = hashlib.sha1(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:8]
   existing = sorted(glob.glob(os.path.join('runs', f'{glob.escape(name)}-*{digest}')))
   existing = [d for d in existing if os.path.isdir(d) and _name_and_digest(d) == (name, digest)]
