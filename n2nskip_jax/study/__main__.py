@@ -74,7 +74,7 @@ def main(argv):
   del argv
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
   from n2nskip_jax import cli, progress
-  from n2nskip_jax.config import setup_logging
+  from n2nskip_jax.logs import setup_logging
   from n2nskip_jax.study import aggregate, grid
   from n2nskip_jax.study import run as run_lib
   setup_logging()
