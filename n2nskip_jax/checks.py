@@ -48,18 +48,22 @@ def check(config, key: str, ok, allowed: str) -> None:
 
 
 def choice(config, key: str, options) -> None:
+  """Raises :class:`ConfigError` unless the value at ``key`` is one of ``options``."""
   check(config, key, lambda v: v in options, f'one of {tuple(options)}')
 
 
 def positive_int(config, key: str) -> None:
+  """Raises :class:`ConfigError` unless the value at ``key`` is an integer >= 1."""
   check(config, key, lambda v: is_int(v) and v > 0, 'an integer >= 1')
 
 
 def boolean(config, key: str) -> None:
+  """Raises :class:`ConfigError` unless the value at ``key`` is ``True`` or ``False``."""
   check(config, key, lambda v: isinstance(v, bool), 'True or False')
 
 
 def is_int(v) -> bool:
+  """An int, not a bool."""
   return isinstance(v, int) and not isinstance(v, bool)
 
 
@@ -69,6 +73,7 @@ def is_number(v) -> bool:
 
 
 def is_regex(pattern) -> bool:
+  """A string that compiles as a regular expression."""
   try:
     re.compile(pattern)
     return isinstance(pattern, str)
