@@ -29,7 +29,7 @@ def main(argv):
   del argv
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
   from n2nskip_jax import cli, rundir, train  # after flag parsing: keeps --help fast
-  from n2nskip_jax.config import setup_logging
+  from n2nskip_jax.logs import setup_logging
   from n2nskip_jax.errors import UserError
   setup_logging()
   workdir = FLAGS.workdir or rundir.default_workdir(

@@ -13,7 +13,7 @@ import os
 from absl import flags, logging
 
 from n2nskip_jax import cli, rundir
-from n2nskip_jax.config import setup_logging
+from n2nskip_jax.logs import setup_logging
 from n2nskip_jax.errors import UserError
 from n2nskip_jax.metrics import write_json
 from n2nskip_jax.connectivity import plots

@@ -15,7 +15,7 @@ import sys
 
 from absl import app, flags
 
-from n2nskip_jax import errors
+from n2nskip_jax import checks, errors
 from n2nskip_jax.errors import UserError
 from n2nskip_jax.execution import RENAMED, process
 
@@ -36,13 +36,6 @@ def _config_path(argv) -> str | None:
   return None
 
 
-def _dotted_keys(tree, prefix='') -> list[str]:
-  out = []
-  for k, v in tree.items():
-    out += _dotted_keys(v, f'{prefix}{k}.') if hasattr(v, 'items') else [f'{prefix}{k}']
-  return out
-
-
 def _explain(argv, error: Exception) -> str:
   """One line for an error raised while reading ``--config`` and its overrides."""
   path = _config_path(argv)
@@ -59,7 +52,7 @@ def _explain(argv, error: Exception) -> str:
     config = module['get_config'](arg) if arg else module['get_config']()
   except Exception as e:  # noqa: BLE001 (a user's config file can raise anything)
     return f'--config={path}: cannot load it: {type(e).__name__}: {e}'
-  known = _dotted_keys(config)
+  known = [key for key, _ in checks.leaves(config)]
   for a in argv:
     if a.startswith('--config.'):
       key = a[len('--config.'):].split('=', 1)[0]

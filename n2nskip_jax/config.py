@@ -1,10 +1,9 @@
 """Config validation, every key before anything is traced or compiled (:func:`validate`: each
-module checks the keys it reads, with :mod:`n2nskip_jax.checks`), and the logging the runs use.
+module checks the keys it reads, with :mod:`n2nskip_jax.checks`).
 
 Errors name the key, the value and what is allowed, e.g.
 ``config.pruning.density=1.5: expected a number in (0, 1]``.
 """
-import contextlib
 import functools
 import math
 import re
@@ -15,47 +14,7 @@ from n2nskip_jax.errors import ConfigError, UserError
 MAX_EPOCHS = 100_000
 MIN_LEARNING_RATE = 1e-30  # well inside float32's normal range
 
-__all__ = ['ConfigError', 'UserError', 'log_handlers', 'logging_for_runs', 'setup_logging',
-           'validate']
-
-
-def _not_orbax(record) -> bool:
-  """Hides orbax's per-checkpoint chatter and JAX's harmless note that there is no TPU."""
-  return 'orbax' not in record.pathname and 'libtpu' not in str(record.msg)
-
-
-def setup_logging() -> None:
-  """INFO progress lines from absl (also in a notebook), without orbax's per-checkpoint
-  chatter: for the command-line tools (process-wide); the library uses :func:`logging_for_runs`."""
-  from absl import logging
-  logging.set_verbosity(logging.INFO)
-  for handler in log_handlers():
-    if _not_orbax not in handler.filters:
-      handler.addFilter(_not_orbax)
-
-
-def log_handlers() -> list:
-  """absl's handler and the root logger's handlers."""
-  import logging as std_logging
-
-  from absl import logging
-  return [logging.get_absl_handler(), *std_logging.getLogger().handlers]
-
-
-@contextlib.contextmanager
-def logging_for_runs():
-  """:func:`setup_logging` inside the block; absl's verbosity and the handlers' filters as they
-  were after it."""
-  from absl import logging
-  verbosity = logging.get_verbosity()
-  added = [h for h in log_handlers() if _not_orbax not in h.filters]
-  setup_logging()
-  try:
-    yield
-  finally:
-    logging.set_verbosity(verbosity)
-    for handler in added:
-      handler.removeFilter(_not_orbax)
+__all__ = ['ConfigError', 'UserError', 'validate']
 
 
 def _check_last_learning_rate(config) -> None:

@@ -5,6 +5,7 @@ import os
 
 import tensorboardX
 
+from n2nskip_jax import checks
 from n2nskip_jax.errors import writing
 
 
@@ -73,13 +74,8 @@ def write_hparams(workdir: str, config, results: dict) -> None:
   """The run's config keys (flattened: ``pruning.density``; tuples as text) as TensorBoard
   hyperparameters with ``results`` (``test_accuracy``...) as their metrics, in
   ``tensorboard/hparams``: TensorBoard's HParams tab then compares runs by any key."""
-  def flat(tree, prefix=''):
-    for key, value in tree.items():
-      if isinstance(value, dict):
-        yield from flat(value, f'{prefix}{key}.')
-      else:
-        yield f'{prefix}{key}', value if isinstance(value, (bool, int, float, str)) else str(value)
-  hparams = dict(flat(config.to_dict()))
+  hparams = {key: value if isinstance(value, (bool, int, float, str)) else str(value)
+             for key, value in checks.leaves(config.to_dict())}
   metrics = {f'hparams/{k}': float(v) for k, v in results.items()}
   with writing(f'the hyperparameters to {workdir}/tensorboard/hparams'):
     with tensorboardX.SummaryWriter(os.path.join(workdir, 'tensorboard')) as tb:

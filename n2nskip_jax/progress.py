@@ -7,7 +7,7 @@ import time
 
 import tqdm
 
-from n2nskip_jax import config as config_lib
+from n2nskip_jax import logs
 
 
 def hms(seconds: float) -> str:
@@ -107,7 +107,7 @@ def _is_terminal(stream) -> bool:
 
 def _stream_handlers() -> list:
   """The logging handlers that write to a stream (of absl's, the one it wraps)."""
-  handlers = [getattr(h, 'python_handler', h) for h in config_lib.log_handlers()]
+  handlers = [getattr(h, 'python_handler', h) for h in logs.log_handlers()]
   return [h for h in dict.fromkeys(handlers) if hasattr(h, 'setStream')]
 
 

@@ -12,13 +12,14 @@ import re
 
 import ml_collections
 
+from n2nskip_jax import checks
 from n2nskip_jax.checkpoints import Checkpoints
 from n2nskip_jax.errors import UserError
 from n2nskip_jax.metrics import write_json
 
 # Keys that only choose how the masked layers execute (the `execution` group and the names its
 # keys had before it): left out of the default run directory's name and hash.
-EXECUTION_KEYS = ('execution.*', 'conv_impl', 'pruning.execution', 'skip.execution')
+EXECUTION_KEYS = ('execution.*', *checks.RENAMED)
 # Keys a resumed run may change: they do not alter the trajectory of the run, or alter it by
 # float rounding only (how the masked layers execute, like the process count). A key missing
 # from a stored config (written before the key existed) counts as changed.
@@ -63,8 +64,9 @@ def default_workdir(config_path: str, config, overrides: dict | None = None) -> 
     group, leaf = key.split('.')
     if resolved[group].get(leaf) == value:
       del resolved[group][leaf]
-  resolved.update(conv_impl='auto')
-  resolved['pruning']['execution'] = resolved['skip']['execution'] = 'auto'
+  for old in checks.RENAMED:  # each at its default
+    group, _, key = old.rpartition('.')
+    (resolved[group] if group else resolved)[key] = 'auto'
   digest = hashlib.sha1(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:8]
   existing = sorted(glob.glob(os.path.join('runs', f'{glob.escape(name)}-*{digest}')))
   existing = [d for d in existing if os.path.isdir(d) and _name_and_digest(d) == (name, digest)]
@@ -93,16 +95,11 @@ def _label(overrides: dict) -> str:
   return label if len(label) <= MAX_LABEL else label[:MAX_LABEL - 3] + '...'
 
 
-def changed_keys(old: dict, new: dict, prefix: str = '') -> list[str]:
-  """Flattened keys whose values differ between two config dicts."""
-  keys = []
-  for k in sorted(set(old) | set(new)):
-    a, b = old.get(k), new.get(k)
-    if {type(a), type(b)} <= {dict, type(None)}:  # a group, on one side at least
-      keys += changed_keys(a or {}, b or {}, f'{prefix}{k}.')
-    elif a != b:
-      keys.append(f'{prefix}{k}')
-  return keys
+def changed_keys(old: dict, new: dict) -> list[str]:
+  """The dotted keys whose values differ between two config dicts, sorted; a key missing on
+  one side counts as ``None`` there."""
+  a, b = dict(checks.leaves(old)), dict(checks.leaves(new))
+  return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
 
 
 def resumable(key: str) -> bool:

@@ -63,13 +63,19 @@ def _sgd(weight_decay, momentum, lr, decay_steps, factor) -> optax.GradientTrans
                      optax.sgd(_schedule(lr, decay_steps, factor), momentum=momentum))
 
 
+def train_loss(state: TrainState, variables: dict, batch):
+  """``(loss, (logits, batch_stats))``: the mean cross-entropy of the model in training mode
+  with ``variables`` on ``batch``, its logits and the updated BatchNorm statistics (the state's
+  for a model without BatchNorm). The body of every train step's ``loss_fn``."""
+  logits, updates = state.apply_fn(variables, batch['image'], train=True, mutable=['batch_stats'])
+  loss = cross_entropy(logits, batch['label']).mean()
+  return loss, (logits, updates.get('batch_stats', state.batch_stats))
+
+
 def train_step(state: TrainState, batch) -> tuple[TrainState, dict]:
   """One SGD step on this device's shard of the global batch."""
   def loss_fn(params):
-    logits, updates = state.apply_fn(model_variables(state, params), batch['image'], train=True,
-                                     mutable=['batch_stats'])
-    loss = cross_entropy(logits, batch['label']).mean()
-    return loss, (logits, updates.get('batch_stats', state.batch_stats))
+    return train_loss(state, model_variables(state, params), batch)
 
   (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   grads = lax.pmean(grads, AXIS)

@@ -26,9 +26,10 @@ from n2nskip_jax import data as data_lib
 from n2nskip_jax import (execution, network, preemption, pruning, resources, rundir, runlock,
                          sparsity)
 from n2nskip_jax.checkpoints import Checkpoints
-from n2nskip_jax.config import logging_for_runs, validate
+from n2nskip_jax.config import validate
 from n2nskip_jax.errors import Diverged, Interrupted, Preempted, UserError, writing
 from n2nskip_jax.layers import BN_MOMENTUM
+from n2nskip_jax.logs import logging_for_runs
 from n2nskip_jax.metrics import MetricsWriter, write_hparams, write_json
 from n2nskip_jax.progress import Progress
 from n2nskip_jax.steps import AXIS, TrainState, create_optimizer, learning_rate_schedule

@@ -262,6 +262,9 @@ def test_bad_seeds_and_extras_are_named():
   c.extra = ({'pruning': {'methd': 'dense'}},)
   with pytest.raises(ConfigError, match=r'extra\[0\].pruning.methd'):
     grid.runs(c)
+  c.extra = ('dense',)
+  with pytest.raises(ConfigError, match=r"extra\[0\]='dense': expected a dict"):
+    grid.runs(c)
 
 
 def test_cli_reports_bad_axis_without_traceback(tiny, tmp_path):

@@ -27,6 +27,7 @@ import numpy as np
 from flax import traverse_util
 
 from n2nskip_jax import checks
+from n2nskip_jax.checks import RENAMED
 from n2nskip_jax import layers as core_layers
 from n2nskip_jax import steps
 from n2nskip_jax.execution import by_nonzeros, distributed, layers, native, step
@@ -43,9 +44,6 @@ CHOICES = {
     'sequential': ('auto', 'dense', 'sparse'),
     'skip': ('auto', 'dense', 'sparse'),
 }
-# Keys that no longer exist, and the keys that replaced them.
-RENAMED = {'conv_impl': 'execution.conv', 'pruning.execution': 'execution.sequential',
-           'skip.execution': 'execution.skip'}
 # What 'auto' means on the CPU backend (elsewhere: the core's, the second choice).
 CPU_AUTO = {'conv': 'small_maps', 'batch_norm': 'closed_form', 'max_pool': 'reshape'}
 

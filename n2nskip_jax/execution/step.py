@@ -17,7 +17,6 @@ from flax import traverse_util
 from jax import lax
 
 from n2nskip_jax import steps
-from n2nskip_jax.losses import cross_entropy
 from n2nskip_jax.execution.by_nonzeros import NONZEROS, at_nonzeros
 
 PERTURBATIONS = 'perturbations'  # nn.Module.perturb's collection
@@ -43,10 +42,7 @@ def train_step(state: steps.TrainState, tables, batch):
   def loss_fn(dense, perturbations):
     variables = model_variables(state, tables, traverse_util.unflatten_dict({**params, **dense}))
     variables[PERTURBATIONS] = traverse_util.unflatten_dict(perturbations)
-    logits, updates = state.apply_fn(variables, batch['image'], train=True,
-                                     mutable=['batch_stats'])
-    loss = cross_entropy(logits, batch['label']).mean()
-    return loss, (logits, updates.get('batch_stats', state.batch_stats))
+    return steps.train_loss(state, variables, batch)
 
   (loss, (logits, batch_stats)), (grads, in_table_order) = jax.value_and_grad(
       loss_fn, (0, 1), has_aux=True)(dense, perturbations)

@@ -45,13 +45,13 @@ def _main_command(config_path: str, study, workdir: str, run) -> str:
   command line changed in it, then the run's own overrides and seed."""
   import runpy
 
+  from n2nskip_jax import checks
   from n2nskip_jax.rundir import changed_keys
-  from n2nskip_jax.study import grid
   from n2nskip_jax.study.run import run_dir
   path = config_path.split(':')[0]
   file_base = runpy.run_path(path)['get_config']('base').to_dict()
   base = study.base.to_dict()
-  flags_ = [_flag(k, grid.value_at(study.base, k)) for k in changed_keys(file_base, base)]
+  flags_ = [_flag(k, checks.value(study.base, k)) for k in changed_keys(file_base, base)]
   flags_ += [_flag(k, v) for k, v in run.overrides] + [_flag('seed', run.seed)]
   return (f'n2nskip-train --config {shlex.quote(path)}:base '
           f'--workdir {shlex.quote(run_dir(workdir, run.name))} '
@@ -74,7 +74,7 @@ def main(argv):
   del argv
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
   from n2nskip_jax import cli, progress
-  from n2nskip_jax.config import setup_logging
+  from n2nskip_jax.logs import setup_logging
   from n2nskip_jax.study import aggregate, grid
   from n2nskip_jax.study import run as run_lib
   setup_logging()

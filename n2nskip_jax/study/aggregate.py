@@ -23,7 +23,7 @@ import os
 
 import numpy as np
 
-from n2nskip_jax import progress, rundir
+from n2nskip_jax import checks, progress, rundir
 from n2nskip_jax.errors import UserError
 from n2nskip_jax.metrics import METRICS_FILE, read_metrics, write_json
 from n2nskip_jax.study import grid, stats
@@ -50,7 +50,7 @@ def collect(study, workdir: str) -> tuple[list[dict], int]:
       missing += 1
       continue
     config = run.config(study.base)
-    row = {k: grid.value_at(config, k) for k in keys}
+    row = {k: checks.value(config, k) for k in keys}
     row.update(seed=run.seed, run=run.name, status='failed' if failed else 'finished')
     if failed:
       rows.append({**row, **dict.fromkeys(COLUMNS), 'reason': failed['reason'], 'curve': []})

@@ -19,6 +19,7 @@ import ml_collections
 
 import jax
 
+from n2nskip_jax import checks
 from n2nskip_jax import config as config_lib
 from n2nskip_jax import pruning
 from n2nskip_jax.errors import ConfigError, UserError
@@ -43,17 +44,6 @@ class Run:
     return c
 
 
-def _leaves(tree, prefix='') -> list[tuple[str, object]]:
-  items = tree.items() if hasattr(tree, 'items') else ()
-  out = []
-  for k, v in items:
-    if isinstance(v, (dict, ml_collections.ConfigDict)):
-      out += _leaves(v, f'{prefix}{k}.')
-    else:
-      out.append((f'{prefix}{k}', v))
-  return out
-
-
 def _has_key(base, key: str) -> bool:
   node = base
   for part in key.split('.'):
@@ -65,7 +55,7 @@ def _has_key(base, key: str) -> bool:
 
 def axis_values(study) -> dict[str, tuple]:
   """Dotted axis name -> its values, in config order."""
-  return {k: tuple(v) for k, v in _leaves(study.axes)}
+  return {k: tuple(v) for k, v in checks.leaves(study.axes)}
 
 
 def axis_keys(study) -> list[str]:
@@ -87,12 +77,12 @@ def runs(study) -> list[Run]:
   """Every run of ``study``, seeds outermost (so early results cover every cell), validated.
 
   Raises :class:`ConfigError` naming the key, before anything is trained, for: an unknown
-  or empty axis, unknown ``extra`` keys, no seeds, a value the run config rejects, a budget
-  the skip layers cannot hold, or two runs that would be the same.
+  or empty axis, an ``extra`` that is not a dict or has unknown keys, no seeds, a value the
+  run config rejects, a budget the skip layers cannot hold, or two runs that would be the same.
   """
   base = study.base
   keys = axis_keys(study)
-  for key, values in _leaves(study.axes):
+  for key, values in checks.leaves(study.axes):
     if not _has_key(base, key):
       raise ConfigError(f'axes.{key}', values, 'an axis named after a key of the run config '
                         '(configs/default.py)')
@@ -104,11 +94,13 @@ def runs(study) -> list[Run]:
     raise ConfigError('seeds', study.seeds, 'a non-empty tuple of distinct integers')
   extras = []
   for i, extra in enumerate(study.extra):
-    leaves = _leaves(extra)
+    if not hasattr(extra, 'items'):
+      raise ConfigError(f'extra[{i}]', extra, 'a dict of overrides in the run config\'s nesting')
+    leaves = tuple(checks.leaves(extra))
     for key, value in leaves:
       if not _has_key(base, key):
         raise ConfigError(f'extra[{i}].{key}', value, 'a key of the run config (configs/default.py)')
-    extras.append(tuple(leaves))
+    extras.append(leaves)
   values = axis_values(study)
   grid = [tuple(zip(keys, combo)) for combo in itertools.product(*(values[k] for k in keys))]
   short = _short(keys + [k for e in extras for k, _ in e if k not in keys])
@@ -128,18 +120,10 @@ def runs(study) -> list[Run]:
 
 def _make_run(base, keys, short, overrides, seed) -> Run:
   config = Run('', overrides, seed).config(base)
-  resolved = [(k, value_at(config, k)) for k in keys]
+  resolved = [(k, checks.value(config, k)) for k in keys]
   extra_keys = [(k, v) for k, v in overrides if k not in keys]
   name = '__'.join(f'{short[k]}-{_value_text(v)}' for k, v in resolved + extra_keys)
   return Run(f'{name}__seed-{seed}' if name else f'seed-{seed}', overrides, seed)
-
-
-def value_at(config, key: str):
-  """``config`` at a dotted ``key``."""
-  node = config
-  for part in key.split('.'):
-    node = node[part]
-  return node
 
 
 def _validate(run: Run, base, origin: str, checked: dict) -> None:
