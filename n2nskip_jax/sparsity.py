@@ -96,7 +96,7 @@ def _links(config, masks):
   """``(sizes, [(src, dst, linked)])`` over the model's structure: ``linked[i, j]`` says whether
   unit ``i`` of ``src`` has a nonzero weight (or an identity shortcut) to unit ``j`` of ``dst``."""
   flat = {p[:-1]: np.asarray(m) for p, m in traverse_util.flatten_dict(masks).items()}
-  edges = models.structure(config)
+  edges = models.structure(config, masks)
   sizes = unit_groups(edges, flat)
   return sizes, [(src, dst, np.eye(sizes[src], dtype=bool) if layer is None else
                   (flat[layer] != 0).reshape(-1, sizes[src], sizes[dst]).any(0))
@@ -135,4 +135,4 @@ def reachable_outputs(config, masks) -> int:
 def hidden_units(config, masks) -> int:
   """Units of every group but the input and the classifier output."""
   flat = {p[:-1]: m for p, m in traverse_util.flatten_dict(masks).items()}
-  return sum(list(unit_groups(models.structure(config), flat).values())[1:-1])
+  return sum(list(unit_groups(models.structure(config, masks), flat).values())[1:-1])
