@@ -49,7 +49,7 @@ import jax
 import numpy as np
 from flax import traverse_util
 
-from n2nskip_jax import checks, data, models, network, saliency, sparsity
+from n2nskip_jax import checks, models, network, saliency, sparsity
 from n2nskip_jax.errors import ConfigError
 
 METHODS: dict[str, Callable] = {}
@@ -78,14 +78,20 @@ class Scoring:
     variables: its variables (``params``, all-ones ``masks``, ``batch_stats``).
     batch: a training batch ``{'image', 'label'}`` or ``None``.
     layers: the layers data-dependent scores are computed with (``create_model``'s argument).
+    input_shape: the shape of one example, for the scores computed on an all-ones input
+      (SynFlow's), or ``None``.
   """
   config: Any
   variables: dict
   batch: dict | None = None
   layers: dict | None = None
+  input_shape: tuple[int, ...] | None = None
 
-  def _model(self, layers=None):
-    return models.create_model(self.config, data.spec(self.config)[0], layers=layers)
+  def _model(self, config=None, layers=None):
+    """The network (of ``config``, default its own), for the classes its variables have."""
+    num_classes = sparsity.output_units(self.config, self.variables['masks'])
+    return models.create_model(self.config if config is None else config, num_classes,
+                               layers=layers)
 
   def _data(self) -> dict:
     if self.batch is None:
@@ -100,7 +106,7 @@ class Scoring:
 
   def snip(self) -> dict:
     """SNIP's ``|dL/dc|`` (:func:`saliency.snip`)."""
-    scores = saliency.snip(self._model(self.layers).apply, self.variables, self._data())
+    scores = saliency.snip(self._model(layers=self.layers).apply, self.variables, self._data())
     return traverse_util.flatten_dict(jax.device_get(scores))
 
   def grasp(self) -> dict:
@@ -113,11 +119,14 @@ class Scoring:
   def synflow(self, masks: dict) -> dict:
     """SynFlow's ``|c * dR/dc|`` at the flat ``masks`` (:func:`saliency.synflow`), in float64
     on a float32 copy of the model."""
+    if self.input_shape is None:
+      raise ValueError(f'pruning.method={self.config.pruning.method!r} runs the network on an '
+                       'all-ones input: prune(config, variables, input_shape=...) with the shape '
+                       'of one example')
     config = copy.deepcopy(self.config)
     config.half_precision = False
-    apply_fn = models.create_model(config, data.spec(config)[0]).apply
-    scores = saliency.synflow(apply_fn, self.variables, traverse_util.unflatten_dict(masks),
-                              data.spec(config)[1])
+    scores = saliency.synflow(self._model(config).apply, self.variables,
+                              traverse_util.unflatten_dict(masks), self.input_shape)
     return traverse_util.flatten_dict(scores)
 
 
@@ -283,14 +292,15 @@ def budgets(config, masks) -> dict:
           'skip_capacity': skip_capacity}
 
 
-def check_budget(config) -> dict | None:
-  """:func:`budgets` from shapes alone (``jax.eval_shape``), before anything is compiled;
+def check_budget(config, num_classes: int, input_shape: tuple[int, ...]) -> dict | None:
+  """:func:`budgets` from shapes alone (``jax.eval_shape`` of the network for ``num_classes``
+  and examples of ``input_shape``: ``data.spec(config)``), before anything is compiled;
   ``None`` for a dense run. Raises a ``ConfigError`` for a budget the skip layers cannot hold,
   and for one that cannot train: 0 weights, or fewer sequential weights than sequential
   layers (some layer of the sequential path would keep no weight at all)."""
   if config.pruning.method == 'dense':
     return None
-  masks = network.abstract_variables(config, *data.spec(config))['masks']
+  masks = network.abstract_variables(config, num_classes, input_shape)['masks']
   b = budgets(config, masks)
   layers = sum(1 for p in traverse_util.flatten_dict(masks) if not models.is_skip_path(p))
   if b['method'] < layers:
@@ -318,7 +328,8 @@ def needs_batch(config) -> bool:
   return config.pruning.method in NEEDS_BATCH
 
 
-def prune(config, variables, batch=None, *, layers: dict | None = None) -> dict:
+def prune(config, variables, batch=None, *, input_shape: tuple[int, ...] | None = None,
+          layers: dict | None = None) -> dict:
   """Returns the ``masks`` pytree (float 0/1) for ``variables`` at the config's budget.
 
   Args:
@@ -326,6 +337,8 @@ def prune(config, variables, batch=None, *, layers: dict | None = None) -> dict:
     variables: the initialized variables, including an all-ones ``masks`` collection.
     batch: one training batch ``{'image', 'label'}``, for the methods that score with data
       (:func:`needs_batch`: ``csp``, ``grasp``).
+    input_shape: the shape of one example (``data.spec(config).input_shape``), for the
+      methods that run the network on an all-ones input (``synflow``).
     layers: the layers saliency is computed with (``create_model``'s argument; default: the
       model's own). The training loop passes those it trains with, so that SNIP's scores,
       and the masks at their threshold, are float for float those of the model trained.
@@ -350,8 +363,9 @@ def prune(config, variables, batch=None, *, layers: dict | None = None) -> dict:
     raise ConfigError('pruning.exclude', tuple(config.pruning.exclude),
                       f'patterns whose dense layers fit in the budget of {b["method"]} weights')
   out = {p: np.ones(s, np.float32) for p, s in excluded.items()}
-  scoring = (Scoring(models.reference(config), models.without_skips(variables), batch, layers)
-             if n2n else Scoring(config, variables, batch, layers))
+  scored = ((models.reference(config), models.without_skips(variables)) if n2n
+            else (config, variables))
+  scoring = Scoring(*scored, batch, layers, input_shape)
   chosen_masks = METHODS[method](chosen, free, rng, scoring)
   if config.pruning.shuffle:
     chosen_masks = shuffle(chosen_masks, rng)

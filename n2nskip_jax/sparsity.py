@@ -132,7 +132,17 @@ def reachable_outputs(config, masks) -> int:
   return int(reach[list(sizes)[-1]].sum())
 
 
+def _group_sizes(config, masks) -> list[int]:
+  """The units of each group of the model's structure, in order (:func:`unit_groups`)."""
+  flat = {p[:-1]: m for p, m in traverse_util.flatten_dict(masks).items()}
+  return list(unit_groups(models.structure(config, masks), flat).values())
+
+
 def hidden_units(config, masks) -> int:
   """Units of every group but the input and the classifier output."""
-  flat = {p[:-1]: m for p, m in traverse_util.flatten_dict(masks).items()}
-  return sum(list(unit_groups(models.structure(config, masks), flat).values())[1:-1])
+  return sum(_group_sizes(config, masks)[1:-1])
+
+
+def output_units(config, masks) -> int:
+  """Units of the classifier output: the ``num_classes`` the model was built for."""
+  return _group_sizes(config, masks)[-1]

@@ -34,7 +34,7 @@ def _kernel_list(variables):
 
 def test_synflow_scores_equal_path_counts_in_numpy():
   config, variables = _linear_mlp()
-  scores = pruning.Scoring(config, variables).synflow(
+  scores = pruning.Scoring(config, variables, input_shape=(40,)).synflow(
       traverse_util.flatten_dict(jax.tree.map(np.ones_like, variables['masks'])))
   kernels = _kernel_list(variables)
   for l, name in enumerate(('dense1', 'dense2', 'dense3', 'head')):
@@ -53,7 +53,7 @@ def test_synflow_on_a_conv_net_equals_autodiff_of_r_in_the_weights():
   config = make_config(**overrides, pruning__method='synflow')
   _, variables = network.init(config, 10, shape)
   masks = traverse_util.flatten_dict(jax.tree.map(np.ones_like, variables['masks']))
-  scores = pruning.Scoring(config, variables).synflow(masks)
+  scores = pruning.Scoring(config, variables, input_shape=shape).synflow(masks)
   model = models.create_model(config, 10)
   with jax.enable_x64(True):
     positive = jax.tree.map(lambda v: jnp.abs(jnp.asarray(v, jnp.float64)), variables)
@@ -71,9 +71,9 @@ def test_synflow_on_a_conv_net_equals_autodiff_of_r_in_the_weights():
 
 def test_synflow_one_round_is_single_shot_and_the_schedule_ends_on_the_budget():
   config, variables = _linear_mlp(pruning__synflow_iterations=1, pruning__density=0.2)
-  masks = pruning.prune(config, variables)
+  masks = pruning.prune(config, variables, input_shape=(40,))
   flat = traverse_util.flatten_dict(variables['masks'])
-  scores = pruning.Scoring(config, variables).synflow(
+  scores = pruning.Scoring(config, variables, input_shape=(40,)).synflow(
       {p: np.ones_like(m) for p, m in flat.items()})
   budget = round(0.2 * sparsity.count(variables['masks']))
   expected = pruning.top_k(scores, {p: m.shape for p, m in flat.items()}, budget, np.float64)
@@ -87,8 +87,9 @@ def test_synflow_one_round_is_single_shot_and_the_schedule_ends_on_the_budget():
 
 def test_synflow_rounds_never_revive_a_pruned_weight_and_differ_from_single_shot():
   config, variables = _linear_mlp(pruning__synflow_iterations=20, pruning__density=0.05)
-  iterative = pruning.prune(config, variables)
-  single = pruning.prune(copy_with(config, pruning__synflow_iterations=1), variables)
+  iterative = pruning.prune(config, variables, input_shape=(40,))
+  single = pruning.prune(copy_with(config, pruning__synflow_iterations=1), variables,
+                         input_shape=(40,))
   budget = round(0.05 * sparsity.count(variables['masks']))
   assert sparsity.nonzero(iterative) == sparsity.nonzero(single) == budget
   assert any(not np.array_equal(a, b) for a, b in
@@ -168,8 +169,9 @@ def test_n2nskip_sequential_masks_are_the_methods_on_the_reference_network(metho
   sequential = budget - round(config.skip.fraction * budget)
   reference = copy_with(config, skip__kind='none',
                         pruning__density=sequential / sparsity.reference_weights(masks))
-  ref_masks = pruning.prune(reference, models.without_skips(variables),
-                            batch_for(MODELS['vgg19'][1]))
+  shape = MODELS['vgg19'][1]
+  ref_masks = pruning.prune(reference, models.without_skips(variables), batch_for(shape),
+                            input_shape=shape)
   assert sparsity.nonzero(ref_masks) == sequential
   flat = traverse_util.flatten_dict(masks)
   for p, m in traverse_util.flatten_dict(ref_masks).items():

@@ -36,7 +36,7 @@ def pruned(model, method, density, kind='none', seed=0, **extra):
   config = make_config(**overrides, pruning__method=method, pruning__density=density,
                        skip__kind=kind, seed=seed, **extra)
   variables, apply_fn = initialized(model, kind, seed)
-  masks = pruning.prune(config, variables, batch_for(shape))
+  masks = pruning.prune(config, variables, batch_for(shape), input_shape=shape)
   return config, variables, masks
 
 
