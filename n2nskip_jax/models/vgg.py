@@ -25,6 +25,7 @@ ModuleDef = Any
 
 VGG19_LAYERS = (64, 64, 'M', 128, 128, 'M', 256, 256, 256, 256, 'M',
                 512, 512, 512, 512, 'M', 512, 512, 512, 512, 'M')
+NUM_CONVS = sum(c != 'M' for c in VGG19_LAYERS)  # 16
 HEADS = ('paper', 'cifar')
 
 
@@ -65,16 +66,15 @@ def skip_stride(pooled, source: int, target: int) -> int:
 def edges(config, built: set[tuple[str, ...]]) -> list[Edge]:
   """VGG19's structure: ``input -> conv1 -> ... -> conv16 -> [fc1 -> fc2 ->] head``, skips;
   ``built``: the layers holding a kernel (:func:`chain_edges`)."""
-  convs = max_skip_span(config)
-  names = [f'conv{j}' for j in range(1, convs + 1)]
+  names = [f'conv{j}' for j in range(1, NUM_CONVS + 1)]
   names += ['head'] if config.vgg_head == 'cifar' else ['fc1', 'fc2', 'head']
-  return chain_edges(names, convs, config.skip.kind, config.skip.span, built)
+  return chain_edges(names, NUM_CONVS, config.skip.kind, config.skip.span, built)
 
 
 def max_skip_span(config) -> int:
-  """A skip spans at most every conv layer (16, from the input to the last)."""
+  """A skip spans at most every conv layer (from the input to the last)."""
   del config
-  return len(conv_plan(VGG19_LAYERS, 1)[0])
+  return NUM_CONVS
 
 
 class VGG(nn.Module):
