@@ -34,10 +34,15 @@ def _check_last_learning_rate(config) -> None:
 def validate(config, num_devices: int = 1, num_processes: int = 1) -> None:
   """Raises :class:`ConfigError` for the first invalid key of ``config``: each module checks the
   keys it reads (``data``, ``models``, ``pruning``, ``execution``: their ``check_config``), then
-  the training loop's keys are checked here."""
+  the keys two of them read (an image data set for a model of images) and the training loop's
+  keys are checked here."""
   execution.check_config(config)
   data.check_config(config)
   models.check_config(config)
+  if models.spec(config).images and config.dataset not in data.IMAGE_DATASETS:
+    raise ConfigError('dataset', config.dataset,
+                      f'an image data set {data.IMAGE_DATASETS} for model={config.model!r} '
+                      "(use model='mlp' for 'mnist1d' and 'digits')")
   pruning.check_config(config)
   for key in ('multihost', 'restart_on_corrupt'):
     checks.boolean(config, key)

@@ -11,7 +11,7 @@ import dataclasses
 import functools
 import importlib.util
 import os
-from typing import Callable, Iterator
+from typing import Callable, Iterator, NamedTuple
 
 import numpy as np
 
@@ -67,10 +67,18 @@ class Data:
   num_test: int
 
 
-def spec(config) -> tuple[int, tuple[int, ...]]:
-  """``(num_classes, example shape)`` of ``config.dataset``, without reading any data."""
+class DataSpec(NamedTuple):
+  """What the network is built for: classifier outputs and the shape of one example."""
+  num_classes: int
+  input_shape: tuple[int, ...]
+
+
+def spec(config) -> DataSpec:
+  """The :class:`DataSpec` of ``config.dataset``, without reading any data: computed once by
+  whoever runs the network (the training loop, the analysis of a run directory) and passed
+  down to what builds or prunes it."""
   num_classes, shape, _ = DATASETS[config.dataset]
-  return num_classes, shape or (config.image_size, config.image_size, 3)
+  return DataSpec(num_classes, shape or (config.image_size, config.image_size, 3))
 
 
 def load(config, process_index: int = 0, process_count: int = 1) -> Data:

@@ -2,7 +2,7 @@
 
     from n2nskip_jax import network, pruning, sparsity
     model, variables = network.init(config, num_classes=10, input_shape=(40,))
-    masks = pruning.prune(config, variables, batch)        # batch only for 'csp'
+    masks = pruning.prune(config, variables, batch, input_shape=(40,))  # csp, grasp; synflow
     variables = pruning.apply_masks(variables, masks)
     print(sparsity.format_layers(sparsity.layer_table(masks)))
 """

@@ -4,28 +4,10 @@ Budget: ``B = round(density * N_ref)`` nonzero prunable weights, ``N_ref`` the p
 weights of the reference network (:func:`n2nskip_jax.models.reference`: the sequential
 model, no skip layers). With ``skip.kind='n2nskip'``, ``round(fraction * B)`` of it goes to
 the skip layers, chosen uniformly at random over all their weights, and the rest to the
-sequential layers, chosen by the method ``pruning.method`` names in :data:`METHODS`, on the
-reference network (the paper's preliminary pruning). Every method is global over layers and
-keeps exactly its budget; score ties go to the lower position (stable sort):
-
-* ``rp``: a uniformly random subset;
-* ``magnitude``: the largest ``|w|`` at initialization;
-* ``csp`` or ``snip`` (SNIP, Lee et al. 2019; the paper calls it CSP): the largest ``|dL/dc|`` at ``c = 1`` for the mask
-  multiplier ``c`` (``= |w * dL/dw|``), on one training batch;
-* ``grasp`` (Wang et al. 2020): the lowest ``-w * (H g)`` on one training batch (the highest
-  scores are removed), the loss's logits divided by ``pruning.grasp_temperature``;
-* ``synflow`` (Tanaka et al. 2020): the largest ``|c * dR/dc|``, data-free, pruned over
-  ``pruning.synflow_iterations`` rounds to densities ``d^(k/n)``, each round scored with the
-  masks so far;
-* ``structured`` (Dey et al. 2018): every output unit gets the same fan-in (up to one, so
-  the budget is met exactly), every input unit the same fan-out where the shapes allow;
-  per-layer budgets proportional to layer size.
-
-The scores are :mod:`n2nskip_jax.saliency`'s. A method is one function
-``(shapes, budget, rng, scoring) -> masks`` registered with :func:`register`: ``shapes`` maps
-each kernel path to be pruned to its shape, ``budget`` is how many weights to keep among them,
-``rng`` a ``numpy.random.Generator`` seeded by the config, and ``scoring`` a :class:`Scoring`
-that computes the network's scores for those paths when asked.
+sequential layers, chosen by the method ``pruning.method`` names in
+:data:`n2nskip_jax.methods.METHODS`, on the reference network (the paper's preliminary
+pruning). A new method is one function registered with :func:`register`
+(:mod:`n2nskip_jax.methods`).
 
 With ``skip.kind='sequential'`` (the budget control: no skip layers) the method keeps
 ``B - round(fraction * B)`` weights and the other ``round(fraction * B)`` are drawn uniformly
@@ -39,86 +21,16 @@ keep each layer's density and change what survives: ``pruning.shuffle`` permutes
 layer's mask at random (:func:`shuffle`); ``pruning.reinit`` re-draws the surviving weights
 (the training loop initializes the weights from another seed; the masks stay).
 """
-import dataclasses
 import re
-from typing import Any, Callable
-
-import copy
 
 import jax
 import numpy as np
 from flax import traverse_util
 
-from n2nskip_jax import checks, data, models, network, saliency, sparsity
+from n2nskip_jax import checks, methods, models, network, sparsity
 from n2nskip_jax.errors import ConfigError
-
-METHODS: dict[str, Callable] = {}
-NEEDS_BATCH: set[str] = set()
-
-
-def register(*names: str, needs_batch: bool = False) -> Callable:
-  """Registers a pruning method under each of ``names`` (then ``--config.pruning.method=name``);
-  ``needs_batch``: it scores with a training batch (the training loop then passes one)."""
-  def add(fn):
-    for name in names:
-      METHODS[name] = fn
-      if needs_batch:
-        NEEDS_BATCH.add(name)
-    return fn
-  return add
-
-
-@dataclasses.dataclass(frozen=True)
-class Scoring:
-  """The scores of the network being pruned (the reference network for N2NSkip), by kernel
-  path, each computed only when a method asks for it (:mod:`n2nskip_jax.saliency`).
-
-  Attributes:
-    config: the network's config.
-    variables: its variables (``params``, all-ones ``masks``, ``batch_stats``).
-    batch: a training batch ``{'image', 'label'}`` or ``None``.
-    layers: the layers data-dependent scores are computed with (``create_model``'s argument).
-  """
-  config: Any
-  variables: dict
-  batch: dict | None = None
-  layers: dict | None = None
-
-  def _model(self, layers=None):
-    return models.create_model(self.config, data.spec(self.config)[0], layers=layers)
-
-  def _data(self) -> dict:
-    if self.batch is None:
-      raise ValueError(f'pruning.method={self.config.pruning.method!r} needs a training batch: '
-                       "prune(config, variables, batch) with batch = {'image': ..., 'label': ...}")
-    return self.batch
-
-  def weights(self) -> dict:
-    """The kernels at initialization."""
-    flat = traverse_util.flatten_dict(self.variables['params'])
-    return {p: np.asarray(flat[p]) for p in traverse_util.flatten_dict(self.variables['masks'])}
-
-  def snip(self) -> dict:
-    """SNIP's ``|dL/dc|`` (:func:`saliency.snip`)."""
-    scores = saliency.snip(self._model(self.layers).apply, self.variables, self._data())
-    return traverse_util.flatten_dict(jax.device_get(scores))
-
-  def grasp(self) -> dict:
-    """GraSP's ``-w * (H g)`` (:func:`saliency.grasp`), on the core model (``H g`` by
-    forward mode, which the core layers support on every backend)."""
-    scores = saliency.grasp(self._model().apply, self.variables, self._data(),
-                            float(self.config.pruning.grasp_temperature))
-    return jax.device_get(scores)
-
-  def synflow(self, masks: dict) -> dict:
-    """SynFlow's ``|c * dR/dc|`` at the flat ``masks`` (:func:`saliency.synflow`), in float64
-    on a float32 copy of the model."""
-    config = copy.deepcopy(self.config)
-    config.half_precision = False
-    apply_fn = models.create_model(config, data.spec(config)[0]).apply
-    scores = saliency.synflow(apply_fn, self.variables, traverse_util.unflatten_dict(masks),
-                              data.spec(config)[1])
-    return traverse_util.flatten_dict(scores)
+# The notebook API (@pruning.register('name'), pruning.METHODS) is the methods registry's.
+from n2nskip_jax.methods import METHODS, Scoring, register  # noqa: F401
 
 
 def check_config(config) -> None:
@@ -146,122 +58,12 @@ def check_config(config) -> None:
                       f'one of {tuple(METHODS)} with skip.kind={config.skip.kind!r} (its skip '
                       'share is part of the budget)')
 
-
-def _split(keep: np.ndarray, shapes: dict) -> dict:
-  out, start = {}, 0
-  for p, shape in shapes.items():
-    n = int(np.prod(shape))
-    out[p] = keep[start:start + n].reshape(shape)
-    start += n
-  return out
-
-
-def _total(shapes: dict) -> int:
-  return sum(int(np.prod(s)) for s in shapes.values())
-
-
-@register('rp')
-def random_masks(shapes, budget, rng, scoring=None) -> dict:
-  """RP: ``budget`` weights drawn uniformly at random over all of ``shapes``."""
-  del scoring
-  keep = np.zeros(_total(shapes), np.float32)
-  keep[rng.choice(keep.size, size=budget, replace=False)] = 1
-  return _split(keep, shapes)
-
-
-def top_k(scores: dict, shapes: dict, budget: int, dtype=np.float32) -> dict:
-  """Masks keeping the ``budget`` highest ``scores`` over all of ``shapes`` (global); ties go
-  to the lower position. ``dtype`` is the precision the scores are compared in."""
-  flat = np.concatenate([np.asarray(scores[p], dtype).ravel() for p in shapes])
-  keep = np.zeros(flat.size, np.float32)
-  keep[np.argsort(-flat, kind='stable')[:budget]] = 1
-  return _split(keep, shapes)
-
-
-@register('magnitude')
-def magnitude_masks(shapes, budget, rng, scoring) -> dict:
-  """Magnitude: the ``budget`` largest ``|w|`` at initialization."""
-  del rng
-  return top_k({p: np.abs(w) for p, w in scoring.weights().items()}, shapes, budget)
-
-
-@register('csp', 'snip', needs_batch=True)
-def snip_masks(shapes, budget, rng, scoring) -> dict:
-  """CSP (SNIP): the ``budget`` most salient weights."""
-  del rng
-  return top_k(scoring.snip(), shapes, budget)
-
-
-@register('grasp', needs_batch=True)
-def grasp_masks(shapes, budget, rng, scoring) -> dict:
-  """GraSP: the ``budget`` lowest scores ``-w * (H g)`` (the others are removed)."""
-  del rng
-  return top_k({p: -s for p, s in scoring.grasp().items()}, shapes, budget)
-
-
-def synflow_budgets(total: int, budget: int, rounds: int) -> list[int]:
-  """Weights kept after each of SynFlow's ``rounds``: ``round(total * d^(k/n))`` for the
-  density ``d = budget / total``, ``k = 1..n``, the last exactly ``budget``."""
-  density = budget / total
-  kept = [round(total * density ** (k / rounds)) for k in range(1, rounds)]
-  return [max(min(b, total), budget) for b in kept] + [budget]
-
-
-@register('synflow')
-def synflow_masks(shapes, budget, rng, scoring) -> dict:
-  """SynFlow: iterative, data-free; each round keeps the highest ``|c * dR/dc|`` among the
-  weights still kept (pruned weights never return) at the schedule's next budget."""
-  del rng
-  outside = {p: np.ones_like(w) for p, w in scoring.weights().items() if p not in shapes}
-  masks = {p: np.ones(s, np.float32) for p, s in shapes.items()}
-  for kept in synflow_budgets(_total(shapes), budget, scoring.config.pruning.synflow_iterations):
-    scores = scoring.synflow({**outside, **masks})
-    masks = top_k({p: np.where(masks[p] > 0, scores[p], -np.inf) for p in shapes}, shapes, kept,
-                  np.float64)
-  return masks
-
-
 def top_up(masks: dict, extra: int, rng: np.random.Generator) -> dict:
   """``masks`` with ``extra`` more nonzeros, drawn uniformly at random among their zeros over
   all layers (``skip.kind='sequential'``): every kept weight stays kept."""
   flat = np.concatenate([m.ravel() for m in masks.values()])
   flat[rng.choice(np.flatnonzero(flat == 0), size=extra, replace=False)] = 1
-  return _split(flat, {p: m.shape for p, m in masks.items()})
-
-
-def _proportional(sizes: list[int], total: int) -> list[int]:
-  """Integer shares of ``total`` proportional to ``sizes`` (largest remainder), summing exactly."""
-  raw = np.asarray(sizes, np.float64) * total / sum(sizes)
-  share = np.floor(raw).astype(np.int64)
-  share[np.argsort(share - raw, kind='stable')[:total - share.sum()]] += 1
-  return [int(s) for s in share]
-
-
-def structured_mask(rng: np.random.Generator, shape: tuple[int, ...], k: int) -> np.ndarray:
-  """Dey et al.'s predefined sparsity for one kernel, ``k`` nonzeros in all.
-
-  The kernel is viewed as ``(fan_in_size, out_units)``. Output unit ``r`` takes ``k // U``
-  inputs (``U`` units; ``k % U`` random units take one more) from a contiguous, cyclic
-  window of a random permutation of the inputs, so fan-outs differ by at most one.
-  """
-  n_in, units = int(np.prod(shape[:-1])), shape[-1]
-  fan_in = np.full(units, k // units)
-  fan_in[rng.permutation(units)[:k % units]] += 1
-  perm = rng.permutation(n_in)
-  starts = np.concatenate([[0], np.cumsum(fan_in)[:-1]])
-  mask = np.zeros((n_in, units), np.float32)
-  for r in range(units):
-    mask[perm[(starts[r] + np.arange(fan_in[r])) % n_in], r] = 1
-  return mask.reshape(shape)
-
-
-@register('structured')
-def structured_masks(shapes, budget, rng, scoring=None) -> dict:
-  """Predefined structured sparsity: per-layer budgets proportional to layer size."""
-  del scoring
-  sizes = [int(np.prod(s)) for s in shapes.values()]
-  return {p: structured_mask(rng, s, k)
-          for (p, s), k in zip(shapes.items(), _proportional(sizes, budget))}
+  return methods.split(flat, {p: m.shape for p, m in masks.items()})
 
 
 def budgets(config, masks) -> dict:
@@ -283,14 +85,15 @@ def budgets(config, masks) -> dict:
           'skip_capacity': skip_capacity}
 
 
-def check_budget(config) -> dict | None:
-  """:func:`budgets` from shapes alone (``jax.eval_shape``), before anything is compiled;
+def check_budget(config, num_classes: int, input_shape: tuple[int, ...]) -> dict | None:
+  """:func:`budgets` from shapes alone (``jax.eval_shape`` of the network for ``num_classes``
+  and examples of ``input_shape``: ``data.spec(config)``), before anything is compiled;
   ``None`` for a dense run. Raises a ``ConfigError`` for a budget the skip layers cannot hold,
   and for one that cannot train: 0 weights, or fewer sequential weights than sequential
   layers (some layer of the sequential path would keep no weight at all)."""
   if config.pruning.method == 'dense':
     return None
-  masks = network.abstract_variables(config, *data.spec(config))['masks']
+  masks = network.abstract_variables(config, num_classes, input_shape)['masks']
   b = budgets(config, masks)
   layers = sum(1 for p in traverse_util.flatten_dict(masks) if not models.is_skip_path(p))
   if b['method'] < layers:
@@ -315,10 +118,11 @@ def shuffle(masks: dict, rng: np.random.Generator) -> dict:
 
 def needs_batch(config) -> bool:
   """Whether ``prune`` needs a training batch for this config's method."""
-  return config.pruning.method in NEEDS_BATCH
+  return config.pruning.method in METHODS and METHODS[config.pruning.method].needs_batch
 
 
-def prune(config, variables, batch=None, *, layers: dict | None = None) -> dict:
+def prune(config, variables, batch=None, *, input_shape: tuple[int, ...] | None = None,
+          layers: dict | None = None) -> dict:
   """Returns the ``masks`` pytree (float 0/1) for ``variables`` at the config's budget.
 
   Args:
@@ -326,6 +130,8 @@ def prune(config, variables, batch=None, *, layers: dict | None = None) -> dict:
     variables: the initialized variables, including an all-ones ``masks`` collection.
     batch: one training batch ``{'image', 'label'}``, for the methods that score with data
       (:func:`needs_batch`: ``csp``, ``grasp``).
+    input_shape: the shape of one example (``data.spec(config).input_shape``), for the
+      methods that run the network on an all-ones input (``synflow``).
     layers: the layers saliency is computed with (``create_model``'s argument; default: the
       model's own). The training loop passes those it trains with, so that SNIP's scores,
       and the masks at their threshold, are float for float those of the model trained.
@@ -345,19 +151,20 @@ def prune(config, variables, batch=None, *, layers: dict | None = None) -> dict:
   excluded = {p: s for p, s in main.items() if any(
       re.search(pat, sparsity.path_name(p)) for pat in config.pruning.exclude)}
   chosen = {p: s for p, s in main.items() if p not in excluded}
-  free = b['method'] - _total(excluded)
+  free = b['method'] - methods.num_entries(excluded)
   if free < 0:
     raise ConfigError('pruning.exclude', tuple(config.pruning.exclude),
                       f'patterns whose dense layers fit in the budget of {b["method"]} weights')
   out = {p: np.ones(s, np.float32) for p, s in excluded.items()}
-  scoring = (Scoring(models.reference(config), models.without_skips(variables), batch, layers)
-             if n2n else Scoring(config, variables, batch, layers))
-  chosen_masks = METHODS[method](chosen, free, rng, scoring)
+  scored = ((models.reference(config), models.without_skips(variables)) if n2n
+            else (config, variables))
+  scoring = Scoring(*scored, batch, layers, input_shape)
+  chosen_masks = METHODS[method].fn(chosen, free, rng, scoring)
   if config.pruning.shuffle:
     chosen_masks = shuffle(chosen_masks, rng)
   out.update(top_up(chosen_masks, b['top_up'], rng) if b['top_up'] else chosen_masks)
   if skip_shapes:
-    out.update(random_masks(skip_shapes, b['skip'], rng))
+    out.update(methods.random_masks(skip_shapes, b['skip'], rng))
   return traverse_util.unflatten_dict({p: out[p] for p in flat})
 
 

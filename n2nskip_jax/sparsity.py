@@ -96,7 +96,7 @@ def _links(config, masks):
   """``(sizes, [(src, dst, linked)])`` over the model's structure: ``linked[i, j]`` says whether
   unit ``i`` of ``src`` has a nonzero weight (or an identity shortcut) to unit ``j`` of ``dst``."""
   flat = {p[:-1]: np.asarray(m) for p, m in traverse_util.flatten_dict(masks).items()}
-  edges = models.structure(config)
+  edges = models.structure(config, masks)
   sizes = unit_groups(edges, flat)
   return sizes, [(src, dst, np.eye(sizes[src], dtype=bool) if layer is None else
                   (flat[layer] != 0).reshape(-1, sizes[src], sizes[dst]).any(0))
@@ -132,7 +132,17 @@ def reachable_outputs(config, masks) -> int:
   return int(reach[list(sizes)[-1]].sum())
 
 
+def _group_sizes(config, masks) -> list[int]:
+  """The units of each group of the model's structure, in order (:func:`unit_groups`)."""
+  flat = {p[:-1]: m for p, m in traverse_util.flatten_dict(masks).items()}
+  return list(unit_groups(models.structure(config, masks), flat).values())
+
+
 def hidden_units(config, masks) -> int:
   """Units of every group but the input and the classifier output."""
-  flat = {p[:-1]: m for p, m in traverse_util.flatten_dict(masks).items()}
-  return sum(list(unit_groups(models.structure(config), flat).values())[1:-1])
+  return sum(_group_sizes(config, masks)[1:-1])
+
+
+def output_units(config, masks) -> int:
+  """Units of the classifier output: the ``num_classes`` the model was built for."""
+  return _group_sizes(config, masks)[-1]

@@ -84,7 +84,8 @@ def _prune(config, data, variables) -> dict:
   """The config's masks, scored with the layers the run trains with (the plan's formulations;
   no by-nonzeros tables yet), the same on every host."""
   batch = snip_batch(data, config.pruning.snip_batch_size) if pruning.needs_batch(config) else None
-  masks = pruning.prune(config, variables, batch, layers=execution.plan(config, {}).layers())
+  masks = pruning.prune(config, variables, batch, input_shape=data.input_shape,
+                        layers=execution.plan(config, {}).layers())
   if jax.process_count() > 1:  # every host must train the same sparse network
     masks = multihost_utils.broadcast_one_to_all(masks)
   return masks
@@ -382,8 +383,9 @@ def _train_and_evaluate(config, workdir: str, masks, stop, lock) -> dict:
   validate(config, jax.device_count(), jax.process_count())
   is_main = lock.enabled = jax.process_index() == 0  # one lock per run
   # Before anything is allocated or compiled: a size that cannot fit, a budget that cannot train.
-  resources.check(config, *data_lib.spec(config), jax.device_count())
-  budget = pruning.check_budget(config)
+  spec = data_lib.spec(config)
+  resources.check(config, *spec, jax.device_count())
+  budget = pruning.check_budget(config, *spec)
   rundir.check_writable(workdir)
   logging.info('Run directory: %s', workdir)
   data = data_lib.load(config, jax.process_index(), jax.process_count())

@@ -18,8 +18,8 @@ from n2nskip_jax.execution import step as by_nonzeros_step
 from n2nskip_jax.models import create_model
 
 PACKAGE = os.path.join(ROOT, 'n2nskip_jax')
-CORE = ('steps', 'layers', 'models', 'network', 'pruning', 'sparsity', 'checkpoints', 'rundir',
-        'losses', 'data', 'errors', 'metrics')
+CORE = ('steps', 'layers', 'models', 'network', 'pruning', 'methods', 'sparsity', 'checkpoints',
+        'rundir', 'losses', 'data', 'errors', 'metrics')
 
 
 def _module_files():

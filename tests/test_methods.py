@@ -10,7 +10,7 @@ from flax import traverse_util
 from jax.flatten_util import ravel_pytree
 from test_pruning import MODELS, batch_for, pruned
 
-from n2nskip_jax import data, models, network, pruning, saliency, sparsity
+from n2nskip_jax import data, methods, models, network, pruning, saliency, sparsity
 from n2nskip_jax.losses import cross_entropy
 
 
@@ -34,7 +34,7 @@ def _kernel_list(variables):
 
 def test_synflow_scores_equal_path_counts_in_numpy():
   config, variables = _linear_mlp()
-  scores = pruning.Scoring(config, variables).synflow(
+  scores = methods.Scoring(config, variables, input_shape=(40,)).synflow(
       traverse_util.flatten_dict(jax.tree.map(np.ones_like, variables['masks'])))
   kernels = _kernel_list(variables)
   for l, name in enumerate(('dense1', 'dense2', 'dense3', 'head')):
@@ -53,7 +53,7 @@ def test_synflow_on_a_conv_net_equals_autodiff_of_r_in_the_weights():
   config = make_config(**overrides, pruning__method='synflow')
   _, variables = network.init(config, 10, shape)
   masks = traverse_util.flatten_dict(jax.tree.map(np.ones_like, variables['masks']))
-  scores = pruning.Scoring(config, variables).synflow(masks)
+  scores = methods.Scoring(config, variables, input_shape=shape).synflow(masks)
   model = models.create_model(config, 10)
   with jax.enable_x64(True):
     positive = jax.tree.map(lambda v: jnp.abs(jnp.asarray(v, jnp.float64)), variables)
@@ -71,15 +71,15 @@ def test_synflow_on_a_conv_net_equals_autodiff_of_r_in_the_weights():
 
 def test_synflow_one_round_is_single_shot_and_the_schedule_ends_on_the_budget():
   config, variables = _linear_mlp(pruning__synflow_iterations=1, pruning__density=0.2)
-  masks = pruning.prune(config, variables)
+  masks = pruning.prune(config, variables, input_shape=(40,))
   flat = traverse_util.flatten_dict(variables['masks'])
-  scores = pruning.Scoring(config, variables).synflow(
+  scores = methods.Scoring(config, variables, input_shape=(40,)).synflow(
       {p: np.ones_like(m) for p, m in flat.items()})
   budget = round(0.2 * sparsity.count(variables['masks']))
-  expected = pruning.top_k(scores, {p: m.shape for p, m in flat.items()}, budget, np.float64)
+  expected = methods.top_k(scores, {p: m.shape for p, m in flat.items()}, budget, np.float64)
   for p, m in traverse_util.flatten_dict(masks).items():
     np.testing.assert_array_equal(m, expected[p])
-  schedule = pruning.synflow_budgets(1000, 37, 100)
+  schedule = methods.synflow_budgets(1000, 37, 100)
   assert schedule[-1] == 37 and len(schedule) == 100
   assert all(a >= b for a, b in zip([1000, *schedule], schedule))
   assert schedule[49] == round(1000 * 0.037 ** 0.5)
@@ -87,8 +87,9 @@ def test_synflow_one_round_is_single_shot_and_the_schedule_ends_on_the_budget():
 
 def test_synflow_rounds_never_revive_a_pruned_weight_and_differ_from_single_shot():
   config, variables = _linear_mlp(pruning__synflow_iterations=20, pruning__density=0.05)
-  iterative = pruning.prune(config, variables)
-  single = pruning.prune(copy_with(config, pruning__synflow_iterations=1), variables)
+  iterative = pruning.prune(config, variables, input_shape=(40,))
+  single = pruning.prune(copy_with(config, pruning__synflow_iterations=1), variables,
+                         input_shape=(40,))
   budget = round(0.05 * sparsity.count(variables['masks']))
   assert sparsity.nonzero(iterative) == sparsity.nonzero(single) == budget
   assert any(not np.array_equal(a, b) for a, b in
@@ -155,7 +156,7 @@ def test_magnitude_keeps_the_top_k_absolute_weights_ties_by_position():
   weights = {('a', 'kernel'): np.array([[0.5, -2.0], [1.0, -1.0]]),
              ('b', 'kernel'): np.array([[1.0, 0.1, -3.0]])}
   shapes = {p: w.shape for p, w in weights.items()}
-  masks = pruning.magnitude_masks(shapes, 4, None, _Weights(weights))
+  masks = methods.magnitude_masks(shapes, 4, None, _Weights(weights))
   # |w| in position order: .5 2 1 1 | 1 .1 3 -> 3, 2, then the first two of the three 1s.
   np.testing.assert_array_equal(masks[('a', 'kernel')], [[0, 1], [1, 1]])
   np.testing.assert_array_equal(masks[('b', 'kernel')], [[0, 0, 1]])
@@ -168,8 +169,9 @@ def test_n2nskip_sequential_masks_are_the_methods_on_the_reference_network(metho
   sequential = budget - round(config.skip.fraction * budget)
   reference = copy_with(config, skip__kind='none',
                         pruning__density=sequential / sparsity.reference_weights(masks))
-  ref_masks = pruning.prune(reference, models.without_skips(variables),
-                            batch_for(MODELS['vgg19'][1]))
+  shape = MODELS['vgg19'][1]
+  ref_masks = pruning.prune(reference, models.without_skips(variables), batch_for(shape),
+                            input_shape=shape)
   assert sparsity.nonzero(ref_masks) == sequential
   flat = traverse_util.flatten_dict(masks)
   for p, m in traverse_util.flatten_dict(ref_masks).items():
@@ -203,7 +205,8 @@ def test_reinit_keeps_the_masks_and_redraws_the_surviving_weights(tmp_path):
 
 
 def test_snip_is_another_name_for_csp():
-  assert pruning.METHODS['snip'] is pruning.METHODS['csp'] is pruning.snip_masks
+  assert methods.METHODS['snip'] is methods.METHODS['csp']
+  assert methods.METHODS['csp'].fn is methods.snip_masks
   assert pruning.needs_batch(make_config(pruning__method='snip'))
 
 

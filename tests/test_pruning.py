@@ -7,7 +7,7 @@ import pytest
 from conftest import TINY_MODELS, make_config
 from flax import traverse_util
 
-from n2nskip_jax import models, network, pruning, saliency, sparsity
+from n2nskip_jax import methods, models, network, pruning, saliency, sparsity
 from n2nskip_jax.errors import ConfigError
 from n2nskip_jax.models import create_model
 from n2nskip_jax.losses import cross_entropy
@@ -36,7 +36,7 @@ def pruned(model, method, density, kind='none', seed=0, **extra):
   config = make_config(**overrides, pruning__method=method, pruning__density=density,
                        skip__kind=kind, seed=seed, **extra)
   variables, apply_fn = initialized(model, kind, seed)
-  masks = pruning.prune(config, variables, batch_for(shape))
+  masks = pruning.prune(config, variables, batch_for(shape), input_shape=shape)
   return config, variables, masks
 
 
@@ -140,7 +140,7 @@ def test_n2nskip_csp_scores_the_reference_network():
 
 def test_structured_masks_have_equal_fan_in_and_fan_out():
   rng = np.random.default_rng(0)
-  m = pruning.structured_mask(rng, (3, 3, 16, 32), 16 * 9 * 32 // 4 + 5)
+  m = methods.structured_mask(rng, (3, 3, 16, 32), 16 * 9 * 32 // 4 + 5)
   fan_in = m.reshape(-1, 32).sum(0)
   fan_out = m.reshape(-1, 32).sum(1)
   assert m.sum() == 16 * 9 * 32 // 4 + 5

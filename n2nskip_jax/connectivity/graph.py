@@ -88,7 +88,7 @@ def network_graph(config, params, masks, mode: str = 'weighted',
     raise ValueError(f"mode={mode!r}: expected 'weighted' or 'binary'")
   flat_p = traverse_util.flatten_dict(params)
   flat_m = {p[:-1]: m for p, m in traverse_util.flatten_dict(masks).items()}
-  edges = models.structure(models.reference(config) if reference else config)
+  edges = models.structure(models.reference(config) if reference else config, masks)
   if reference:
     flat_m = {e.layer: np.ones(np.shape(flat_m[e.layer])) for e in edges if e.layer}
   sizes = sparsity.unit_groups(edges, flat_m)

@@ -1,25 +1,65 @@
 """Model registry: builds the Flax module a config describes, and describes its structure.
 
-Everything that needs to know a model's layers asks here: :func:`structure` (its ordered
-unit groups and the kernels or identities joining them, skips included), :func:`reference`
-(the network density is counted against), :func:`max_skip_span` and :func:`is_skip_path`.
+One table, :data:`MODELS`, maps each ``config.model`` to its :class:`ModelSpec`, whose
+functions live in the model's own module (``mlp.py``, ``vgg.py``, ``resnet.py``): a new model
+is its module and one line of the table. Everything that needs to know a model's layers asks
+here: :func:`structure` (its ordered unit groups and the kernels or identities joining them,
+skips included), :func:`reference` (the network density is counted against),
+:func:`max_skip_span` and :func:`is_skip_path`.
 """
 import copy
-import math
+import dataclasses
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax.numpy as jnp
 from flax import traverse_util
 
-from n2nskip_jax import checks, data
-from n2nskip_jax.errors import ConfigError
+from n2nskip_jax import checks
 from n2nskip_jax.models import inits, mlp, resnet, vgg
 from n2nskip_jax.models.mlp import MLP
 from n2nskip_jax.models.resnet import ResNet
 from n2nskip_jax.models.skips import INPUT, SHARED_BUDGET_KINDS, SKIP_KINDS, Edge, is_skip_path
 from n2nskip_jax.models.vgg import VGG
 
-MODELS = ('mlp', 'vgg19', 'resnet50')
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+  """One model of :data:`MODELS`.
+
+  Attributes:
+    build: ``(config, num_classes, dtype, bn_axis_name, layers) -> nn.Module``: the module of
+      ``config`` for ``num_classes`` outputs, computing in ``dtype``, its BatchNorm (if any)
+      averaged over the pmap axis ``bn_axis_name``, built from the module classes ``layers``
+      (its :attr:`layers` among ``create_model``'s).
+    edges: ``(config, built) -> [Edge]``: its structure (:func:`structure`), ``built`` the
+      paths of the layers that hold a kernel.
+    max_skip_span: ``config -> int``: the largest ``skip.span`` it has layers for.
+    layers: the layer arguments its module takes, of ``conv``, ``dense``, ``norm`` and ``pool``.
+    images: it takes ``(height, width, channels)`` images (an image data set).
+    check_config: ``config -> None``: checks of the keys this model alone constrains.
+  """
+  build: Callable[..., nn.Module]
+  edges: Callable[[Any, set], list[Edge]]
+  max_skip_span: Callable[[Any], int]
+  layers: tuple[str, ...]
+  images: bool
+  check_config: Callable[[Any], None] = lambda config: None
+
+
+MODELS = {
+    'mlp': ModelSpec(mlp.build, mlp.edges, mlp.max_skip_span, ('dense',), images=False),
+    'vgg19': ModelSpec(vgg.build, vgg.edges, vgg.max_skip_span, ('conv', 'dense', 'norm', 'pool'),
+                       images=True),
+    'resnet50': ModelSpec(resnet.build, resnet.edges, resnet.max_skip_span,
+                          ('conv', 'dense', 'norm'), images=True, check_config=resnet.check_config),
+}
+
+
+def spec(config) -> ModelSpec:
+  """The :class:`ModelSpec` of ``config.model`` (a ``ConfigError`` for a model not in the table)."""
+  checks.choice(config, 'model', MODELS)
+  return MODELS[config.model]
 
 
 def create_model(config, num_classes: int, *, bn_axis_name: str | None = None,
@@ -34,40 +74,20 @@ def create_model(config, num_classes: int, *, bn_axis_name: str | None = None,
     plain: build with ``flax.linen.Dense``/``Conv`` instead of the masked layers (the
       unmasked twin used by benchmarks).
     layers: module classes to build the model from instead of the masked layers, by the
-      models' argument names (``conv``, ``dense``, ``norm``, ``pool``; an MLP takes ``dense``
-      only): how the execution plan runs the same variables faster.
+      models' argument names (``conv``, ``dense``, ``norm``, ``pool``; each model takes those of
+      its :attr:`ModelSpec.layers`): how the execution plan runs the same variables faster.
   """
-  layers = dict(PLAIN if plain else layers or {})
-  return _INTERNED.setdefault(*(_build(config, num_classes, bn_axis_name, layers),) * 2)
+  model_spec = spec(config)
+  layers = {k: v for k, v in (PLAIN if plain else layers or {}).items() if k in model_spec.layers}
+  dtype = jnp.bfloat16 if config.half_precision else None
+  model = model_spec.build(config, num_classes, dtype, bn_axis_name, layers)
+  return _INTERNED.setdefault(model, model)
 
 
 PLAIN = {'conv': nn.Conv, 'dense': nn.Dense}
 # Equal modules are returned as one object, so that ``model.apply`` (a static field of the
 # train state) compares equal across runs of one process and jitted steps are reused.
 _INTERNED: dict = {}
-
-
-def _build(config, num_classes, bn_axis_name, layers) -> nn.Module:
-  dtype = jnp.bfloat16 if config.half_precision else None
-  kind = config.skip.kind
-  if config.model == 'mlp':
-    return MLP(hidden=tuple(config.mlp_hidden), num_classes=num_classes, skip_kind=kind,
-               skip_span=config.skip.span, skip_affine=config.skip.affine, dtype=dtype,
-               init_scheme=config.init,
-               **{k: v for k, v in layers.items() if k == 'dense'})
-  if config.model == 'vgg19':
-    return VGG(num_classes=num_classes, head=config.vgg_head,
-               width_multiplier=config.width_multiplier, skip_kind=kind,
-               skip_span=config.skip.span, skip_kernel_size=config.skip.kernel_size,
-               skip_affine=config.skip.affine, dtype=dtype, init_scheme=config.init,
-               bn_axis_name=bn_axis_name, **layers)
-  if config.model == 'resnet50':
-    return ResNet(num_classes=num_classes, stem=config.resnet_stem,
-                  width_multiplier=config.width_multiplier, skip_kind=kind,
-                  skip_kernel_size=config.skip.kernel_size, skip_affine=config.skip.affine,
-                  dtype=dtype, init_scheme=config.init,
-                  bn_axis_name=bn_axis_name, **{k: v for k, v in layers.items() if k != 'pool'})
-  raise ValueError(f'model={config.model!r}; expected one of {MODELS}')
 
 
 def reference(config):
@@ -86,21 +106,19 @@ def without_skips(variables):
           for col, tree in variables.items()}
 
 
-def structure(config) -> list[Edge]:
-  """The model's junctions in order (see :class:`Edge`), skip layers included."""
-  shape = data.spec(config)[1]
-  if config.model == 'mlp':
-    return mlp.edges(tuple(config.mlp_hidden), config.skip.kind, config.skip.span, math.prod(shape))
-  if config.model == 'vgg19':
-    return vgg.edges(config.vgg_head, config.width_multiplier, config.skip.kind, config.skip.span,
-                     shape[-1])
-  if config.model == 'resnet50':
-    return resnet.edges(config.skip.kind)
-  raise ValueError(f'model={config.model!r}; expected one of {MODELS}')
+def structure(config, masks) -> list[Edge]:
+  """The model's junctions in order (see :class:`Edge`), skip layers included.
+
+  ``masks``: the model's ``masks`` collection (a tree of its kernels' paths), which also says
+  where a ResSkip is an identity: no layer was built for it (the model projects only where the
+  shapes differ).
+  """
+  built = {p[:-1] for p in traverse_util.flatten_dict(masks)}
+  return spec(config).edges(config, built)
 
 
 def check_config(config) -> None:
-  """Checks the model and skip keys (``data.check_config`` first: ``dataset`` is read)."""
+  """Checks the model and skip keys (the data set's fit to the model: ``config.validate``)."""
   checks.choice(config, 'model', MODELS)
   checks.choice(config, 'resnet_stem', resnet.STEMS)
   checks.choice(config, 'vgg_head', vgg.HEADS)
@@ -109,10 +127,6 @@ def check_config(config) -> None:
   checks.check(config, 'mlp_hidden', lambda v: len(v) > 0 and all(
       checks.is_int(w) and w > 0 for w in v), 'a non-empty sequence of positive integers')
   checks.boolean(config, 'half_precision')
-  if config.model != 'mlp' and config.dataset not in data.IMAGE_DATASETS:
-    raise ConfigError('dataset', config.dataset,
-                      f'an image data set {data.IMAGE_DATASETS} for model={config.model!r} '
-                      "(use model='mlp' for 'mnist1d' and 'digits')")
   checks.choice(config, 'skip.kind', SKIP_KINDS)
   checks.boolean(config, 'skip.affine')
   checks.check(config, 'skip.kernel_size', lambda v: checks.is_int(v) and v > 0 and v % 2 == 1,
@@ -120,10 +134,7 @@ def check_config(config) -> None:
   depth = max_skip_span(config)
   checks.check(config, 'skip.span', lambda v: checks.is_int(v) and 1 <= v <= depth,
                f'an integer in [1, {depth}] for model={config.model!r}')
-  if config.model == 'resnet50':
-    checks.check(config, 'skip.span', lambda v: v == 3, '3 for resnet50 (one skip per bottleneck)')
-    checks.check(config, 'skip.kind', lambda v: v != 'resskip',
-                 "'none' or 'n2nskip' for resnet50 (it already has residual shortcuts)")
+  spec(config).check_config(config)
 
 
 def feeds_batch_norm(kernel) -> bool:
@@ -135,11 +146,9 @@ def feeds_batch_norm(kernel) -> bool:
 
 def max_skip_span(config) -> int:
   """The largest ``skip.span`` the model has layers for (ResNet50's skips span one block)."""
-  if config.model == 'mlp':
-    return len(config.mlp_hidden)
-  return len(vgg.conv_plan(vgg.VGG19_LAYERS, 1)[0]) if config.model == 'vgg19' else 3
+  return spec(config).max_skip_span(config)
 
 
 __all__ = ['MLP', 'VGG', 'ResNet', 'MODELS', 'SHARED_BUDGET_KINDS', 'SKIP_KINDS', 'INPUT', 'Edge',
-           'check_config', 'create_model', 'feeds_batch_norm', 'is_skip_path', 'max_skip_span',
-           'reference', 'structure', 'without_skips']
+           'ModelSpec', 'check_config', 'create_model', 'feeds_batch_norm', 'is_skip_path',
+           'max_skip_span', 'reference', 'spec', 'structure', 'without_skips']

@@ -52,8 +52,23 @@ class MLP(nn.Module):
     return self._linear(width, a, use_bias=False, name=name)
 
 
-def edges(hidden, skip_kind: str, skip_span: int, in_features: int) -> list[Edge]:
-  """The MLP's structure: ``input -> dense1 -> ... -> head`` and its skips (Eq. 1-2)."""
-  widths = [in_features, *hidden]
-  return chain_edges([f'dense{j}' for j in range(1, len(hidden) + 1)] + ['head'], len(hidden),
-                     skip_kind, skip_span, lambda l, j: widths[l] == widths[j])
+def build(config, num_classes: int, dtype, bn_axis_name, layers: dict) -> MLP:
+  """The MLP of ``config`` (``mlp_hidden``, ``skip.*``, ``init``); it has no BatchNorm, so
+  ``bn_axis_name`` is unused; ``layers``: ``dense`` or nothing."""
+  del bn_axis_name
+  return MLP(hidden=tuple(config.mlp_hidden), num_classes=num_classes,
+             skip_kind=config.skip.kind, skip_span=config.skip.span,
+             skip_affine=config.skip.affine, dtype=dtype, init_scheme=config.init, **layers)
+
+
+def edges(config, built: set[tuple[str, ...]]) -> list[Edge]:
+  """The MLP's structure: ``input -> dense1 -> ... -> head`` and its skips (Eq. 1-2);
+  ``built``: the layers holding a kernel (:func:`chain_edges`)."""
+  hidden = len(config.mlp_hidden)
+  return chain_edges([f'dense{j}' for j in range(1, hidden + 1)] + ['head'], hidden,
+                     config.skip.kind, config.skip.span, built)
+
+
+def max_skip_span(config) -> int:
+  """A skip spans at most every hidden layer (from the input to the last)."""
+  return len(config.mlp_hidden)

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 import flax.linen as nn
 
+from n2nskip_jax import checks
 from n2nskip_jax.layers import MaskedConv, MaskedDense, batch_norm
 from n2nskip_jax.models import inits
 from n2nskip_jax.models.skips import INPUT, SKIP_PREFIX, Edge
@@ -26,19 +27,33 @@ def block_names(stage_sizes=(3, 4, 6, 3)) -> list[str]:
   return [f'stage{i + 1}_block{b + 1}' for i, n in enumerate(stage_sizes) for b in range(n)]
 
 
-def edges(skip_kind: str, stage_sizes=(3, 4, 6, 3)) -> list[Edge]:
+def edges(config, built: set[tuple[str, ...]], stage_sizes=(3, 4, 6, 3)) -> list[Edge]:
   """ResNet's structure: ``input -> stem``; per bottleneck ``b``: ``conv1`` and ``conv2``
-  groups, then its output group ``b`` (``conv3``, the shortcut: a projection in each stage's
-  first block, else an identity, and the skip); then ``head``."""
+  groups, then its output group ``b`` (``conv3``, the shortcut: its projection where one was
+  built, in each stage's first block, else an identity; and the skip); then ``head``.
+  ``built``: the layers holding a kernel."""
   out, prev = [Edge(INPUT, 'stem', ('stem',))], 'stem'
-  for i, b in enumerate(block_names(stage_sizes)):
-    first_of_stage = b.endswith('_block1')
+  for b in block_names(stage_sizes):
+    proj = (b, 'proj')
     out += [Edge(prev, f'{b}/conv1', (b, 'conv1')), Edge(f'{b}/conv1', f'{b}/conv2', (b, 'conv2')),
-            Edge(f'{b}/conv2', b, (b, 'conv3')), Edge(prev, b, (b, 'proj') if first_of_stage else None)]
-    if skip_kind == 'n2nskip':
+            Edge(f'{b}/conv2', b, (b, 'conv3')), Edge(prev, b, proj if proj in built else None)]
+    if config.skip.kind == 'n2nskip':
       out.append(Edge(prev, b, (b, SKIP_PREFIX)))
     prev = b
   return out + [Edge(prev, 'head', ('head',))]
+
+
+def max_skip_span(config) -> int:
+  """One skip per bottleneck, spanning its three convs."""
+  del config
+  return 3
+
+
+def check_config(config) -> None:
+  """ResNet50's own constraints on the skip keys."""
+  checks.check(config, 'skip.span', lambda v: v == 3, '3 for resnet50 (one skip per bottleneck)')
+  checks.check(config, 'skip.kind', lambda v: v != 'resskip',
+               "'none' or 'n2nskip' for resnet50 (it already has residual shortcuts)")
 
 
 class Bottleneck(nn.Module):
@@ -111,3 +126,12 @@ class ResNet(nn.Module):
     x = x.mean(axis=(1, 2))
     return self.dense(self.num_classes, dtype=self.dtype, name='head',
                       **inits.linear(self.init_scheme, x.shape[-1]))(x)
+
+
+def build(config, num_classes: int, dtype, bn_axis_name, layers: dict) -> ResNet:
+  """ResNet50 of ``config`` (``resnet_stem``, ``width_multiplier``, ``skip.*``, ``init``), its
+  BatchNorm averaged over ``bn_axis_name``; ``layers``: any of ``conv``, ``dense``, ``norm``."""
+  return ResNet(num_classes=num_classes, stem=config.resnet_stem,
+                width_multiplier=config.width_multiplier, skip_kind=config.skip.kind,
+                skip_kernel_size=config.skip.kernel_size, skip_affine=config.skip.affine,
+                dtype=dtype, init_scheme=config.init, bn_axis_name=bn_axis_name, **layers)

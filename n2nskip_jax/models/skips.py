@@ -40,15 +40,18 @@ class Edge(NamedTuple):
   layer: tuple[str, ...] | None
 
 
-def chain_edges(layers: list[str], num_hidden: int, kind: str, span: int, identity) -> list[Edge]:
+def chain_edges(layers: list[str], num_hidden: int, kind: str, span: int,
+                built: set[tuple[str, ...]]) -> list[Edge]:
   """Edges of a chain ``input -> layers[0] -> ... -> layers[-1]`` with the skips of
-  :func:`skip_sources` into its first ``num_hidden`` layers; ``identity(l, j)`` says whether a
-  ResSkip from ``a^l`` to layer ``j`` is an identity (same shape) rather than a projection."""
+  :func:`skip_sources` into its first ``num_hidden`` layers. ``built``: the paths of the layers
+  the model holds a kernel for; a ResSkip from ``a^l`` to layer ``j`` with no layer among them
+  is an identity (the model builds a projection only where the shapes differ)."""
   groups = [INPUT, *layers]
   edges = [Edge(groups[i], groups[i + 1], (groups[i + 1],)) for i in range(len(layers))]
   for j, l in skip_sources(num_hidden, span, kind).items():
-    is_identity = kind == 'resskip' and identity(l, j)
-    edges.append(Edge(groups[l], groups[j], None if is_identity else (skip_name(l, j),)))
+    layer = (skip_name(l, j),)
+    is_identity = kind == 'resskip' and layer not in built
+    edges.append(Edge(groups[l], groups[j], None if is_identity else layer))
   return edges
 
 

@@ -25,6 +25,7 @@ ModuleDef = Any
 
 VGG19_LAYERS = (64, 64, 'M', 128, 128, 'M', 256, 256, 256, 256, 'M',
                 512, 512, 512, 512, 'M', 512, 512, 512, 512, 'M')
+NUM_CONVS = sum(c != 'M' for c in VGG19_LAYERS)  # 16
 HEADS = ('paper', 'cifar')
 
 
@@ -62,15 +63,18 @@ def skip_stride(pooled, source: int, target: int) -> int:
   return 2 ** sum(pooled[source:target])
 
 
-def edges(head: str, width_multiplier: float, skip_kind: str, skip_span: int,
-          in_channels: int, layers=VGG19_LAYERS) -> list[Edge]:
-  """VGG's structure: ``input -> conv1 -> ... -> conv16 -> [fc1 -> fc2 ->] head``, skips."""
-  widths, pooled = conv_plan(layers, width_multiplier)
-  names = [f'conv{j}' for j in range(1, len(widths) + 1)]
-  names += ['head'] if head == 'cifar' else ['fc1', 'fc2', 'head']
-  channels = [in_channels, *widths]
-  identity = lambda l, j: channels[l] == channels[j] and skip_stride(pooled, l, j) == 1
-  return chain_edges(names, len(widths), skip_kind, skip_span, identity)
+def edges(config, built: set[tuple[str, ...]]) -> list[Edge]:
+  """VGG19's structure: ``input -> conv1 -> ... -> conv16 -> [fc1 -> fc2 ->] head``, skips;
+  ``built``: the layers holding a kernel (:func:`chain_edges`)."""
+  names = [f'conv{j}' for j in range(1, NUM_CONVS + 1)]
+  names += ['head'] if config.vgg_head == 'cifar' else ['fc1', 'fc2', 'head']
+  return chain_edges(names, NUM_CONVS, config.skip.kind, config.skip.span, built)
+
+
+def max_skip_span(config) -> int:
+  """A skip spans at most every conv layer (from the input to the last)."""
+  del config
+  return NUM_CONVS
 
 
 class VGG(nn.Module):
@@ -136,3 +140,14 @@ class VGG(nn.Module):
       return a
     y = self._conv(width, (1, 1), strides=stride, name=name)(a)
     return norm(name=f'{name}_bn')(y)
+
+
+def build(config, num_classes: int, dtype, bn_axis_name, layers: dict) -> VGG:
+  """VGG19 of ``config`` (``vgg_head``, ``width_multiplier``, ``skip.*``, ``init``), its
+  BatchNorm averaged over ``bn_axis_name``; ``layers``: any of ``conv``, ``dense``, ``norm``,
+  ``pool``."""
+  return VGG(num_classes=num_classes, head=config.vgg_head,
+             width_multiplier=config.width_multiplier, skip_kind=config.skip.kind,
+             skip_span=config.skip.span, skip_kernel_size=config.skip.kernel_size,
+             skip_affine=config.skip.affine, dtype=dtype, init_scheme=config.init,
+             bn_axis_name=bn_axis_name, **layers)

@@ -21,7 +21,7 @@ import jax
 
 from n2nskip_jax import checks
 from n2nskip_jax import config as config_lib
-from n2nskip_jax import pruning
+from n2nskip_jax import data, pruning
 from n2nskip_jax.errors import ConfigError, UserError
 
 
@@ -138,7 +138,7 @@ def _validate(run: Run, base, origin: str, checked: dict) -> None:
     return
   try:
     config_lib.validate(config, jax.device_count())
-    pruning.check_budget(config)
+    pruning.check_budget(config, *data.spec(config))
   except ConfigError as e:
     where = f'axes.{e.key}' if any(k == e.key for k, _ in run.overrides) else e.key
     raise ConfigError(where if origin == 'axes' else f'{origin}.{e.key}', e.value,
