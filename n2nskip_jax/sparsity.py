@@ -4,6 +4,7 @@ the units pruning left without input or output (layer collapse).
 ``masks`` is the ``masks`` collection (one float 0/1 array per prunable kernel, shaped like
 it); skip layers are told apart by :func:`n2nskip_jax.models.is_skip_path`.
 """
+import dataclasses
 import re
 
 import jax
@@ -103,25 +104,30 @@ def _links(config, masks):
                  for src, dst, layer in edges]
 
 
-def dead_units(config, masks) -> int:
-  """Hidden units (neurons, channels) left with no incoming or no outgoing connection, over
-  the model's structure (identity shortcuts count as connections): the layer-collapse count."""
+@dataclasses.dataclass(frozen=True)
+class Units:
+  """Unit (neuron, channel) counts over a model's structure, identity shortcuts counting as
+  connections: ``hidden``, the units of every group but the input and the classifier output;
+  ``dead``, hidden units left with no incoming or no outgoing connection (the layer-collapse
+  count); ``outputs``, the classifier's; ``reachable_outputs``, the outputs that some path of
+  nonzero weights joins to the input (0 is layer collapse, whatever each layer keeps)."""
+  hidden: int
+  dead: int
+  outputs: int
+  reachable_outputs: int
+
+
+def units(config, masks) -> Units:
+  """:class:`Units` of the network ``masks`` prune (one walk of :func:`models.structure`)."""
   sizes, links = _links(config, masks)
+  groups = list(sizes)
   fan_in = {g: np.zeros(n, np.int64) for g, n in sizes.items()}
   fan_out = {g: np.zeros(n, np.int64) for g, n in sizes.items()}
+  reach = {g: np.zeros(n, bool) for g, n in sizes.items()}
+  reach[models.INPUT][:] = True
   for src, dst, linked in links:
     fan_out[src] += linked.sum(1)
     fan_in[dst] += linked.sum(0)
-  hidden = list(sizes)[1:-1]  # all groups but the input and the classifier output
-  return int(sum(np.sum((fan_in[g] == 0) | (fan_out[g] == 0)) for g in hidden))
-
-
-def reachable_outputs(config, masks) -> int:
-  """Output units that some path of nonzero weights (or identity shortcuts) joins to the input,
-  over the model's structure: 0 is layer collapse, whatever each layer keeps."""
-  sizes, links = _links(config, masks)
-  reach = {g: np.zeros(n, bool) for g, n in sizes.items()}
-  reach[models.INPUT][:] = True
   changed = True
   while changed:  # skips join groups out of list order: propagate until nothing changes
     changed = False
@@ -129,18 +135,26 @@ def reachable_outputs(config, masks) -> int:
       new = reach[dst] | (linked & reach[src][:, None]).any(0)
       changed |= bool((new != reach[dst]).any())
       reach[dst] = new
-  return int(reach[list(sizes)[-1]].sum())
+  hidden = groups[1:-1]
+  return Units(hidden=int(sum(sizes[g] for g in hidden)),
+               dead=int(sum(np.sum((fan_in[g] == 0) | (fan_out[g] == 0)) for g in hidden)),
+               outputs=int(sizes[groups[-1]]), reachable_outputs=int(reach[groups[-1]].sum()))
+
+
+def dead_units(config, masks) -> int:
+  """:attr:`Units.dead`: hidden units with no incoming or no outgoing connection."""
+  return units(config, masks).dead
+
+
+def reachable_outputs(config, masks) -> int:
+  """:attr:`Units.reachable_outputs`: 0 is layer collapse."""
+  return units(config, masks).reachable_outputs
 
 
 def _group_sizes(config, masks) -> list[int]:
   """The units of each group of the model's structure, in order (:func:`unit_groups`)."""
   flat = {p[:-1]: m for p, m in traverse_util.flatten_dict(masks).items()}
   return list(unit_groups(models.structure(config, masks), flat).values())
-
-
-def hidden_units(config, masks) -> int:
-  """Units of every group but the input and the classifier output."""
-  return sum(_group_sizes(config, masks)[1:-1])
 
 
 def output_units(config, masks) -> int:

@@ -112,7 +112,7 @@ def _train_state(config, data, variables, apply_fn) -> TrainState:
                            batch_stats=variables.get('batch_stats', {}), masks=variables['masks'])
 
 
-def _mask_warnings(config, masks) -> list[str]:
+def _mask_warnings(config, masks, units: sparsity.Units) -> list[str]:
   """Warnings (logged, and kept in the summary) for masks that leave no path from the input
   to the output (layer collapse: the network cannot learn) or most hidden units dead. A
   sequential layer left empty while skips carry the signal around it is logged, not warned."""
@@ -120,14 +120,14 @@ def _mask_warnings(config, masks) -> list[str]:
     return []
   warnings = []
   empty = pruning.empty_layers(masks)
-  if empty and not sparsity.reachable_outputs(config, masks):
+  if empty and not units.reachable_outputs:
     warnings.append(f'layer collapse: pruning left {", ".join(empty)} with no weight at all '
                     f'at density {config.pruning.density} and no path from the input to the '
                     'output; the network cannot learn')
   elif empty:
     logging.info('Pruning left %s with no weight; skip connections carry the signal around '
                  'it.', ', '.join(empty))
-  dead, hidden = sparsity.dead_units(config, masks), sparsity.hidden_units(config, masks)
+  dead, hidden = units.dead, units.hidden
   if dead > hidden / 2:
     warnings.append(f'{dead} of {hidden} hidden units ({dead / hidden:.0%}) have no input or '
                     f'no output at density {config.pruning.density}: most of the network is dead')
@@ -142,12 +142,14 @@ def _mask_warnings(config, masks) -> list[str]:
 class Start:
   """Where a run begins: its train ``state`` and execution ``plan`` (the state's ``apply_fn``
   is the plan's model), the base ``rng`` key, the ``step`` (0, or the restored checkpoint's),
-  its opened ``checkpoints`` and the masks' ``warnings``."""
+  its opened ``checkpoints``, the masks' ``units`` (:func:`sparsity.units`, counted once: the
+  masks never change) and ``warnings``."""
   state: TrainState
   plan: execution.Plan
   rng: np.ndarray
   step: int
   checkpoints: Checkpoints
+  units: sparsity.Units
   warnings: list[str]
 
 
@@ -172,16 +174,18 @@ def restore_or_start(config, data, workdir: str, masks, lock: runlock.RunLock) -
         raise UserError('masks: differ from the masks this run was started with; use another workdir')
       plan = execution.plan(config, state.masks)
       state = state.replace(apply_fn=_apply_fn(config, data, plan))
-      return Start(state, plan, rng, step, ckpt, _mask_warnings(config, state.masks))
+      units = sparsity.units(config, state.masks)
+      return Start(state, plan, rng, step, ckpt, units, _mask_warnings(config, state.masks, units))
     if not config.restart_on_corrupt:
       raise UserError(f'no checkpoint in {ckpt.directory} can be read (set aside as corrupt-<step>); '
                       'rerun with --config.restart_on_corrupt=True to start the run over')
     logging.warning('No readable checkpoint: starting over (restart_on_corrupt=True).')
   state, plan = create_train_state(config, data, masks)
-  warnings = _mask_warnings(config, state.masks)
+  units = sparsity.units(config, state.masks)
+  warnings = _mask_warnings(config, state.masks, units)
   lock.acquire()
   rundir.prepare(workdir, config)
-  return Start(state, plan, rng, 0, _checkpoints(workdir, config), warnings)
+  return Start(state, plan, rng, 0, _checkpoints(workdir, config), units, warnings)
 
 
 def _check_not_past_the_end(config, data, workdir: str, latest: int | None) -> None:
@@ -322,10 +326,11 @@ def train_loop(loop: Loop, p_state, step: int):
 
 # --- the run ------------------------------------------------------------------------------------
 
-def summarize(config, state, result: dict, budget: dict | None, warnings: list[str],
+def summarize(config, state, result: dict, start: Start, budget: dict | None,
               layers: list[dict], seconds: float) -> dict:
-  """The run's ``summary.json``: the last evaluation, the counts (:mod:`sparsity`), the
-  budget, the warnings, the per-layer table, the time trained and the config."""
+  """The run's ``summary.json``: the last evaluation, the counts (:mod:`sparsity`; the dead
+  units and warnings from ``start``), the budget, the per-layer table, the time trained and
+  the config."""
   return {
       **result,
       'steps': int(state.step),
@@ -338,9 +343,9 @@ def summarize(config, state, result: dict, budget: dict | None, warnings: list[s
       'params_nonzero_sequential': sparsity.nonzero(state.masks, skip=False),
       'params_nonzero_skip': sparsity.nonzero(state.masks, skip=True),
       'params_skip_extra': sparsity.skip_extra_params(state.params),
-      'dead_units': sparsity.dead_units(config, state.masks),
+      'dead_units': start.units.dead,
       'budget': budget,
-      'warnings': warnings,
+      'warnings': start.warnings,
       'layers': layers,
       'train_seconds': seconds,
       'config': json.loads(config.to_json()),
@@ -405,8 +410,7 @@ def _train_and_evaluate(config, workdir: str, masks, stop, lock) -> dict:
   if result is None:  # resumed a finished run: nothing was evaluated above
     result = evaluate(loop.p_eval_step, p_state, data)
   state = jax.device_get(jax_utils.unreplicate(p_state))
-  summary = summarize(config, state, result, budget, start.warnings, layers,
-                      time.time() - started)
+  summary = summarize(config, state, result, start, budget, layers, time.time() - started)
   if is_main:
     write_hparams(workdir, config, {k: summary[k] for k in ('test_accuracy', 'test_loss',
                                                             'params_nonzero', 'dead_units')})
