@@ -12,7 +12,7 @@ import pytest
 from conftest import ROOT
 from scipy import stats as scipy_stats
 
-from n2nskip_jax.study import aggregate, stats
+from n2nskip_jax.study import aggregate, grid, stats
 
 KEYS = ['pruning.density', 'pruning.method', 'skip.kind']
 
@@ -249,3 +249,24 @@ def test_aggregate_only_without_run_folders_rebuilds_the_tables_from_the_csv(tmp
   assert sorted(os.listdir(tmp_path)) == ['results.csv', 'table.json', 'table.md']
   with open(os.path.join(published, 'table.md')) as f:
     assert (tmp_path / 'table.md').read_text() == f.read()
+
+
+def test_an_extra_that_sets_a_key_no_axis_varies_is_a_cell_of_its_own():
+  """The fair-rescale arm of ``resnet50_digits`` (RP without skips, ``pruning.rescale=True``
+  where no axis varies it) is its own row, not averaged into RP without skips; the axes cells
+  still pair as before."""
+  study = runpy.run_path(os.path.join(ROOT, 'configs', 'studies', 'resnet50_digits.py'))[
+      'get_config']()
+  keys = grid.cell_keys(study)
+  assert keys == ['pruning.density', 'pruning.method', 'skip.kind', 'pruning.rescale',
+                  'pruning.rescale_normalized']
+  rows = []
+  for s in range(3):
+    for kind, rescale, acc in (('none', False, 0.1), ('n2nskip', False, 0.9), ('none', True, 0.95)):
+      rows.append({**row(0.02, 'rp', kind, s, acc + 0.01 * s), 'pruning.rescale': rescale,
+                   'pruning.rescale_normalized': not rescale})
+  groups = aggregate.table_json(rows, keys, 0)['groups']
+  by_cell = {(g['skip.kind'], g['pruning.rescale']): g for g in groups}
+  assert len(groups) == 3 and by_cell[('none', True)]['n'] == 3
+  assert math.isclose(by_cell[('none', False)]['mean'], 11.0)
+  assert [c['against'] for g in groups for c in g['comparisons']] == ['none']

@@ -37,10 +37,11 @@ RESULTS = 'results.csv'
 
 
 def collect(study, workdir: str) -> tuple[list[dict], int]:
-  """``(rows, missing)``: one row per finished or failed run (axis values, ``seed``, ``run``,
-  ``status``; a finished run's :data:`COLUMNS` and ``curve``, test accuracy per evaluated
-  epoch; a failed run's ``reason``), and the number of runs neither finished nor failed."""
-  keys = grid.axis_keys(study)
+  """``(rows, missing)``: one row per finished or failed run (its values of
+  :func:`grid.cell_keys`, ``seed``, ``run``, ``status``; a finished run's :data:`COLUMNS` and
+  ``curve``, test accuracy per evaluated epoch; a failed run's ``reason``), and the number of
+  runs neither finished nor failed."""
+  keys = grid.cell_keys(study)
   rows, missing = [], 0
   for run in grid.runs(study):
     directory = run_dir(workdir, run.name)
@@ -289,15 +290,15 @@ def tables_from_csv(study, workdir: str) -> list[str]:
   Returns the paths."""
   path = os.path.join(workdir, RESULTS)
   rows, csv_keys = read_csv(path)
-  keys = grid.axis_keys(study)
+  keys = grid.cell_keys(study)
   if csv_keys != keys:
-    raise UserError(f"{path}: its axes {csv_keys} are not the study config's {keys}")
+    raise UserError(f"{path}: its cell keys {csv_keys} are not the study config's {keys}")
   return write_tables(table_json(rows, keys, len(grid.runs(study)) - len(rows)), rows, workdir)
 
 
 def aggregate(study, workdir: str, figures: bool = True) -> list[str]:
   """Writes the tables (and figures) of the runs finished so far; returns the paths."""
-  keys = grid.axis_keys(study)
+  keys = grid.cell_keys(study)
   rows, missing = collect(study, workdir)
   path = os.path.join(workdir, RESULTS)
   write_csv(rows, keys, path)

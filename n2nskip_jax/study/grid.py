@@ -63,6 +63,16 @@ def axis_keys(study) -> list[str]:
   return list(axis_values(study))
 
 
+def cell_keys(study) -> list[str]:
+  """The keys that tell a study's cells apart: its axes, then the keys only an ``extra`` sets
+  (in order of first appearance), so that an extra run is never counted in an axes cell it
+  differs from (e.g. an extra with ``pruning.rescale=True`` where no axis varies it)."""
+  keys = axis_keys(study)
+  for extra in study.extra:
+    keys += [k for k, _ in checks.leaves(extra) if k not in keys]
+  return keys
+
+
 def _short(keys: list[str]) -> dict[str, str]:
   """Last component of each key, or the whole key where two keys share it."""
   last = [k.split('.')[-1] for k in keys]
