@@ -7,17 +7,13 @@ network: 39 runs of 15 epochs (about 30 minutes on 2 CPU cores).
     python -m n2nskip_jax.study --config configs/studies/offline_vgg_digits.py
 """
 from n2nskip_jax.configs import default
-from n2nskip_jax.configs.studies.common import study
+from n2nskip_jax.configs.studies.common import on_digits32, study
 
 
 def get_config(arg: str | None = None):
   """The study; ``get_config('base')`` returns its base run config alone."""
-  base = default.get_config()
+  base = on_digits32(default.get_config())
   base.model, base.vgg_head, base.width_multiplier = 'vgg19', 'cifar', 0.125
-  base.dataset = 'digits32'               # 1437 train / 360 test images
-  base.num_epochs, base.lr_decay_epochs = 15, 5
-  base.eval_every_epochs, base.log_every_steps = 3, 50
-  base.max_checkpoints_to_keep = 1
   c = study(base, {'pruning.method': ('rp', 'csp'), 'pruning.density': (0.1, 0.05, 0.02),
                    'skip.kind': ('none', 'n2nskip')}, seeds=(0, 1, 2))
   return c.base if arg == 'base' else c

@@ -12,17 +12,13 @@ shift, so every arm trains exactly the budget's weights plus the same BatchNorm 
     python -m n2nskip_jax.study --config configs/studies/resnet50_digits.py
 """
 from n2nskip_jax.configs import default
-from n2nskip_jax.configs.studies.common import DENSE, study
+from n2nskip_jax.configs.studies.common import DENSE, on_digits32, study
 
 
 def get_config(arg: str | None = None):
   """The study; ``get_config('base')`` returns its base run config alone."""
-  base = default.get_config()
+  base = on_digits32(default.get_config())
   base.model, base.resnet_stem, base.width_multiplier = 'resnet50', 'cifar', 0.125
-  base.dataset = 'digits32'               # 1437 train / 360 test images
-  base.num_epochs, base.lr_decay_epochs = 15, 5
-  base.eval_every_epochs, base.log_every_steps = 3, 50
-  base.max_checkpoints_to_keep = 1
   base.skip.affine = False
   fair_rescale = tuple({'pruning': {'method': 'rp', 'density': d, 'rescale': True,
                                     'rescale_normalized': False}, 'skip': {'kind': 'none'}}
