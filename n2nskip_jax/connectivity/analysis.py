@@ -11,6 +11,7 @@ import time
 
 import jax
 import numpy as np
+import scipy.sparse
 from scipy.sparse.csgraph import connected_components
 
 from n2nskip_jax import data as data_lib
@@ -48,15 +49,14 @@ def graphs(config, params, masks, reference_params, mode: str = 'weighted'):
           network_graph(config, reference_params, masks, mode, reference=True))
 
 
-def distances(reference: heat.Reference, graph, ref_graph, signatures=None):
-  """``(F(t) for t in reference.t, F(inf))`` (Eq. 6) of ``graph`` against the diffusion of
-  its reference graph (``reference``, :func:`heat.reference_diffusion`); exactly 0 for the
-  dense parent itself. ``signatures``: the graph's own at ``reference.t``, if known."""
-  sparse = signatures is None
-  w, w_ref = graph.adjacency(sparse=sparse), ref_graph.adjacency(sparse=sparse)
-  if sparse and (w != w_ref).nnz == 0:
+def distances(reference: heat.Reference, w, w_ref, sources, signatures=None):
+  """``(F(t) for t in reference.t, F(inf))`` (Eq. 6) of adjacency ``w`` against the diffusion
+  of its reference ``w_ref`` (``reference``, :func:`heat.reference_diffusion`), from
+  ``sources``; exactly 0 for the dense parent itself (sparse matrices equal entry for entry).
+  ``signatures``: ``w``'s own at ``reference.t``, if known."""
+  if scipy.sparse.issparse(w) and (w != w_ref).nnz == 0:
     return np.zeros(len(reference.t)), 0.0
-  return heat.distances_to_reference(reference, w, graph.sources(), signatures)
+  return heat.distances_to_reference(reference, w, sources, signatures)
 
 
 def analyze(config, params, masks, reference_params, mode='weighted', method='auto',
@@ -74,9 +74,9 @@ def analyze(config, params, masks, reference_params, mode='weighted', method='au
   if dense:
     s = heat.spectrum(w)
     lam, lam2 = s.eigenvalues, float(s.eigenvalues[1])
-    f, f_inf = distances(ref, graph, ref_graph, heat.signature_from_spectrum(s, sources, ref.t))
+    f, f_inf = distances(ref, w, w_ref, sources, heat.signature_from_spectrum(s, sources, ref.t))
   else:
-    f, f_inf = distances(ref, graph, ref_graph)
+    f, f_inf = distances(ref, w, w_ref, sources)
     lam2, lam = heat.extreme_eigenvalues(w)[0], None
   scree_times = {'t_min': times['grid'][0], 't_mid': float(np.sqrt(times['grid'][0] * times['grid'][-1])),
                  't_star': times['t_star']}

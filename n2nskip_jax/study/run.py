@@ -82,8 +82,10 @@ def connectivity(directory: str, references: _References, weights: str,
   ``'initial'`` or ``'final'``, against the dense network it trained from."""
   config, params, masks, ref_params = analysis.load_run(directory, weights)
   graph, ref_graph = analysis.graphs(config, params, masks, ref_params)
-  ref = references.get(config, ref_graph, graph.sources(), eps)
-  f, f_inf = analysis.distances(ref, graph, ref_graph)
+  sources = graph.sources()
+  ref = references.get(config, ref_graph, sources, eps)
+  f, f_inf = analysis.distances(ref, graph.adjacency(sparse=True), ref_graph.adjacency(sparse=True),
+                                sources)
   return {'weights': weights, 'mode': 'weighted', 'nodes': graph.num_nodes, 'eps': eps,
           't_star': ref.times['t_star'], 'F_t_star': float(f[-1]), 'F_inf': f_inf,
           't_grid': ref.times['grid'].tolist(), 'F_grid': f[:-1].tolist(),
