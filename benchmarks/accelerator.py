@@ -1,6 +1,6 @@
 """The accelerator kit: everything a user needs to know about one GPU, in one command.
 
-    python benchmarks/accelerator.py --out /tmp/kit                  # on a GPU host, ~7 minutes
+    python benchmarks/accelerator.py --out /tmp/kit --budget_s 800   # on an H100, ~13 minutes
     python benchmarks/accelerator.py --out /tmp/kit --tiny           # every part at toy sizes
     python benchmarks/accelerator.py --out /tmp/kit --dry_run        # which parts fit the budget
 
@@ -9,7 +9,7 @@ APIs the project calls); correctness (the first training losses against the CPU'
 ``results/accelerator_reference.json``; a short N2NSkip-RP training that must learn); step
 throughput of ResNet50-C10 and VGG19 (CIFAR head) at batch 128, float32 and bf16, for the
 plain Flax twin, masked RP 5 % and N2NSkip-RP 5 % with skips dense-shaped and by their
-nonzeros; the PyTorch peer (AMP bf16, channels_last); the training loop against the isolated
+nonzeros, and with 1x1 skips (each with XLA's FLOPs and program memory); the PyTorch peer (AMP bf16, channels_last); the training loop against the isolated
 step; float64 ``eigh`` of the paper networks' channel graphs; then batch 512 and
 ``torch.compile``. Each part runs in a process of its own (unless ``--in_process``), so a
 crash or an out-of-memory is recorded and the next part runs; the time budget
@@ -210,6 +210,39 @@ def _cell(value) -> str:
   return str(value).replace('|', '/').replace('\n', ' ')[:120]
 
 
+NAMES = {'resnet50': 'ResNet50-C10', 'vgg19': 'VGG19 (CIFAR head)', 'plain': 'plain twin',
+         'rp': 'masked RP 5 %', 'n2nskip_dense': 'N2NSkip-RP, skips dense-shaped',
+         'n2nskip_sparse': 'N2NSkip-RP, skips by nonzeros',
+         'n2nskip_dense_k1': 'N2NSkip-RP, 1x1 skips dense-shaped'}
+
+
+def table(records: list[dict]) -> str:
+  """The README's GPU table from the kit's records: per model and precision, each variant's
+  images/s (step ms; compile s; the process's peak GiB so far), N2NSkip-RP's step over RP's
+  (the faster skip path), and the PyTorch peer's AMP images/s (plain, masked)."""
+  steps = [r for r in records if r['part'].startswith('throughput') and r['status'] == 'ok'
+           and r['batch'] == 128]
+  variants = list(dict.fromkeys(r['variant'] for r in steps))
+  torch = {(r['model'], r['variant']): r['images_per_s'] for r in records
+           if r['part'] == 'torch_amp' and r['status'] == 'ok'}
+  head = ['model, precision', *(NAMES.get(v, v) for v in variants), 'N2NSkip-RP / RP step',
+          'PyTorch AMP bf16: plain, masked RP']
+  lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+  for part in dict.fromkeys(r['part'] for r in steps):
+    rows = {r['variant']: r for r in steps if r['part'] == part}
+    first = next(iter(rows.values()))
+    cells = [f'{r["images_per_s"]:,.0f}/s ({r["step_ms"]:.1f} ms; {r["compile_s"]:.0f} s; '
+             f'{r["peak_bytes_in_use"] / 2**30:.1f} GiB)' if r else ''
+             for r in map(rows.get, variants)]
+    skips = [rows[v]['step_ms'] for v in ('n2nskip_dense', 'n2nskip_sparse') if v in rows]
+    ratio = f'{min(skips) / rows["rp"]["step_ms"]:.2f}x' if skips and 'rp' in rows else ''
+    peer = [torch.get((first['model'], v)) for v in ('plain', 'masked')]
+    peer = ', '.join(f'{x:,.0f}/s' for x in peer if x) if first['bf16'] else ''
+    name = f'{NAMES.get(first["model"], first["model"])}, {"bf16" if first["bf16"] else "float32"}'
+    lines.append('| ' + ' | '.join([name, *cells, ratio, peer]) + ' |')
+  return '\n'.join(lines)
+
+
 def record_reference(args) -> None:
   """Writes the CPU's first losses for both sizes into ``results/accelerator_reference.json``,
   under the installed jax's minor release (the others' entries are kept)."""
@@ -238,6 +271,8 @@ def main() -> int:
   p.add_argument('--parts', default='', help='comma-separated part names (default: all)')
   p.add_argument('--dry_run', action='store_true', help='print which parts fit; run nothing')
   p.add_argument('--commit', default=None, help='the commit to record (default: git rev-parse)')
+  p.add_argument('--table', default='', metavar='RECORDS',
+                 help="print the README's GPU table from a records.jsonl, and exit")
   p.add_argument('--record_reference', action='store_true',
                  help="write the CPU's losses to results/accelerator_reference.json")
   p.add_argument('--part', default='', help=argparse.SUPPRESS)   # the child process's part
@@ -245,6 +280,10 @@ def main() -> int:
   args = p.parse_args()
   if args.budget_s <= 0 or args.grace_s < 0:
     p.error(f'--budget_s={args.budget_s:g} must be > 0 and --grace_s={args.grace_s:g} >= 0')
+  if args.table:
+    with open(args.table) as f:
+      print(table([json.loads(line) for line in f if line.strip()]))
+    return 0
   sys.path.insert(0, HERE)
   if args.part:
     run_part(args.part, args)
