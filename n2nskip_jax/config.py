@@ -6,7 +6,6 @@ Errors name the key, the value and what is allowed, e.g.
 """
 import functools
 import math
-import re
 
 from n2nskip_jax import checks, data, execution, models, pruning
 from n2nskip_jax.errors import ConfigError, UserError
@@ -54,11 +53,6 @@ def validate(config, num_devices: int = 1, num_processes: int = 1) -> None:
   check('checkpoint_every_steps', lambda v: is_int(v) and v >= 0, 'an integer >= 0')
   check('seed', lambda v: is_int(v) and 0 <= v < 2 ** 32, 'an integer in [0, 2**32 - 1]')
   check('num_epochs', lambda v: v <= MAX_EPOCHS, f'an integer in [1, {MAX_EPOCHS}]')
-  check('coordinator_address', lambda v: v == '' or re.fullmatch(r'[^:\s]+:\d+', v),
-        "'' or 'host:port'")
-  check('num_processes', lambda v: is_int(v) and v >= 0, 'an integer >= 0 (0: from the environment)')
-  check('process_id', lambda v: is_int(v) and v >= -1, 'an integer >= -1 (-1: from the environment)')
-  check('heartbeat_timeout', lambda v: is_int(v) and v > 0, 'an integer >= 1 (seconds)')
   check('learning_rate', lambda v: is_number(v) and v > 0, 'a number > 0')
   check('momentum', lambda v: is_number(v) and 0 <= v < 1, 'a number in [0, 1)')
   check('weight_decay', lambda v: is_number(v) and v >= 0, 'a number >= 0')

@@ -160,32 +160,37 @@ def restore_or_start(config, data, workdir: str, masks, lock: runlock.RunLock) -
   rng = np.asarray(jax.random.PRNGKey(config.seed))
   latest = rundir.latest_step(workdir)
   _check_not_past_the_end(config, data, workdir, latest)
-  if latest:
-    lock.acquire()
-    rundir.prepare(workdir, config)
-    ckpt = _checkpoints(workdir, config)
-    _, variables = network.init(config, data.num_classes, data.input_shape, bn_axis_name=AXIS)
-    found = ckpt.restore_latest(_train_state(config, data, variables, None), rng)
-    if found:
-      step, state, rng = found
-      logging.info('Resuming from checkpoint at step %d.', step)
-      if masks is not None and not all(np.array_equal(a, b) for a, b in zip(
-          jax.tree.leaves(masks), jax.tree.leaves(state.masks))):
-        raise UserError('masks: differ from the masks this run was started with; use another workdir')
-      plan = execution.plan(config, state.masks)
-      state = state.replace(apply_fn=_apply_fn(config, data, plan))
-      units = sparsity.units(config, state.masks)
-      return Start(state, plan, rng, step, ckpt, units, _mask_warnings(config, state.masks, units))
-    if not config.restart_on_corrupt:
-      raise UserError(f'no checkpoint in {ckpt.directory} can be read (set aside as corrupt-<step>); '
-                      'rerun with --config.restart_on_corrupt=True to start the run over')
-    logging.warning('No readable checkpoint: starting over (restart_on_corrupt=True).')
-  state, plan = create_train_state(config, data, masks)
+  restored = _restore(config, data, workdir, masks, lock, rng) if latest else None
+  if restored:
+    step, state, rng, ckpt = restored
+    plan = execution.plan(config, state.masks)
+    state = state.replace(apply_fn=_apply_fn(config, data, plan))
+  else:
+    step, (state, plan) = 0, create_train_state(config, data, masks)
+    ckpt = _open(workdir, config, lock)  # the masks are checked: the run's files may be written
   units = sparsity.units(config, state.masks)
-  warnings = _mask_warnings(config, state.masks, units)
-  lock.acquire()
-  rundir.prepare(workdir, config)
-  return Start(state, plan, rng, 0, _checkpoints(workdir, config), units, warnings)
+  return Start(state, plan, rng, step, ckpt, units, _mask_warnings(config, state.masks, units))
+
+
+def _restore(config, data, workdir: str, masks, lock, rng):
+  """``(step, state, rng, checkpoints)`` from the newest checkpoint that reads (its state's
+  ``apply_fn`` unset), or ``None`` where none reads and ``config.restart_on_corrupt`` allows
+  starting over."""
+  ckpt = _open(workdir, config, lock)
+  _, variables = network.init(config, data.num_classes, data.input_shape, bn_axis_name=AXIS)
+  found = ckpt.restore_latest(_train_state(config, data, variables, None), rng)
+  if found:
+    step, state, rng = found
+    logging.info('Resuming from checkpoint at step %d.', step)
+    if masks is not None and not all(np.array_equal(a, b) for a, b in zip(
+        jax.tree.leaves(masks), jax.tree.leaves(state.masks))):
+      raise UserError('masks: differ from the masks this run was started with; use another workdir')
+    return step, state, rng, ckpt
+  if not config.restart_on_corrupt:
+    raise UserError(f'no checkpoint in {ckpt.directory} can be read (set aside as corrupt-<step>); '
+                    'rerun with --config.restart_on_corrupt=True to start the run over')
+  logging.warning('No readable checkpoint: starting over (restart_on_corrupt=True).')
+  return None
 
 
 def _check_not_past_the_end(config, data, workdir: str, latest: int | None) -> None:
@@ -196,8 +201,11 @@ def _check_not_past_the_end(config, data, workdir: str, latest: int | None) -> N
                     f'{-(-latest // steps_per_epoch)} or another workdir')
 
 
-def _checkpoints(workdir: str, config) -> Checkpoints:
-  """The run's checkpoints, opened under its lock: saves that never finished are removed."""
+def _open(workdir: str, config, lock: runlock.RunLock) -> Checkpoints:
+  """Takes the run's lock, writes its config (:func:`rundir.prepare`) and opens its checkpoints;
+  saves that never finished are removed."""
+  lock.acquire()
+  rundir.prepare(workdir, config)
   ckpt = rundir.checkpoints(workdir, config.max_checkpoints_to_keep)
   ckpt.remove_unfinished()
   return ckpt
@@ -383,8 +391,7 @@ def train_and_evaluate(config, workdir: str, masks=None) -> dict:
 
 def _train_and_evaluate(config, workdir: str, masks, stop, lock) -> dict:
   if config.multihost:
-    validate(config)  # the process keys, before they are used
-    execution.distributed.initialize(config)
+    execution.distributed.initialize(config)  # checks the keys it reads first
   validate(config, jax.device_count(), jax.process_count())
   is_main = lock.enabled = jax.process_index() == 0  # one lock per run
   # Before anything is allocated or compiled: a size that cannot fit, a budget that cannot train.
@@ -397,8 +404,7 @@ def _train_and_evaluate(config, workdir: str, masks, stop, lock) -> dict:
   if data.steps_per_epoch == 0:
     raise UserError(f'config.batch_size={config.batch_size}: larger than the training set')
   start = restore_or_start(config, data, workdir, masks, lock)
-  layers = sparsity.layer_table(start.state.masks)
-  _log_budget(config, start.state, budget, layers)
+  layers = _log_budget(config, start.state, budget)
   total = config.num_epochs * data.steps_per_epoch
   started = time.time()
   with Progress(total, start.step, config.batch_size, bar=is_main) as progress:
@@ -421,7 +427,9 @@ def _train_and_evaluate(config, workdir: str, masks, stop, lock) -> dict:
   return summary
 
 
-def _log_budget(config, state, budget: dict | None, layers: list[dict]) -> None:
+def _log_budget(config, state, budget: dict | None) -> list[dict]:
+  """Logs the per-layer table (:func:`sparsity.layer_table`) and the budget; returns the table."""
+  layers = sparsity.layer_table(state.masks)
   logging.info('Masked layers (density against each layer):\n%s', sparsity.format_layers(layers))
   if budget:
     logging.info('Budget: %d of %d reference weights (density %g) = %d sequential%s + %d skip; '
@@ -430,3 +438,4 @@ def _log_budget(config, state, budget: dict | None, layers: list[dict]) -> None:
                  budget['sequential'], f' ({budget["top_up"]} of them random extra)'
                  if budget['top_up'] else '', budget['skip'],
                  sparsity.skip_extra_params(state.params))
+  return layers

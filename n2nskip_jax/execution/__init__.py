@@ -49,7 +49,8 @@ CPU_AUTO = {'conv': 'small_maps', 'batch_norm': 'closed_form', 'max_pool': 'resh
 
 
 def check_config(config) -> None:
-  """Checks ``config.execution`` and refuses the keys it replaced, naming the new ones."""
+  """Checks ``config.execution`` and the multi-process keys (:func:`distributed.check_config`),
+  and refuses the keys ``config.execution`` replaced, naming the new ones."""
   for old, new in RENAMED.items():
     group, _, key = old.rpartition('.')
     if key in (config[group] if group else config):
@@ -57,6 +58,7 @@ def check_config(config) -> None:
                       f'run is the group config.execution: {", ".join(CHOICES)})')
   for key, choices in CHOICES.items():
     checks.choice(config, f'execution.{key}', choices)
+  distributed.check_config(config)
 
 
 @dataclasses.dataclass(frozen=True)
