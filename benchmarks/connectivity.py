@@ -28,7 +28,12 @@ def pruned_network(model, method, density, kind, seed=0):
     c.pruning.method, c.pruning.density = method, density
   c.skip.kind = kind
   _, variables = network.init(c, 10, (32, 32, 3))
-  masks = pruning.prune(c, variables)
+  batch = None
+  if pruning.needs_batch(c):  # CSP scores with data: one seeded random CIFAR-shaped batch here
+    rng = np.random.default_rng(seed)
+    batch = {'image': rng.normal(size=(c.pruning.snip_batch_size, 32, 32, 3)).astype(np.float32),
+             'label': rng.integers(0, 10, c.pruning.snip_batch_size)}
+  masks = pruning.prune(c, variables, batch, input_shape=(32, 32, 3))
   return c, variables, masks
 
 

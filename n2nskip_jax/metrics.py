@@ -55,6 +55,8 @@ class MetricsWriter:
                                           purge_step=resume_step + 1 if resume_step else None)
 
   def write(self, step: int, **scalars) -> None:
+    """Appends ``scalars`` at ``step`` to ``metrics.jsonl`` and TensorBoard (a write that fails
+    names the step and the file: :func:`errors.writing`)."""
     if not self.enabled:
       return
     scalars = {k: float(v) for k, v in scalars.items()}
@@ -66,6 +68,7 @@ class MetricsWriter:
       self._tb.flush()
 
   def close(self) -> None:
+    """Closes the TensorBoard writer (``metrics.jsonl`` is closed after every write)."""
     if self.enabled:
       self._tb.close()
 

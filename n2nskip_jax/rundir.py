@@ -162,6 +162,8 @@ def latest_step(workdir: str) -> int | None:
 
 
 def checkpoints(workdir: str, max_to_keep: int | None = None) -> Checkpoints:
+  """The run's checkpoints (``<workdir>/checkpoints``), keeping the newest ``max_to_keep``
+  (``None``: all)."""
   return Checkpoints(os.path.join(os.path.abspath(workdir), CHECKPOINTS), max_to_keep)
 
 

@@ -53,7 +53,8 @@ def check_config(config) -> None:
   """ResNet50's own constraints on the skip keys."""
   checks.check(config, 'skip.span', lambda v: v == 3, '3 for resnet50 (one skip per bottleneck)')
   checks.check(config, 'skip.kind', lambda v: v != 'resskip',
-               "'none' or 'n2nskip' for resnet50 (it already has residual shortcuts)")
+               "'none', 'n2nskip' or 'sequential' for resnet50 (it already has residual "
+               "shortcuts: 'resskip' would add a second identity)")
 
 
 class Bottleneck(nn.Module):
