@@ -292,11 +292,22 @@ def test_cli_refuses_a_workdir_it_cannot_use_in_one_line(tiny, tmp_path, case):
                                         ('offline_vgg_digits', 39), ('methods_mlp', 185),
                                         ('controls_mlp', 72), ('methods_vgg_digits', 111),
                                         ('controls_vgg_digits', 48), ('collapse_mlp', 310),
-                                        ('collapse_vgg_digits', 95), ('resnet50_digits', 55)])
+                                        ('collapse_vgg_digits', 95), ('resnet50_digits', 55),
+                                        ('resnet50_digits_rp5', 30)])
 def test_study_configs_list_the_right_number_of_runs(name, count):
   import importlib
   study = importlib.import_module(f'n2nskip_jax.configs.studies.{name}').get_config()
   assert len(grid.runs(study)) == count
+
+
+def test_the_ten_seed_resnet50_study_extends_the_five_seed_one_with_the_same_runs():
+  import importlib
+  studies = [importlib.import_module(f'n2nskip_jax.configs.studies.{name}').get_config()
+             for name in ('resnet50_digits', 'resnet50_digits_rp5')]
+  configs = [{(r.seed, r.config(s.base).to_json()) for r in grid.runs(s)} for s in studies]
+  ten = configs[1]
+  assert len(ten) == 30 and {seed for seed, _ in ten} == set(range(10))
+  assert {x for x in ten if x[0] < 5} <= configs[0]  # its first five seeds: runs already there
 
 
 def test_dry_run_commands_run_as_printed(tiny, tmp_path):
