@@ -132,9 +132,16 @@ def cancel_early_exit(fn) -> None:
     _AT_EARLY_EXIT.remove(fn)
 
 
+_EXITING = threading.Lock()
+
+
 def _exit_now(signum: int) -> None:
   """Runs the :func:`at_early_exit` functions, then ends the process with
-  :data:`EARLY_MESSAGE` and 128 + ``signum``."""
+  :data:`EARLY_MESSAGE` and 128 + ``signum``. One signal can reach it twice, from the handler
+  (when the main thread runs Python) and from the watcher thread: the first caller ends the
+  process, a second waits for that."""
+  if not _EXITING.acquire(blocking=False):
+    threading.Event().wait()
   for fn in list(_AT_EARLY_EXIT):
     try:
       fn()

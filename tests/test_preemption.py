@@ -88,3 +88,27 @@ def test_a_signal_before_the_first_step_ends_the_process_at_once_with_its_line(c
     assert err == ('error: stopped by SIGTERM before training began; nothing to save; rerun '
                    'the same command to start (or resume) the run.\n')
     assert not (tmp_path / 'lock').exists()  # os._exit skips Python's clean-up: released first
+
+
+BOTH = """
+import os, threading, time
+from n2nskip_jax import preemption
+end = os._exit
+os._exit = lambda code: (time.sleep(0.5), end(code))  # the other caller has time to write
+both = threading.Barrier(2)
+def watcher():
+  both.wait()
+  preemption._exit_now(15)
+threading.Thread(target=watcher).start()
+both.wait()
+preemption._exit_now(15)
+"""
+
+
+def test_a_signal_seen_by_the_handler_and_the_watcher_ends_the_process_once():
+  # One signal reaches _exit_now twice when the main thread runs Python: from its handler and
+  # from the watcher thread that reads the wakeup pipe. The message must be written once.
+  import subprocess
+  import sys
+  r = subprocess.run([sys.executable, '-c', BOTH], capture_output=True, text=True, timeout=120)
+  assert r.returncode == 128 + 15 and r.stderr.count('stopped by SIGTERM') == 1, r.stderr
