@@ -149,3 +149,20 @@ def test_bad_adjacency_is_rejected(bad, match):
 def test_bad_times_are_rejected():
   with pytest.raises(ValueError, match='t must be'):
     heat.heat_signature(complete(3), np.ones(3), -1.0)
+
+
+def test_weights_far_above_initialization_take_the_dense_path_not_a_nan():
+  # A run that blew up can end with weights of 1e8 and more: the Chebyshev series would need
+  # millions of terms (and gave NaN); it is refused, and the distances use dense eigh instead.
+  n = 40
+  w = sp.diags([np.full(n - 1, 1e9)], [1], shape=(n, n))
+  w = sp.csr_matrix(w + w.T)
+  sources = np.arange(n, dtype=np.float64) % 3
+  reference = heat.reference_diffusion(np.ones((n, n)) - np.eye(n), sources)
+  assert heat.chebyshev_terms(w, reference.t) > heat.MAX_CHEBYSHEV_TERMS
+  with pytest.raises(ValueError, match='dense path'):
+    heat.chebyshev_signature(w, sources, reference.t)
+  f, _ = heat.distances_to_reference(reference, w, sources)
+  expected = np.linalg.norm(reference.signatures - heat.heat_signature(
+      w.toarray(), sources, reference.t, method='dense'), axis=-1)
+  assert np.all(np.isfinite(f)) and np.allclose(f, expected, rtol=1e-12, atol=0)

@@ -27,6 +27,10 @@ from scipy.sparse.csgraph import connected_components
 from scipy.special import ive
 
 DENSE_MAX_NODES = 6000
+# The Chebyshev series' length grows with t times the largest weighted degree: weights far
+# above initialization's scale (a run that blew up) would need millions of terms, slow and
+# no longer accurate; beyond this many the dense path is used, or the series refused.
+MAX_CHEBYSHEV_TERMS = 20_000
 
 
 def _check(adjacency):
@@ -99,11 +103,13 @@ def chebyshev_signature(adjacency, sources, t, tol: float = 1e-13) -> np.ndarray
   w = sp.csr_matrix(_check(adjacency))
   times = _times(t)
   n = w.shape[0]
-  bound = max(2.0 * float(np.asarray(w.sum(1)).max()), 1e-300)
+  bound = _degree_bound(w)
   a = times * bound / 2
-  # I_k(a) e^{-a} ~ exp(-k^2 / 2a) / sqrt(2 pi a): O(sqrt(a log 1/tol)) terms suffice.
-  a_max = float(a.max())
-  cap = int(50 + min(a_max + 20 * np.sqrt(a_max), 3 * np.sqrt(2 * a_max * np.log(1 / tol))))
+  cap = chebyshev_terms(w, times, tol)
+  if cap > MAX_CHEBYSHEV_TERMS:
+    raise ValueError(f'the Chebyshev series needs up to {cap:,} terms (t up to {times.max():.3g}, '
+                     f'weighted degrees up to {bound / 2:.3g}), more than {MAX_CHEBYSHEV_TERMS:,}: '
+                     f'use the dense path (up to {DENSE_MAX_NODES} nodes)')
   k = np.arange(cap)
   coeffs = ive(k[None, :], a[:, None]) * np.where(k == 0, 1.0, 2.0) * (-1.0) ** k
   tail = np.cumsum(np.abs(coeffs[:, ::-1]), axis=1)[:, ::-1].max(0)
@@ -124,6 +130,19 @@ def chebyshev_signature(adjacency, sources, t, tol: float = 1e-13) -> np.ndarray
     init = (v, first, c[:, 0, None] * v[None, :] + c[:, 1, None] * first[None, :])
     _, _, acc = lax.fori_loop(1, terms - 1, body, init)
     return np.asarray(acc)
+
+
+def _degree_bound(w) -> float:
+  """``b >= lambda_max`` of the Laplacian (Gershgorin: twice the largest weighted degree)."""
+  return max(2.0 * float(np.asarray(w.sum(1)).max()), 1e-300)
+
+
+def chebyshev_terms(adjacency, t, tol: float = 1e-13) -> int:
+  """How many terms :func:`chebyshev_signature` allows itself for times ``t``: with
+  ``a = t b / 2``, ``I_k(a) e^{-a} ~ exp(-k^2 / 2a) / sqrt(2 pi a)``, so ``O(sqrt(a log 1/tol))``
+  terms suffice."""
+  a_max = float(_times(t).max()) * _degree_bound(sp.csr_matrix(adjacency)) / 2
+  return int(50 + min(a_max + 20 * np.sqrt(a_max), 3 * np.sqrt(2 * a_max * np.log(1 / tol))))
 
 
 def _signatures(adjacency, sources, t, method):
@@ -269,10 +288,13 @@ def distances_to_reference(reference: Reference, adjacency, sources,
   """``(F(t) for t in reference.t, F(inf))`` (Eq. 6) of ``adjacency`` against ``reference``.
 
   ``signatures``: ``S(t)`` of ``adjacency`` at ``reference.t`` if already known; computed
-  with the matrix-free Chebyshev path otherwise.
+  with the matrix-free Chebyshev path otherwise, or with dense ``eigh`` where the series would
+  exceed :data:`MAX_CHEBYSHEV_TERMS` on a graph of at most :data:`DENSE_MAX_NODES` nodes.
   """
   if signatures is None:
-    signatures = chebyshev_signature(adjacency, sources, reference.t)
+    long = chebyshev_terms(adjacency, reference.t) > MAX_CHEBYSHEV_TERMS
+    dense = long and adjacency.shape[0] <= DENSE_MAX_NODES
+    signatures = _signatures(adjacency, sources, reference.t, 'dense' if dense else 'chebyshev')
   f = np.linalg.norm(reference.signatures - signatures, axis=-1)
   f_inf = float(np.linalg.norm(reference.saturation - saturation_signature(adjacency, sources)))
   return f, f_inf
