@@ -68,7 +68,10 @@ def make_step(config, plain: bool, batch: int):
     holder['state'], metrics = p_train_step(holder['state'], data)
     return metrics
 
-  step.lower = lambda: jax.jit(p_train_step).lower(holder['state'], data)
+  # The pmapped step lowers to the very program it ran, so a persistent compilation cache
+  # serves its compile again; a plan's step by nonzeros is a closure over its tables: jit it.
+  lowerable = p_train_step if hasattr(p_train_step, 'lower') else jax.jit(p_train_step)
+  step.lower = lambda: lowerable.lower(holder['state'], data)
   return step, variables
 
 
