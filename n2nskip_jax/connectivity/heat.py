@@ -105,7 +105,7 @@ def chebyshev_signature(adjacency, sources, t, tol: float = 1e-13) -> np.ndarray
   n = w.shape[0]
   bound = _degree_bound(w)
   a = times * bound / 2
-  cap = chebyshev_terms(w, times, tol)
+  cap = _terms(float(a.max()), tol)
   if cap > MAX_CHEBYSHEV_TERMS:
     raise ValueError(f'the Chebyshev series needs up to {cap:,} terms (t up to {times.max():.3g}, '
                      f'weighted degrees up to {bound / 2:.3g}), more than {MAX_CHEBYSHEV_TERMS:,}: '
@@ -138,10 +138,13 @@ def _degree_bound(w) -> float:
 
 
 def chebyshev_terms(adjacency, t, tol: float = 1e-13) -> int:
-  """How many terms :func:`chebyshev_signature` allows itself for times ``t``: with
-  ``a = t b / 2``, ``I_k(a) e^{-a} ~ exp(-k^2 / 2a) / sqrt(2 pi a)``, so ``O(sqrt(a log 1/tol))``
-  terms suffice."""
-  a_max = float(_times(t).max()) * _degree_bound(sp.csr_matrix(adjacency)) / 2
+  """How many terms :func:`chebyshev_signature` allows itself for times ``t``."""
+  return _terms(float(_times(t).max()) * _degree_bound(sp.csr_matrix(adjacency)) / 2, tol)
+
+
+def _terms(a_max: float, tol: float) -> int:
+  """With ``a = t b / 2``, ``I_k(a) e^{-a} ~ exp(-k^2 / 2a) / sqrt(2 pi a)``, so
+  ``O(sqrt(a log 1/tol))`` terms suffice."""
   return int(50 + min(a_max + 20 * np.sqrt(a_max), 3 * np.sqrt(2 * a_max * np.log(1 / tol))))
 
 
