@@ -38,11 +38,11 @@ def validate(config, num_devices: int = 1, num_processes: int = 1) -> None:
   execution.check_config(config)
   data.check_config(config)
   models.check_config(config)
+  pruning.check_config(config)
   if models.spec(config).images and config.dataset not in data.IMAGE_DATASETS:
     raise ConfigError('dataset', config.dataset,
                       f'an image data set {data.IMAGE_DATASETS} for model={config.model!r} '
                       "(use model='mlp' for 'mnist1d' and 'digits')")
-  pruning.check_config(config)
   for key in ('multihost', 'restart_on_corrupt'):
     checks.boolean(config, key)
   for key in ('num_epochs', 'batch_size', 'eval_batch_size', 'lr_decay_epochs',

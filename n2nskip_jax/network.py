@@ -11,6 +11,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from n2nskip_jax import pruning
 from n2nskip_jax.models import create_model
 
 
@@ -34,7 +35,7 @@ def trained_weights(config, variables, num_classes: int, input_shape: tuple[int,
   """The unpruned weights a run trains from: ``variables`` (from :func:`init`), or with
   ``pruning.reinit`` (the control of Frankle et al. 2021) variables drawn from another seed,
   ``fold_in(PRNGKey(seed), 1)``, whose ``params`` replace them
-  (:func:`pruning.initial_variables` applies the masks)."""
+  (:func:`initial_variables` applies the masks)."""
   if not config.pruning.reinit:
     return variables
   redrawn = init(config, num_classes, input_shape,
@@ -42,10 +43,24 @@ def trained_weights(config, variables, num_classes: int, input_shape: tuple[int,
   return {**variables, 'params': redrawn['params']}
 
 
-def abstract_variables(config, num_classes: int, input_shape: tuple[int, ...]):
-  """Shapes and dtypes of the variables (``jax.eval_shape``: nothing is compiled or allocated)."""
-  shapes = _abstract_variables(create_model(config, num_classes), tuple(input_shape))
-  return jax.tree.map(lambda s: s, shapes)  # a copy the caller may change
+def initial_variables(config, variables, masks, num_classes: int,
+                      input_shape: tuple[int, ...]) -> tuple[dict, dict]:
+  """``(unpruned, pruned)`` for a run with ``masks``: the dense-shaped variables it trains
+  from (``variables`` from :func:`init`, or re-drawn for ``pruning.reinit``:
+  :func:`trained_weights`), and those with ``masks`` applied and rescaled as the config says
+  (:func:`pruning.apply_config_masks`), the run's initial variables. Training and the
+  connectivity analysis (so the study runner too) start from this one function."""
+  unpruned = trained_weights(config, variables, num_classes, input_shape)
+  return unpruned, pruning.apply_config_masks(config, unpruned, masks)
+
+
+def abstract(config, num_classes: int, input_shape: tuple[int, ...]):
+  """:func:`init` from shapes alone: ``(model, variables)``, the variables' shapes and dtypes
+  (``jax.eval_shape``: nothing is compiled or allocated). A run derives them once, for its
+  memory check and its budget."""
+  model = create_model(config, num_classes)
+  shapes = _abstract_variables(model, tuple(input_shape))
+  return model, jax.tree.map(lambda s: s, shapes)  # a copy the caller may change
 
 
 @functools.lru_cache(maxsize=256)

@@ -27,7 +27,7 @@ import jax
 import numpy as np
 from flax import traverse_util
 
-from n2nskip_jax import checks, methods, models, network, sparsity
+from n2nskip_jax import checks, methods, models, sparsity
 from n2nskip_jax.errors import ConfigError
 # The notebook API (@pruning.register('name'), pruning.METHODS) is the methods registry's.
 from n2nskip_jax.methods import METHODS, Scoring, register  # noqa: F401
@@ -85,15 +85,14 @@ def budgets(config, masks) -> dict:
           'skip_capacity': skip_capacity}
 
 
-def check_budget(config, num_classes: int, input_shape: tuple[int, ...]) -> dict | None:
-  """:func:`budgets` from shapes alone (``jax.eval_shape`` of the network for ``num_classes``
-  and examples of ``input_shape``: ``data.spec(config)``), before anything is compiled;
-  ``None`` for a dense run. Raises a ``ConfigError`` for a budget the skip layers cannot hold,
-  and for one that cannot train: 0 weights, or fewer sequential weights than sequential
-  layers (some layer of the sequential path would keep no weight at all)."""
+def check_budget(config, masks) -> dict | None:
+  """:func:`budgets` from the shapes of the model's ``masks`` (those of
+  :func:`n2nskip_jax.network.abstract`), before anything is compiled; ``None`` for a dense run. Raises a
+  ``ConfigError`` for a budget the skip layers cannot hold, and for one that cannot train:
+  0 weights, or fewer sequential weights than sequential layers (some layer of the sequential
+  path would keep no weight at all)."""
   if config.pruning.method == 'dense':
     return None
-  masks = network.abstract_variables(config, num_classes, input_shape)['masks']
   b = budgets(config, masks)
   layers = sum(1 for p in traverse_util.flatten_dict(masks) if not models.is_skip_path(p))
   if b['method'] < layers:
@@ -208,14 +207,3 @@ def apply_masks(variables, masks, rescale: bool = False, rescale_normalized: boo
 
   params = {p: masked(p, v) for p, v in traverse_util.flatten_dict(variables['params']).items()}
   return {**variables, 'params': traverse_util.unflatten_dict(params), 'masks': masks}
-
-
-def initial_variables(config, variables, masks, num_classes: int,
-                      input_shape: tuple[int, ...]) -> tuple[dict, dict]:
-  """``(unpruned, pruned)`` for a run with ``masks``: the dense-shaped variables it trains
-  from (``variables`` from :func:`network.init`, or re-drawn for ``pruning.reinit``:
-  :func:`network.trained_weights`), and those with ``masks`` applied and rescaled as the config
-  says (:func:`apply_config_masks`), the run's initial variables. Training and the
-  connectivity analysis (so the study runner too) start from this one function."""
-  unpruned = network.trained_weights(config, variables, num_classes, input_shape)
-  return unpruned, apply_config_masks(config, unpruned, masks)

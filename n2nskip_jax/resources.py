@@ -15,9 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from n2nskip_jax import network
 from n2nskip_jax.errors import UserError
-from n2nskip_jax.models import create_model
 
 STATE_COPIES = 4  # parameters, masks, momentum, gradients
 GIB = 2 ** 30
@@ -27,12 +25,11 @@ def _bytes(tree) -> int:
   return sum(math.prod(x.shape) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree))
 
 
-def estimate(config, num_classes: int, input_shape: tuple[int, ...], batch: int) -> dict:
-  """Bytes one device holds at least while training ``config`` on batches of ``batch``:
-  ``state`` (:data:`STATE_COPIES` times the parameters' bytes, plus BatchNorm's statistics)
-  and ``activations`` (every module's output at that batch), from shapes alone."""
-  variables = network.abstract_variables(config, num_classes, input_shape)
-  model = create_model(config, num_classes)
+def estimate(model, variables, input_shape: tuple[int, ...], batch: int) -> dict:
+  """Bytes one device holds at least while training ``model`` (its ``variables``' shapes:
+  :func:`network.abstract`) on batches of ``batch`` examples of ``input_shape``: ``state``
+  (:data:`STATE_COPIES` times the parameters' bytes, plus BatchNorm's statistics) and
+  ``activations`` (every module's output at that batch), from shapes alone."""
   x = jax.ShapeDtypeStruct((batch, *input_shape), jnp.float32)
   _, state = jax.eval_shape(
       lambda v, x: model.apply(v, x, train=True, capture_intermediates=True,
@@ -59,13 +56,14 @@ def available() -> tuple[int | None, str]:
     return None, 'host memory'
 
 
-def check(config, num_classes: int, input_shape: tuple[int, ...], devices: int,
+def check(config, model, variables, input_shape: tuple[int, ...], devices: int,
           memory: tuple[int | None, str] | None = None) -> dict:
-  """:func:`estimate` at the per-device batch (``batch_size / devices``) against ``memory``
-  (default :func:`available`); raises a :class:`UserError` naming the keys that size the run
-  where the estimate exceeds it. Returns the estimate."""
+  """:func:`estimate` of ``config``'s ``model`` and ``variables`` (:func:`network.abstract`) at
+  the per-device batch (``batch_size / devices``) against ``memory`` (default
+  :func:`available`); raises a :class:`UserError` naming the keys that size the run where the
+  estimate exceeds it. Returns the estimate."""
   batch = max(1, config.batch_size // devices)
-  need = estimate(config, num_classes, input_shape, batch)
+  need = estimate(model, variables, input_shape, batch)
   have, what = available() if memory is None else memory
   total = need['state'] + need['activations']
   if have is not None and total > have:

@@ -67,14 +67,14 @@ def evaluate(p_eval_step, p_state, data) -> dict:
 
 def create_train_state(config, data, masks=None) -> tuple[TrainState, execution.Plan]:
   """``(state, plan)`` at initialization: the network pruned by the config (or carrying the
-  user's ``masks``), its initial variables as :func:`pruning.initial_variables` builds them,
+  user's ``masks``), its initial variables as :func:`network.initial_variables` builds them,
   and the execution plan for those masks, whose model is the state's ``apply_fn``."""
   _, variables = network.init(config, data.num_classes, data.input_shape, bn_axis_name=AXIS)
   if masks is None:
     masks = _prune(config, data, variables)
   else:
     _check_masks(masks, variables['masks'])
-  variables = pruning.initial_variables(config, variables, masks, data.num_classes,
+  variables = network.initial_variables(config, variables, masks, data.num_classes,
                                         data.input_shape)[1]
   plan = execution.plan(config, variables['masks'])
   return _train_state(config, data, variables, _apply_fn(config, data, plan)), plan
@@ -142,14 +142,16 @@ def _mask_warnings(config, masks, units: sparsity.Units) -> list[str]:
 class Start:
   """Where a run begins: its train ``state`` and execution ``plan`` (the state's ``apply_fn``
   is the plan's model), the base ``rng`` key, the ``step`` (0, or the restored checkpoint's),
-  its opened ``checkpoints``, the masks' ``units`` (:func:`sparsity.units`, counted once: the
-  masks never change) and ``warnings``."""
+  its opened ``checkpoints``, and what the masks are, counted once (the masks never change):
+  their ``units`` (:func:`sparsity.units`), their per-layer table (``layers``:
+  :func:`sparsity.layer_table`) and ``warnings``."""
   state: TrainState
   plan: execution.Plan
   rng: np.ndarray
   step: int
   checkpoints: Checkpoints
   units: sparsity.Units
+  layers: list[dict]
   warnings: list[str]
 
 
@@ -169,7 +171,8 @@ def restore_or_start(config, data, workdir: str, masks, lock: runlock.RunLock) -
     step, (state, plan) = 0, create_train_state(config, data, masks)
     ckpt = _open(workdir, config, lock)  # the masks are checked: the run's files may be written
   units = sparsity.units(config, state.masks)
-  return Start(state, plan, rng, step, ckpt, units, _mask_warnings(config, state.masks, units))
+  return Start(state, plan, rng, step, ckpt, units, sparsity.layer_table(state.masks),
+               _mask_warnings(config, state.masks, units))
 
 
 def _restore(config, data, workdir: str, masks, lock, rng):
@@ -215,22 +218,22 @@ def _open(workdir: str, config, lock: runlock.RunLock) -> Checkpoints:
 
 @dataclasses.dataclass
 class Loop:
-  """What one run's loop shares: its config, data and directory, the pmapped steps, the
-  checkpoints, metrics writer, progress, stop requests and lock, the base ``rng``, the
-  learning-rate schedule, and whether to wait for each step (:attr:`Plan.blocks_each_step`).
+  """What one run's loop shares: its config, data and directory, the pmapped steps and the
+  learning-rate schedule, the checkpoints, metrics writer, progress, stop requests and lock,
+  the base ``rng``, and whether to wait for each step (:attr:`Plan.blocks_each_step`).
   ``compiling``: when the first step of this process was dispatched, until it is done."""
   config: Any
   data: Any
   workdir: str
   p_train_step: Any
   p_eval_step: Any
+  lr: Any
   checkpoints: Checkpoints
   writer: MetricsWriter
   progress: Progress
   stop: preemption.StopRequests
   lock: runlock.RunLock
   rng: np.ndarray
-  lr: Any
   blocks_each_step: bool
   compiling: float | None = None
 
@@ -267,7 +270,7 @@ class Loop:
     """One log line and one metrics record; a non-finite loss stops the run."""
     config = self.config
     if not np.isfinite(m['loss']):
-      raise Diverged(step, self.last_good())
+      raise self.diverged(step, 'loss')
     lr = self.lr(step - 1)
     self.progress.show(epoch=f'{epoch + 1}/{config.num_epochs}', loss=f"{m['loss']:.4f}")
     logging.info('epoch %d/%d step %d/%d loss %.4f acc %.4f lr %.4g %s', epoch + 1,
@@ -290,7 +293,7 @@ class Loop:
     logging.info('epoch %d: test accuracy %.4f, loss %.4f', epoch + 1, result['test_accuracy'],
                  result['test_loss'])
     if not np.isfinite(result['test_loss']):
-      raise Diverged(step, self.last_good(), 'test loss')
+      raise self.diverged(step, 'test loss')
     self.writer.write(step, **result)
     return result
 
@@ -298,10 +301,14 @@ class Loop:
     """Saves a checkpoint, never one holding non-finite values."""
     state = jax.device_get(jax_utils.unreplicate(p_state))
     if not all(np.all(np.isfinite(x)) for x in jax.tree.leaves((state.params, state.batch_stats))):
-      raise Diverged(step, self.last_good(), 'weights')
+      raise self.diverged(step, 'weights')
     with (preemption.interrupt_after(),
           writing(f'the checkpoint of step {step} in {self.checkpoints.directory}')):
       self.checkpoints.save(step, state, self.rng)
+
+  def diverged(self, step: int, what: str) -> Diverged:
+    """The error for non-finite ``what`` at ``step``, naming the last checkpoint written."""
+    return Diverged(step, self.last_good(), what)
 
   def last_good(self) -> int | None:
     """The newest checkpoint on disk once the saves in flight are written."""
@@ -309,11 +316,12 @@ class Loop:
     return rundir.latest_step(self.workdir)
 
 
-def train_loop(loop: Loop, p_state, step: int):
-  """Trains to ``config.num_epochs``, evaluating every ``eval_every_epochs`` and at the end and
-  checkpointing every epoch; returns ``(p_state, step, result)``, ``result`` the last
-  evaluation (``None`` when the run was already finished)."""
+def train_loop(loop: Loop, state: TrainState, step: int) -> tuple[TrainState, dict]:
+  """Trains ``state`` from ``step`` to ``config.num_epochs`` on the local devices, evaluating
+  every ``eval_every_epochs`` and at the end and checkpointing every epoch; returns the trained
+  state (on the host) and the last evaluation (of a run already finished: evaluated here)."""
   config, result = loop.config, None
+  p_state = replicate(state)
   if step < loop.progress.total:
     logging.info('Compiling the train step; the first step waits for it.')
     loop.compiling = time.time()
@@ -323,22 +331,24 @@ def train_loop(loop: Loop, p_state, step: int):
       if (epoch + 1) % config.eval_every_epochs == 0 or epoch + 1 == config.num_epochs:
         result = loop.evaluate(p_state, epoch, step)
       loop.save(step, p_state)
+    if result is None:  # resumed a finished run: nothing was evaluated above
+      result = evaluate(loop.p_eval_step, p_state, loop.data)
   except KeyboardInterrupt:
     raise Interrupted(step, loop.last_good()) from None
   finally:
     with writing(f'the checkpoints in {loop.checkpoints.directory}'):  # the saves in flight
       loop.checkpoints.close()
     loop.writer.close()
-  return p_state, step, result
+  return jax.device_get(jax_utils.unreplicate(p_state)), result
 
 
 # --- the run ------------------------------------------------------------------------------------
 
 def summarize(config, state, result: dict, start: Start, budget: dict | None,
-              layers: list[dict], seconds: float) -> dict:
+              seconds: float) -> dict:
   """The run's ``summary.json``: the last evaluation, the counts (:mod:`sparsity`; the dead
-  units and warnings from ``start``), the budget, the per-layer table, the time trained and
-  the config."""
+  units, per-layer table and warnings from ``start``), the budget, the time trained and the
+  config."""
   return {
       **result,
       'steps': int(state.step),
@@ -354,7 +364,7 @@ def summarize(config, state, result: dict, start: Start, budget: dict | None,
       'dead_units': start.units.dead,
       'budget': budget,
       'warnings': start.warnings,
-      'layers': layers,
+      'layers': start.layers,
       'train_seconds': seconds,
       'config': json.loads(config.to_json()),
   }
@@ -396,27 +406,25 @@ def _train_and_evaluate(config, workdir: str, masks, stop, lock) -> dict:
   is_main = lock.enabled = jax.process_index() == 0  # one lock per run
   # Before anything is allocated or compiled: a size that cannot fit, a budget that cannot train.
   spec = data_lib.spec(config)
-  resources.check(config, *spec, jax.device_count())
-  budget = pruning.check_budget(config, *spec)
+  model, shapes = network.abstract(config, *spec)
+  resources.check(config, model, shapes, spec.input_shape, jax.device_count())
+  budget = pruning.check_budget(config, shapes['masks'])
   rundir.check_writable(workdir)
   logging.info('Run directory: %s', workdir)
   data = data_lib.load(config, jax.process_index(), jax.process_count())
   if data.steps_per_epoch == 0:
     raise UserError(f'config.batch_size={config.batch_size}: larger than the training set')
   start = restore_or_start(config, data, workdir, masks, lock)
-  layers = _log_budget(config, start.state, budget)
+  _log_budget(config, start, budget)
   total = config.num_epochs * data.steps_per_epoch
   started = time.time()
   with Progress(total, start.step, config.batch_size, bar=is_main) as progress:
-    loop = Loop(config, data, workdir, *start.plan.steps(), start.checkpoints,
+    loop = Loop(config, data, workdir, *start.plan.steps(),
+                learning_rate_schedule(config, data.steps_per_epoch), start.checkpoints,
                 MetricsWriter(workdir, start.step, enabled=is_main), progress, stop, lock,
-                start.rng, learning_rate_schedule(config, data.steps_per_epoch),
-                start.plan.blocks_each_step)
-    p_state, step, result = train_loop(loop, replicate(start.state), start.step)
-  if result is None:  # resumed a finished run: nothing was evaluated above
-    result = evaluate(loop.p_eval_step, p_state, data)
-  state = jax.device_get(jax_utils.unreplicate(p_state))
-  summary = summarize(config, state, result, start, budget, layers, time.time() - started)
+                start.rng, start.plan.blocks_each_step)
+    state, result = train_loop(loop, start.state, start.step)
+  summary = summarize(config, state, result, start, budget, time.time() - started)
   if is_main:
     write_hparams(workdir, config, {k: summary[k] for k in ('test_accuracy', 'test_loss',
                                                             'params_nonzero', 'dead_units')})
@@ -427,15 +435,14 @@ def _train_and_evaluate(config, workdir: str, masks, stop, lock) -> dict:
   return summary
 
 
-def _log_budget(config, state, budget: dict | None) -> list[dict]:
-  """Logs the per-layer table (:func:`sparsity.layer_table`) and the budget; returns the table."""
-  layers = sparsity.layer_table(state.masks)
-  logging.info('Masked layers (density against each layer):\n%s', sparsity.format_layers(layers))
+def _log_budget(config, start: Start, budget: dict | None) -> None:
+  """Logs the per-layer table and the budget."""
+  logging.info('Masked layers (density against each layer):\n%s',
+               sparsity.format_layers(start.layers))
   if budget:
     logging.info('Budget: %d of %d reference weights (density %g) = %d sequential%s + %d skip; '
                  'outside it, the skips\' biases and BatchNorm parameters: %d.',
                  budget['total'], budget['reference'], config.pruning.density,
                  budget['sequential'], f' ({budget["top_up"]} of them random extra)'
                  if budget['top_up'] else '', budget['skip'],
-                 sparsity.skip_extra_params(state.params))
-  return layers
+                 sparsity.skip_extra_params(start.state.params))

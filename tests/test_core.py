@@ -94,7 +94,7 @@ def _loss(model_name, skip):
   config = make_config(**MODELS[model_name], skip__kind=skip)
   model = create_model(config, 10)
   rng = np.random.default_rng(0)
-  abstract = network.abstract_variables(config, 10, SHAPES[model_name])
+  abstract = network.abstract(config, 10, SHAPES[model_name])[1]
   params = jax.tree.map(
       lambda s: jnp.asarray(rng.normal(size=s.shape) / np.sqrt(np.prod(s.shape[:-1]) or 1),
                             s.dtype), abstract['params'])
@@ -184,7 +184,7 @@ def exported_targets(config, platforms, masks=None, batch: int = 8) -> set[str]:
   (built from the plan for the first of them, for ``masks`` or, if none, the dense network's),
   exported with ``jax.export``."""
   shape = (32, 32, 3)
-  abstract = network.abstract_variables(config, 10, shape)
+  abstract = network.abstract(config, 10, shape)[1]
   plan = execution.plan(config, abstract['masks'] if masks is None else masks, platforms[0])
   model = plan.model(config, 10, bn_axis_name=steps.AXIS)
   state = _per_device(_abstract_state(config, model, shape))
@@ -223,7 +223,7 @@ def _pruned(**overrides):
                        skip__kind='n2nskip', **overrides)
   rng = np.random.default_rng(0)
   masks = jax.tree.map(lambda m: (rng.random(m.shape) < 0.05).astype(np.float32),
-                       network.abstract_variables(config, 10, (32, 32, 3))['masks'])
+                       network.abstract(config, 10, (32, 32, 3))[1]['masks'])
   return config, masks
 
 

@@ -248,21 +248,26 @@ def test_every_packaged_config_fits_and_a_size_that_cannot_is_refused_from_shape
   """The resource check on shapes alone: the packaged configs fit the 24 GiB of this project's
   CPU machines and an 80 GiB accelerator (ResNet50 on ImageNet at batch 128 needs at least
   13 GiB); a width that cannot fit is refused naming the keys and the figures."""
-  from n2nskip_jax import data, resources
+  from n2nskip_jax import data, network, resources
+
+  def check(config, devices, memory):
+    spec = data.spec(config)
+    return resources.check(config, *network.abstract(config, *spec), spec.input_shape, devices,
+                           memory)
   for name in ('default', 'quickstart', 'mlp_c10', 'resnet50_c10', 'resnet50_c100',
                'resnet50_imagenet', 'vgg19_c10', 'vgg19_c100'):
     config = __import__(f'n2nskip_jax.configs.{name}', fromlist=['x']).get_config()
     for memory in ((24 * resources.GIB, 'host memory'), (80 * resources.GIB, 'H100 memory')):
-      need = resources.check(config, *data.spec(config), 1, memory)
+      need = check(config, 1, memory)
       assert need['state'] >= 16 * need['parameters'], name  # four float32 copies
   config = make_config(model='vgg19', dataset='digits32', width_multiplier=2.0, batch_size=64)
-  need = resources.estimate(config, *data.spec(config), 32)
+  need = resources.estimate(*network.abstract(config, *data.spec(config)), (32, 32, 3), 32)
   small = (need['state'] + need['activations'] - 1, 'a device')
   with pytest.raises(UserError, match=r"width_multiplier=2, batch_size=64: cannot fit: "
                      r"[\d,]+ parameters; at least [\d.]+ GiB per device .* at 32 images\) against "
                      r"[\d.]+ GiB of a device; lower width_multiplier or batch_size"):
-    resources.check(config, *data.spec(config), 2, small)
-  assert resources.check(config, *data.spec(config), 2, (small[0] + 1, 'a device')) == need
+    check(config, 2, small)
+  assert check(config, 2, (small[0] + 1, 'a device')) == need
   have, what = resources.available()  # this CPU: its available RAM, read from /proc/meminfo
   assert what == 'available host memory' and 0 < have < 2 ** 50
 

@@ -57,8 +57,8 @@ CASES = [(m, method, d, kind) for m in MODELS for method in ('rp', 'structured',
 def test_nonzero_count_equals_budget_exactly(model, method, density, kind):
   config, variables, masks = pruned(model, method, density, kind)
   n_ref = sparsity.reference_weights(masks)
-  reference = network.abstract_variables(
-      make_config(**MODELS[model][0]), 10, MODELS[model][1])['masks']
+  reference = network.abstract(
+      make_config(**MODELS[model][0]), 10, MODELS[model][1])[1]['masks']
   assert n_ref == sparsity.count(reference)  # N_ref counted on the network without skips
   budget = round(density * n_ref)
   assert sparsity.nonzero(masks) == budget
@@ -170,7 +170,7 @@ def test_exclude_keeps_layers_dense_within_budget():
 def test_skip_budget_larger_than_skip_layers_is_rejected_before_compiling():
   config = make_config(**MODELS['mlp'][0], pruning__method='rp', pruning__density=0.9,
                        skip__kind='n2nskip', skip__fraction=0.9)
-  masks = network.abstract_variables(config, 10, MODELS['mlp'][1])['masks']  # shapes only
+  masks = network.abstract(config, 10, MODELS['mlp'][1])[1]['masks']  # shapes only
   with pytest.raises(ConfigError, match=r'config.skip.fraction=0.9: expected at most 0\.\d+'):
     pruning.budgets(config, masks)
 
@@ -252,10 +252,10 @@ def test_the_skips_parameters_outside_the_budget_counted_by_hand(affine):
                       (32, 32, 3)), 2 * sum(vgg_widths[2:]))}  # 1,344
   for model, ((overrides, shape), by_hand) in cases.items():
     config = make_config(**overrides, skip__kind='n2nskip', skip__affine=affine)
-    variables = network.abstract_variables(config, 10, shape)
+    variables = network.abstract(config, 10, shape)[1]
     extra = sparsity.skip_extra_params(variables['params'])
     assert extra == (by_hand if affine else 0), model
-    without = network.abstract_variables(make_config(**overrides), 10, shape)
+    without = network.abstract(make_config(**overrides), 10, shape)[1]
     assert (sparsity.count(variables['params']) - sparsity.count(without['params'])
             == sparsity.skip_weights(variables['masks']) + extra), model
 

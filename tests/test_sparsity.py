@@ -45,7 +45,7 @@ def test_dead_units_see_identity_shortcuts_and_skips():
 
 def test_reference_weights_count_the_network_without_skips():
   config, v = tiny_mlp(kind='n2nskip')
-  ref = network.abstract_variables(make_config(model='mlp', mlp_hidden=(3, 2)), 2, (4,))
+  ref = network.abstract(make_config(model='mlp', mlp_hidden=(3, 2)), 2, (4,))[1]
   assert sparsity.reference_weights(v['masks']) == sparsity.count(ref['masks']) == 4 * 3 + 3 * 2 + 2 * 2
   assert sparsity.skip_weights(v['masks']) == 4 * 2
   config.pruning.density = 0.5

@@ -15,7 +15,7 @@ import scipy.sparse
 from scipy.sparse.csgraph import connected_components
 
 from n2nskip_jax import data as data_lib
-from n2nskip_jax import network, pruning, rundir, sparsity
+from n2nskip_jax import network, rundir, sparsity
 from n2nskip_jax.errors import UserError
 from n2nskip_jax.connectivity import heat, scatter
 from n2nskip_jax.connectivity.graph import network_graph
@@ -27,7 +27,7 @@ def load_run(workdir: str, weights: str = 'final'):
   """``(config, params, masks, reference_params)`` of a run's latest checkpoint: its final
   weights, or (``weights='initial'``) the weights it was initialized and pruned with; the
   reference parameters are the unpruned weights it trained from; both from
-  :func:`pruning.initial_variables`, as the training loop builds them (re-drawn weights for a
+  :func:`network.initial_variables`, as the training loop builds them (re-drawn weights for a
   ``pruning.reinit`` run)."""
   config = rundir.read_config(workdir)
   step, restored = rundir.read_latest(workdir)
@@ -36,7 +36,7 @@ def load_run(workdir: str, weights: str = 'final'):
     raise UserError(f'--workdir={workdir!r}: the weights at step {step} are not finite '
                     '(the run diverged); nothing to analyze')
   spec = data_lib.spec(config)
-  unpruned, pruned = pruning.initial_variables(config, network.init(config, *spec)[1], masks,
+  unpruned, pruned = network.initial_variables(config, network.init(config, *spec)[1], masks,
                                                *spec)
   params = restored['state']['params'] if weights == 'final' else pruned['params']
   return config, params, masks, unpruned['params']

@@ -21,7 +21,7 @@ import jax
 
 from n2nskip_jax import checks
 from n2nskip_jax import config as config_lib
-from n2nskip_jax import data, pruning
+from n2nskip_jax import data, network, pruning
 from n2nskip_jax.errors import ConfigError, UserError
 
 
@@ -148,7 +148,7 @@ def _validate(run: Run, base, origin: str, checked: dict) -> None:
     return
   try:
     config_lib.validate(config, jax.device_count())
-    pruning.check_budget(config, *data.spec(config))
+    pruning.check_budget(config, network.abstract(config, *data.spec(config))[1]['masks'])
   except ConfigError as e:
     where = f'axes.{e.key}' if any(k == e.key for k, _ in run.overrides) else e.key
     raise ConfigError(where if origin == 'axes' else f'{origin}.{e.key}', e.value,
