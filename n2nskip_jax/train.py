@@ -77,7 +77,8 @@ def create_train_state(config, data, masks=None) -> tuple[TrainState, execution.
   variables = network.initial_variables(config, variables, masks, data.num_classes,
                                         data.input_shape)[1]
   plan = execution.plan(config, variables['masks'])
-  return _train_state(config, data, variables, _apply_fn(config, data, plan)), plan
+  apply_fn = plan.model(config, data.num_classes, bn_axis_name=AXIS).apply
+  return _train_state(config, data, variables, apply_fn), plan
 
 
 def _prune(config, data, variables) -> dict:
@@ -100,10 +101,6 @@ def _check_masks(masks, template) -> None:
     if np.shape(m) != np.shape(t) or not np.isin(np.asarray(m), (0, 1)).all():
       raise UserError(f'masks: expected 0/1 arrays shaped like the kernels ({np.shape(t)}), '
                       f'got shape {np.shape(m)}')
-
-
-def _apply_fn(config, data, plan: execution.Plan):
-  return plan.model(config, data.num_classes, bn_axis_name=AXIS).apply
 
 
 def _train_state(config, data, variables, apply_fn) -> TrainState:
@@ -155,18 +152,20 @@ class Start:
   warnings: list[str]
 
 
-def restore_or_start(config, data, workdir: str, masks, lock: runlock.RunLock) -> Start:
-  """Restores the run from its newest readable checkpoint, or creates and prunes it. Nothing
-  is written to ``workdir`` before the masks are checked, and its checkpoints are read only
-  under the run's lock."""
+def restore_or_start(config, data, workdir: str, masks, lock: runlock.RunLock,
+                     shapes: dict) -> Start:
+  """Restores the run from its newest readable checkpoint into the structure of ``shapes``
+  (its variables' shapes: :func:`network.abstract`), or creates and prunes it. Nothing is
+  written to ``workdir`` before the masks are checked, and its checkpoints are read only under
+  the run's lock."""
   rng = np.asarray(jax.random.PRNGKey(config.seed))
   latest = rundir.latest_step(workdir)
   _check_not_past_the_end(config, data, workdir, latest)
-  restored = _restore(config, data, workdir, masks, lock, rng) if latest else None
+  restored = _restore(config, data, workdir, masks, lock, rng, shapes) if latest else None
   if restored:
     step, state, rng, ckpt = restored
     plan = execution.plan(config, state.masks)
-    state = state.replace(apply_fn=_apply_fn(config, data, plan))
+    state = state.replace(apply_fn=plan.model(config, data.num_classes, bn_axis_name=AXIS).apply)
   else:
     step, (state, plan) = 0, create_train_state(config, data, masks)
     ckpt = _open(workdir, config, lock)  # the masks are checked: the run's files may be written
@@ -175,13 +174,14 @@ def restore_or_start(config, data, workdir: str, masks, lock: runlock.RunLock) -
                _mask_warnings(config, state.masks, units))
 
 
-def _restore(config, data, workdir: str, masks, lock, rng):
+def _restore(config, data, workdir: str, masks, lock, rng, shapes):
   """``(step, state, rng, checkpoints)`` from the newest checkpoint that reads (its state's
   ``apply_fn`` unset), or ``None`` where none reads and ``config.restart_on_corrupt`` allows
-  starting over."""
+  starting over. The structure restored into is zeros of ``shapes``: nothing is initialized
+  (or compiled) only to be overwritten."""
   ckpt = _open(workdir, config, lock)
-  _, variables = network.init(config, data.num_classes, data.input_shape, bn_axis_name=AXIS)
-  found = ckpt.restore_latest(_train_state(config, data, variables, None), rng)
+  zeros = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+  found = ckpt.restore_latest(_train_state(config, data, zeros, None), rng)
   if found:
     step, state, rng = found
     logging.info('Resuming from checkpoint at step %d.', step)
@@ -414,7 +414,7 @@ def _train_and_evaluate(config, workdir: str, masks, stop, lock) -> dict:
   data = data_lib.load(config, jax.process_index(), jax.process_count())
   if data.steps_per_epoch == 0:
     raise UserError(f'config.batch_size={config.batch_size}: larger than the training set')
-  start = restore_or_start(config, data, workdir, masks, lock)
+  start = restore_or_start(config, data, workdir, masks, lock, shapes)
   _log_budget(config, start, budget)
   total = config.num_epochs * data.steps_per_epoch
   started = time.time()

@@ -64,7 +64,8 @@ def test_dense_mlp_learns_mnist1d(tmp_path):
 
 def test_train_step_is_compiled_once_per_run_and_resume(tmp_path, monkeypatch):
   """The replicated state is laid out as the step's outputs, so its first outputs (and a resumed
-  run's state) reuse the compiled step: ``pmap`` traces the step once per compilation."""
+  run's state) reuse the compiled step: ``pmap`` traces the step once per compilation. A resumed
+  run initializes no network (the checkpoint is restored into zeros of its shapes)."""
   traces = []
 
   def counted(state, batch):
@@ -76,8 +77,10 @@ def test_train_step_is_compiled_once_per_run_and_resume(tmp_path, monkeypatch):
   train.train_and_evaluate(config, str(tmp_path))
   assert len(traces) == 1
   config.num_epochs = 2  # resumes from the checkpoint of epoch 1
-  train.train_and_evaluate(config, str(tmp_path))
-  assert len(traces) == 1
+  # ... restored into zeros of the run's shapes: its network is not initialized again.
+  monkeypatch.setattr(network, 'init', lambda *a, **k: (_ for _ in ()).throw(AssertionError()))
+  summary = train.train_and_evaluate(config, str(tmp_path))
+  assert len(traces) == 1 and summary['steps'] == 2 * data_lib.load(config).steps_per_epoch
 
 
 def test_quickstart_learns_and_masks_never_change(tmp_path):
