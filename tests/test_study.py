@@ -293,21 +293,28 @@ def test_cli_refuses_a_workdir_it_cannot_use_in_one_line(tiny, tmp_path, case):
                                         ('controls_mlp', 72), ('methods_vgg_digits', 111),
                                         ('controls_vgg_digits', 48), ('collapse_mlp', 310),
                                         ('collapse_vgg_digits', 95), ('resnet50_digits', 55),
-                                        ('resnet50_digits_rp5', 30)])
+                                        ('resnet50_digits_rp5', 30),
+                                        ('collapse_vgg_digits_rp10', 80)])
 def test_study_configs_list_the_right_number_of_runs(name, count):
   import importlib
   study = importlib.import_module(f'n2nskip_jax.configs.studies.{name}').get_config()
   assert len(grid.runs(study)) == count
 
 
-def test_the_ten_seed_resnet50_study_extends_the_five_seed_one_with_the_same_runs():
+@pytest.mark.parametrize('five,ten,count,same_names', [
+    # The 10-seed ResNet50 study names its one extra run by fewer keys than the 5-seed one,
+    # which has several extras (its seeds 0-4 were copied under the new names).
+    ('resnet50_digits', 'resnet50_digits_rp5', 30, False),
+    ('collapse_vgg_digits', 'collapse_vgg_digits_rp10', 80, True)])
+def test_a_ten_seed_study_extends_its_five_seed_one_with_the_same_runs(five, ten, count,
+                                                                       same_names):
   import importlib
   studies = [importlib.import_module(f'n2nskip_jax.configs.studies.{name}').get_config()
-             for name in ('resnet50_digits', 'resnet50_digits_rp5')]
-  configs = [{(r.seed, r.config(s.base).to_json()) for r in grid.runs(s)} for s in studies]
-  ten = configs[1]
-  assert len(ten) == 30 and {seed for seed, _ in ten} == set(range(10))
-  assert {x for x in ten if x[0] < 5} <= configs[0]  # its first five seeds: runs already there
+             for name in (five, ten)]
+  runs = [{(r.name if same_names else '', r.seed, r.config(s.base).to_json())
+           for r in grid.runs(s)} for s in studies]
+  assert len(runs[1]) == count and {seed for _, seed, _ in runs[1]} == set(range(10))
+  assert {x for x in runs[1] if x[1] < 5} <= runs[0]  # its first five seeds: runs already there
 
 
 def test_dry_run_commands_run_as_printed(tiny, tmp_path):
