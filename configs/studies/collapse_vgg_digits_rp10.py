@@ -3,7 +3,8 @@ digits32, RP at 2 and 1 % density, skip.kind {none, n2nskip, resskip, sequential
 
 With 5 seeds these cells spread by 12-29 points (a run trains or stays near chance) and every
 comparison was inconclusive. This study is the same runs (the same base config, run names and
-seeds 0-4) with seeds 5-9 added, 80 runs; Holm over its 6 comparisons. Run it in the
+seeds 0-4) with seeds 5-9 added, 80 runs; Holm over its 10 comparisons (each skip kind
+against none, N2NSkip against ResSkip and the control, at each density). Run it in the
 ``collapse_vgg_digits`` workdir, or in a new one holding copies of that study's RP run
 folders, and only the new seeds train.
 
