@@ -294,7 +294,7 @@ def test_cli_refuses_a_workdir_it_cannot_use_in_one_line(tiny, tmp_path, case):
                                         ('controls_vgg_digits', 48), ('collapse_mlp', 310),
                                         ('collapse_vgg_digits', 95), ('resnet50_digits', 55),
                                         ('resnet50_digits_rp5', 30),
-                                        ('collapse_vgg_digits_rp10', 80)])
+                                        ('collapse_vgg_digits_rp10', 80), ('csp_vgg_digits', 60)])
 def test_study_configs_list_the_right_number_of_runs(name, count):
   import importlib
   study = importlib.import_module(f'n2nskip_jax.configs.studies.{name}').get_config()
