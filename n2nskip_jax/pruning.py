@@ -87,10 +87,10 @@ def budgets(config, masks) -> dict:
 
 def check_budget(config, masks) -> dict | None:
   """:func:`budgets` from the shapes of the model's ``masks`` (those of
-  :func:`n2nskip_jax.network.abstract`), before anything is compiled; ``None`` for a dense run. Raises a
-  ``ConfigError`` for a budget the skip layers cannot hold, and for one that cannot train:
-  0 weights, or fewer sequential weights than sequential layers (some layer of the sequential
-  path would keep no weight at all)."""
+  :func:`n2nskip_jax.network.abstract`), before anything is compiled; ``None`` for a dense
+  run. Raises a ``ConfigError`` for a budget the skip layers cannot hold, and for one that
+  cannot train: 0 weights, or fewer sequential weights than sequential layers (some layer of
+  the sequential path would keep no weight at all)."""
   if config.pruning.method == 'dense':
     return None
   b = budgets(config, masks)

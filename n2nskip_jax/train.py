@@ -77,8 +77,7 @@ def create_train_state(config, data, masks=None) -> tuple[TrainState, execution.
   variables = network.initial_variables(config, variables, masks, data.num_classes,
                                         data.input_shape)[1]
   plan = execution.plan(config, variables['masks'])
-  apply_fn = plan.model(config, data.num_classes, bn_axis_name=AXIS).apply
-  return _train_state(config, data, variables, apply_fn), plan
+  return _train_state(config, data, variables, _apply_fn(config, data, plan)), plan
 
 
 def _prune(config, data, variables) -> dict:
@@ -101,6 +100,11 @@ def _check_masks(masks, template) -> None:
     if np.shape(m) != np.shape(t) or not np.isin(np.asarray(m), (0, 1)).all():
       raise UserError(f'masks: expected 0/1 arrays shaped like the kernels ({np.shape(t)}), '
                       f'got shape {np.shape(m)}')
+
+
+def _apply_fn(config, data, plan: execution.Plan):
+  """The state's ``apply_fn``: the plan's model, its BatchNorm averaged over the pmap axis."""
+  return plan.model(config, data.num_classes, bn_axis_name=AXIS).apply
 
 
 def _train_state(config, data, variables, apply_fn) -> TrainState:
@@ -165,7 +169,7 @@ def restore_or_start(config, data, workdir: str, masks, lock: runlock.RunLock,
   if restored:
     step, state, rng, ckpt = restored
     plan = execution.plan(config, state.masks)
-    state = state.replace(apply_fn=plan.model(config, data.num_classes, bn_axis_name=AXIS).apply)
+    state = state.replace(apply_fn=_apply_fn(config, data, plan))
   else:
     step, (state, plan) = 0, create_train_state(config, data, masks)
     ckpt = _open(workdir, config, lock)  # the masks are checked: the run's files may be written
