@@ -217,9 +217,9 @@ NAMES = {'resnet50': 'ResNet50-C10', 'vgg19': 'VGG19 (CIFAR head)', 'plain': 'pl
 
 
 def table(records: list[dict]) -> str:
-  """The README's GPU table from the kit's records: per model and precision, each variant's
-  images/s (step ms; compile s; the process's peak GiB so far), N2NSkip-RP's step over RP's
-  (the faster skip path), and the PyTorch peer's AMP images/s (plain, masked)."""
+  """The GPU table of docs/PERFORMANCE.md from the kit's records: per model and precision,
+  each variant's images/s (step ms; compile s; the process's peak GiB so far), N2NSkip-RP's
+  step over RP's (the faster skip path), and the PyTorch peer's AMP images/s (plain, masked)."""
   steps = [r for r in records if r['part'].startswith('throughput') and r['status'] == 'ok'
            and r['batch'] == 128]
   variants = list(dict.fromkeys(r['variant'] for r in steps))
@@ -272,7 +272,7 @@ def main() -> int:
   p.add_argument('--dry_run', action='store_true', help='print which parts fit; run nothing')
   p.add_argument('--commit', default=None, help='the commit to record (default: git rev-parse)')
   p.add_argument('--table', default='', metavar='RECORDS',
-                 help="print the README's GPU table from a records.jsonl, and exit")
+                 help="print the GPU table of docs/PERFORMANCE.md from a records.jsonl, and exit")
   p.add_argument('--record_reference', action='store_true',
                  help="write the CPU's losses to results/accelerator_reference.json")
   p.add_argument('--part', default='', help=argparse.SUPPRESS)   # the child process's part
